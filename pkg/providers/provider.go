@@ -1,0 +1,149 @@
+// Package providers defines the one interface every GPU cloud adapter
+// implements, the normalized offer and instance shapes the selector and the
+// controller work with, and the typed errors the controller acts on.
+package providers
+
+import (
+	"context"
+	"strings"
+)
+
+// Provider names, as users write them in spec.provider.
+const (
+	LambdaLabs = "lambdalabs"
+	RunPod     = "runpod"
+	Paperspace = "paperspace"
+)
+
+// MachineNamePrefix starts the name of every machine the operator launches;
+// the leaked-instance collector only ever touches instances that carry it.
+const MachineNamePrefix = "gpur-"
+
+// IsOperatorMachine reports whether a provider-side name belongs to the operator.
+func IsOperatorMachine(name string) bool { return strings.HasPrefix(name, MachineNamePrefix) }
+
+// CapacityType is how a machine is billed and whether it can be taken back.
+type CapacityType string
+
+const (
+	Spot     CapacityType = "spot"
+	OnDemand CapacityType = "on-demand"
+)
+
+// PriceSource says where an offer's price came from.
+type PriceSource string
+
+const (
+	// PriceSourceAPI prices come from the provider's own catalog API.
+	PriceSourceAPI PriceSource = "api"
+	// PriceSourceStatic prices come from the table shipped with the operator
+	// (or its ConfigMap override) because the provider publishes none.
+	PriceSourceStatic PriceSource = "static"
+)
+
+// Offer is one way to buy a machine: one instance type, in one region, with
+// one capacity type. An instance type sold both as spot and on-demand yields
+// two offers.
+type Offer struct {
+	// Provider is the adapter's name (LambdaLabs, RunPod, Paperspace).
+	Provider string `json:"provider"`
+	// InstanceType is the provider's native type id, passed back to Launch.
+	InstanceType string `json:"instanceType"`
+	// GPUType is the canonical GPU model (H100, A100-80GB, RTX4090, ...).
+	GPUType string `json:"gpuType"`
+	// GPUCount is the exact number of GPUs on the machine.
+	GPUCount int `json:"gpuCount"`
+	// Region is the canonical region (us-west-1, eu-central-1, ...).
+	Region string `json:"region"`
+	// ProviderRegion is the provider's native region or data center id.
+	ProviderRegion string `json:"providerRegion"`
+	// Capacity is spot or on-demand.
+	Capacity CapacityType `json:"capacity"`
+	// HourlyPrice is USD per hour for the whole machine.
+	HourlyPrice float64 `json:"hourlyPrice"`
+	// Available is false when the provider reports no capacity right now.
+	Available bool `json:"available"`
+	// PriceSource says where HourlyPrice came from.
+	PriceSource PriceSource `json:"priceSource"`
+}
+
+// Key identifies an offering for the unavailable-offerings cache.
+func (o Offer) Key() OfferingKey {
+	return OfferingKey{Provider: o.Provider, InstanceType: o.InstanceType, Region: o.ProviderRegion, Capacity: o.Capacity}
+}
+
+// ID is a stable, human-readable identifier of the offer.
+func (o Offer) ID() string {
+	return o.Provider + "/" + o.InstanceType + "/" + o.ProviderRegion + "/" + string(o.Capacity)
+}
+
+// OfferingKey identifies one offering independent of its price.
+type OfferingKey struct {
+	Provider     string
+	InstanceType string
+	Region       string // native region
+	Capacity     CapacityType
+}
+
+// LaunchRequest asks an adapter for one machine.
+type LaunchRequest struct {
+	// Name is the machine name (MachineNamePrefix + request UID + attempt);
+	// a given name is launched at most once.
+	Name string
+	// Offer is the offer being bought.
+	Offer Offer
+	// UserData is the rendered bootstrap (cloud-init or Talos machine config).
+	UserData string
+	// Tags are key/value labels attached where the provider supports them.
+	Tags map[string]string
+}
+
+// InstanceState is an instance's provider state, normalized.
+type InstanceState string
+
+const (
+	StatePending     InstanceState = "pending"
+	StateBooting     InstanceState = "booting"
+	StateRunning     InstanceState = "running"
+	StateInterrupted InstanceState = "interrupted"
+	StateTerminating InstanceState = "terminating"
+	StateTerminated  InstanceState = "terminated"
+	StateFailed      InstanceState = "failed"
+)
+
+// Alive reports whether an instance in this state may still be billing and
+// needs an explicit terminate.
+func (s InstanceState) Alive() bool {
+	return s != StateTerminated
+}
+
+// Instance is a machine as the provider reports it.
+type Instance struct {
+	Provider       string        `json:"provider"`
+	ID             string        `json:"id"`
+	Name           string        `json:"name"`
+	InstanceType   string        `json:"instanceType"`
+	ProviderRegion string        `json:"providerRegion"`
+	Spot           bool          `json:"spot"`
+	State          InstanceState `json:"state"`
+	// NativeState is the provider's own status string, for messages.
+	NativeState string `json:"nativeState"`
+	PublicIP    string `json:"publicIP,omitempty"`
+}
+
+// Provider is one GPU cloud. Implementations are safe for concurrent use.
+type Provider interface {
+	// Name is the provider's name (LambdaLabs, RunPod, Paperspace).
+	Name() string
+	// Offers returns the current catalog, normalized: canonical GPU type and
+	// region, exact GPU count, whole-machine USD/h, one offer per capacity type.
+	Offers(ctx context.Context) ([]Offer, error)
+	// Launch creates a machine. It is idempotent by LaunchRequest.Name: a
+	// retry with a name already launched returns that instance.
+	Launch(ctx context.Context, req LaunchRequest) (Instance, error)
+	// Instances lists, in one call, every instance of the operator's
+	// (name starting with MachineNamePrefix) with its normalized state.
+	Instances(ctx context.Context) ([]Instance, error)
+	// Terminate destroys an instance. Terminating a missing instance succeeds.
+	Terminate(ctx context.Context, id string) error
+}
