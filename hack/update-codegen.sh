@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Regenerates everything derived from pkg/apis: deepcopy and register code,
+# the typed clientset (with watch and apply configurations), listers and
+# informers under pkg/generated, and the CRD YAML in manifests/.
+#
+#   hack/update-codegen.sh            write into this tree
+#   ROOT=/tmp/copy hack/update-codegen.sh   write into a copy (verify-codegen.sh)
+set -euo pipefail
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+cd "${ROOT}"
+MODULE=github.com/solanyn/gpu-operator
+CONTROLLER_TOOLS_VERSION=v0.23.0
+
+# Generators are installed into the repository's bin/ (git-ignored).
+export GOBIN="${ROOT}/bin/codegen"
+mkdir -p "${GOBIN}"
+
+CODEGEN_PKG=$(go list -m -f '{{.Dir}}' k8s.io/code-generator)
+# shellcheck source=/dev/null
+source "${CODEGEN_PKG}/kube_codegen.sh"
+
+kube::codegen::gen_helpers --boilerplate hack/boilerplate.go.txt pkg/apis
+kube::codegen::gen_register --boilerplate hack/boilerplate.go.txt pkg/apis
+kube::codegen::gen_client \
+  --with-watch \
+  --with-applyconfig \
+  --output-dir pkg/generated \
+  --output-pkg "${MODULE}/pkg/generated" \
+  --boilerplate hack/boilerplate.go.txt \
+  pkg/apis
+
+# CRDs from the kubebuilder markers on the Go types. allowDangerousTypes
+# permits float64: prices are plain JSON numbers in the user's YAML.
+tmp=$(mktemp -d)
+trap 'rm -rf "${tmp}"' EXIT
+GOFLAGS=-mod=mod go run "sigs.k8s.io/controller-tools/cmd/controller-gen@${CONTROLLER_TOOLS_VERSION}" \
+  crd:allowDangerousTypes=true paths=./pkg/apis/... output:crd:dir="${tmp}"
+cp "${tmp}/tgp.solanyn.com_gpurequests.yaml" manifests/10-crd-gpurequests.yaml

@@ -1,0 +1,211 @@
+package v1_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/testenv"
+)
+
+var gvr = tgpv1.SchemeGroupVersion.WithResource("gpurequests")
+
+// create posts one GPURequest manifest with strict field validation, as
+// `kubectl apply --validate=strict` does.
+func create(ctx context.Context, t *testing.T, client dynamic.Interface, manifest string) (*unstructured.Unstructured, error) {
+	t.Helper()
+	var obj map[string]any
+	if err := yaml.Unmarshal([]byte(manifest), &obj); err != nil {
+		t.Fatalf("bad test manifest: %v", err)
+	}
+	return client.Resource(gvr).Namespace("default").Create(ctx, &unstructured.Unstructured{Object: obj},
+		metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict})
+}
+
+func TestAdmission(t *testing.T) {
+	env := testenv.StartT(t)
+	ctx := t.Context()
+	client := dynamic.NewForConfigOrDie(env.Config)
+
+	t.Run("design examples are accepted verbatim", func(t *testing.T) {
+		for _, name := range []string{"spot-training-job", "multi-gpu-training", "region-aware-job"} {
+			data, err := os.ReadFile(filepath.Join(env.Root, "manifests", "examples", name+".yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := create(ctx, t, client, string(data))
+			if err != nil {
+				t.Fatalf("%s rejected: %v", name, err)
+			}
+			count, _, _ := unstructured.NestedInt64(got.Object, "spec", "gpuCount")
+			policy, _, _ := unstructured.NestedString(got.Object, "spec", "regionPolicy")
+			wantCount := int64(1)
+			if name == "multi-gpu-training" {
+				wantCount = 4
+			}
+			if count != wantCount || policy != "Ordered" {
+				t.Errorf("%s: gpuCount=%d regionPolicy=%q, want %d and Ordered (defaults)", name, count, policy, wantCount)
+			}
+		}
+	})
+
+	rejected := []struct {
+		name, spec, want string
+	}{
+		{"gpuCount 0", `gpuType: A100
+gpuCount: 0`, "spec.gpuCount"},
+		{"gpuCount 17", `gpuType: A100
+gpuCount: 17`, "spec.gpuCount"},
+		{"negative maxPrice", `gpuType: A100
+maxPrice: -1`, "spec.maxPrice"},
+		{"zero maxPrice", `gpuType: A100
+maxPrice: 0`, "spec.maxPrice"},
+		{"negative maxSpotPrice", `gpuType: A100
+spotInstance: true
+maxSpotPrice: -0.1`, "spec.maxSpotPrice"},
+		{"maxSpotPrice without spotInstance", `gpuType: A100
+maxSpotPrice: 0.2`, "spec.maxSpotPrice"},
+		{"maxSpotPrice above maxPrice", `gpuType: A100
+spotInstance: true
+maxSpotPrice: 2
+maxPrice: 1`, "spec.maxSpotPrice"},
+		{"region and regionPreference", `gpuType: A100
+region: us-west
+regionPreference: [us-east-1]`, "spec.regionPreference"},
+		{"duplicate regionPreference", `gpuType: A100
+regionPreference: [us-east-1, us-east-1]`, "spec.regionPreference"},
+		{"empty gpuType", `gpuType: ""`, "spec.gpuType"},
+		{"unknown regionPolicy", `gpuType: A100
+regionPolicy: Cheapest`, "spec.regionPolicy"},
+		{"unknown provider", `gpuType: A100
+provider: aws`, "spec.provider"},
+		{"unknown field", `gpuType: A100
+gpuMemory: 80`, "spec.gpuMemory"},
+		{"string price", `gpuType: A100
+maxPrice: "cheap"`, "spec.maxPrice"},
+	}
+	for i, tc := range rejected {
+		t.Run("rejects "+tc.name, func(t *testing.T) {
+			manifest := "apiVersion: tgp.solanyn.com/v1\nkind: GPURequest\nmetadata: {name: bad-" + string(rune('a'+i)) + "}\nspec:\n  " +
+				strings.ReplaceAll(tc.spec, "\n", "\n  ")
+			_, err := create(ctx, t, client, manifest)
+			if err == nil {
+				t.Fatalf("accepted, want an error naming %s", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("machine-choosing fields are immutable, lifetimes are not", func(t *testing.T) {
+		_, err := create(ctx, t, client, `apiVersion: tgp.solanyn.com/v1
+kind: GPURequest
+metadata: {name: immutable}
+spec: {gpuType: H100, regionPreference: [us-west-1], spotInstance: true, maxPrice: 3, maxLifetime: 1h}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edits := []struct {
+			field string
+			value any
+		}{
+			{"gpuType", "A100"},
+			{"gpuCount", int64(2)},
+			{"spotInstance", false},
+			{"regionPreference", []any{"us-east-1"}},
+		}
+		for _, e := range edits {
+			obj, err := client.Resource(gvr).Namespace("default").Get(ctx, "immutable", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unstructured.SetNestedField(obj.Object, e.value, "spec", e.field); err != nil {
+				t.Fatal(err)
+			}
+			_, err = client.Resource(gvr).Namespace("default").Update(ctx, obj, metav1.UpdateOptions{})
+			if err == nil || !strings.Contains(err.Error(), e.field+" is immutable") {
+				t.Errorf("changing %s: got %v, want an immutability error naming it", e.field, err)
+			}
+		}
+		for _, field := range []string{"maxLifetime", "idleTimeout"} {
+			obj, err := client.Resource(gvr).Namespace("default").Get(ctx, "immutable", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = unstructured.SetNestedField(obj.Object, "30m", "spec", field)
+			if _, err := client.Resource(gvr).Namespace("default").Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+				t.Errorf("changing %s: %v, want it mutable", field, err)
+			}
+		}
+	})
+
+	t.Run("table has the nine columns in order", func(t *testing.T) {
+		cols := tableColumns(ctx, t, env)
+		want := []string{"Name", "GPU", "COUNT", "SPOT", "PROVIDER", "REGION", "PRICE", "PHASE", "NODE", "AGE"}
+		if strings.Join(cols, ",") != strings.Join(want, ",") {
+			t.Errorf("columns %v, want %v", cols, want)
+		}
+	})
+}
+
+// tableColumns asks the API server for the Table that kubectl get prints.
+func tableColumns(ctx context.Context, t *testing.T, env *testenv.Env) []string {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.GroupVersion = &tgpv1.SchemeGroupVersion
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table metav1.Table
+	err = rc.Get().Namespace("default").Resource("gpurequests").
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").
+		Do(ctx).Into(&table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(table.Rows) == 0 {
+		t.Fatal("table has no rows")
+	}
+	var cols []string
+	for _, c := range table.ColumnDefinitions {
+		cols = append(cols, c.Name)
+	}
+	return cols
+}
+
+func TestKubectlGetPrintsColumns(t *testing.T) {
+	env := testenv.StartT(t)
+	client := dynamic.NewForConfigOrDie(env.Config)
+	if _, err := create(t.Context(), t, client, `apiVersion: tgp.solanyn.com/v1
+kind: GPURequest
+metadata: {name: printed}
+spec: {gpuType: A100, gpuCount: 2}`); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(env.Root, "bin", "kubectl"), "--kubeconfig", env.Kubeconfig, "get", "gpurequests").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl get: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "NAME GPU COUNT SPOT PROVIDER REGION PRICE PHASE NODE AGE" {
+		t.Errorf("kubectl header %q", lines[0])
+	}
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "printed") || !strings.Contains(lines[1], "A100") {
+		t.Errorf("kubectl rows:\n%s", out)
+	}
+}

@@ -1,0 +1,275 @@
+package v1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GPURequest asks the operator for one GPU machine, launched on the cheapest
+// matching offer across the supported GPU clouds and joined to the cluster as
+// a labelled, tainted Node.
+//
+// +genclient
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=gpur,categories=all
+// +kubebuilder:printcolumn:name="GPU",type=string,JSONPath=`.spec.gpuType`
+// +kubebuilder:printcolumn:name="COUNT",type=integer,JSONPath=`.spec.gpuCount`
+// +kubebuilder:printcolumn:name="SPOT",type=boolean,JSONPath=`.status.spot`
+// +kubebuilder:printcolumn:name="PROVIDER",type=string,JSONPath=`.status.provider`
+// +kubebuilder:printcolumn:name="REGION",type=string,JSONPath=`.status.region`
+// +kubebuilder:printcolumn:name="PRICE",type=number,JSONPath=`.status.hourlyPrice`
+// +kubebuilder:printcolumn:name="PHASE",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="NODE",type=string,JSONPath=`.status.nodeName`
+// +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=`.metadata.creationTimestamp`
+type GPURequest struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the machine wanted.
+	// +required
+	Spec GPURequestSpec `json:"spec"`
+	// status is what the operator found, launched and observed.
+	// +optional
+	Status GPURequestStatus `json:"status,omitempty"`
+}
+
+// RegionPolicy says how regionPreference is used.
+// +kubebuilder:validation:Enum=Ordered;LowestPrice
+type RegionPolicy string
+
+const (
+	// RegionPolicyOrdered: earlier regions win; later ones are failover.
+	RegionPolicyOrdered RegionPolicy = "Ordered"
+	// RegionPolicyLowestPrice: the cheapest offer across the listed regions
+	// wins; list order breaks ties.
+	RegionPolicyLowestPrice RegionPolicy = "LowestPrice"
+)
+
+// GPURequestSpec is the machine a user asks for.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxSpotPrice) || (has(self.spotInstance) && self.spotInstance)",message="maxSpotPrice requires spotInstance: true",fieldPath=".maxSpotPrice"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxSpotPrice) || !has(self.maxPrice) || self.maxSpotPrice <= self.maxPrice",message="maxSpotPrice must not be greater than maxPrice",fieldPath=".maxSpotPrice"
+// +kubebuilder:validation:XValidation:rule="!(has(self.region) && has(self.regionPreference))",message="set at most one of region and regionPreference",fieldPath=".regionPreference"
+// +kubebuilder:validation:XValidation:rule="has(self.spotInstance) == has(oldSelf.spotInstance) && (!has(self.spotInstance) || self.spotInstance == oldSelf.spotInstance)",message="spotInstance is immutable",fieldPath=".spotInstance"
+// +kubebuilder:validation:XValidation:rule="has(self.regionPreference) == has(oldSelf.regionPreference) && (!has(self.regionPreference) || self.regionPreference == oldSelf.regionPreference)",message="regionPreference is immutable",fieldPath=".regionPreference"
+// +kubebuilder:validation:XValidation:rule="has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)",message="region is immutable",fieldPath=".region"
+// +kubebuilder:validation:XValidation:rule="has(self.provider) == has(oldSelf.provider) && (!has(self.provider) || self.provider == oldSelf.provider)",message="provider is immutable",fieldPath=".provider"
+type GPURequestSpec struct {
+	// gpuType is the canonical GPU model (RTX4090, A100, A100-80GB, H100, ...); each provider adapter translates it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="gpuType is immutable"
+	GPUType string `json:"gpuType"`
+
+	// gpuCount is the exact number of GPUs on the one machine (1 to 16).
+	// +optional
+	// +default=1
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="gpuCount is immutable"
+	GPUCount int32 `json:"gpuCount,omitempty"`
+
+	// region is one canonical region or region prefix ("us-west" matches us-west-1 and us-west-2).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]+(-[a-z0-9]+)*$`
+	Region string `json:"region,omitempty"`
+
+	// regionPreference lists canonical regions or prefixes, most preferred first; entries must be unique.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]+(-[a-z0-9]+)*$`
+	RegionPreference []string `json:"regionPreference,omitempty"`
+
+	// regionPolicy is Ordered (earlier regions win, later ones are failover) or LowestPrice (cheapest across listed regions).
+	// +optional
+	// +kubebuilder:default=Ordered
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="regionPolicy is immutable"
+	RegionPolicy RegionPolicy `json:"regionPolicy,omitempty"`
+
+	// spotInstance prefers spot (interruptible) capacity; on-demand is then only the maxPrice-capped fallback.
+	// +optional
+	SpotInstance bool `json:"spotInstance,omitempty"`
+
+	// maxSpotPrice caps a spot machine in USD per hour for the whole machine; needs spotInstance.
+	// +optional
+	// +kubebuilder:validation:ExclusiveMinimum=true
+	// +kubebuilder:validation:Minimum=0
+	MaxSpotPrice *float64 `json:"maxSpotPrice,omitempty"`
+
+	// maxPrice caps an on-demand machine in USD per hour for the whole machine (the spot cap too when maxSpotPrice is unset).
+	// +optional
+	// +kubebuilder:validation:ExclusiveMinimum=true
+	// +kubebuilder:validation:Minimum=0
+	MaxPrice *float64 `json:"maxPrice,omitempty"`
+
+	// provider pins the request to one provider: lambdalabs, runpod or paperspace.
+	// +optional
+	// +kubebuilder:validation:Enum=lambdalabs;runpod;paperspace
+	Provider string `json:"provider,omitempty"`
+
+	// maxLifetime terminates the machine this long after it was provisioned (for example "8h"); mutable.
+	// +optional
+	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+
+	// idleTimeout terminates the machine after its Node has run no non-DaemonSet pod for this long; mutable.
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// bootstrap names the Secret key holding the user-data template (cloud-init or Talos config) that joins the machine to the cluster.
+	// +optional
+	Bootstrap *BootstrapSource `json:"bootstrap,omitempty"`
+
+	// nodeLabels are added to the joined Node.
+	// +optional
+	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
+
+	// nodeTaints are added to the joined Node.
+	// +optional
+	// +listType=atomic
+	NodeTaints []corev1.Taint `json:"nodeTaints,omitempty"`
+}
+
+// BootstrapSource points at a user-data template in a Secret in the
+// request's namespace. The template is Go text/template; it sees .NodeName,
+// .RequestName, .RequestNamespace, .Labels, .Taints, .Provider and .Region.
+type BootstrapSource struct {
+	// secretName is the Secret in the GPURequest's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	SecretName string `json:"secretName"`
+	// key is the Secret data key holding the template (default "userdata").
+	// +optional
+	// +kubebuilder:default=userdata
+	Key string `json:"key,omitempty"`
+}
+
+// Phase is where a GPURequest is in its lifecycle.
+// +kubebuilder:validation:Enum=Pending;Provisioning;Booting;Joining;Ready;Interrupted;Terminating;Terminated;Failed
+type Phase string
+
+const (
+	PhasePending      Phase = "Pending"
+	PhaseProvisioning Phase = "Provisioning"
+	PhaseBooting      Phase = "Booting"
+	PhaseJoining      Phase = "Joining"
+	PhaseReady        Phase = "Ready"
+	PhaseInterrupted  Phase = "Interrupted"
+	PhaseTerminating  Phase = "Terminating"
+	PhaseTerminated   Phase = "Terminated"
+	PhaseFailed       Phase = "Failed"
+)
+
+// Condition types.
+const (
+	ConditionReady           = "Ready"
+	ConditionLaunched        = "Launched"
+	ConditionNodeJoined      = "NodeJoined"
+	ConditionInterrupted     = "Interrupted"
+	ConditionOffersAvailable = "OffersAvailable"
+)
+
+// GPURequestStatus is what the operator observed and did.
+type GPURequestStatus struct {
+	// phase is the lifecycle phase: Pending, Provisioning, Booting, Joining, Ready, Interrupted, Terminating, Terminated or Failed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// provider is the provider of the current machine.
+	// +optional
+	Provider string `json:"provider,omitempty"`
+	// region is the canonical region of the current machine.
+	// +optional
+	Region string `json:"region,omitempty"`
+	// providerRegion is the provider's own name for that region or data center.
+	// +optional
+	ProviderRegion string `json:"providerRegion,omitempty"`
+	// instanceType is the provider's instance type (or GPU type id) of the current machine.
+	// +optional
+	InstanceType string `json:"instanceType,omitempty"`
+	// instanceID is the provider's id of the current machine.
+	// +optional
+	InstanceID string `json:"instanceID,omitempty"`
+	// machineName is the name the current machine is launched under, written before the launch call.
+	// +optional
+	MachineName string `json:"machineName,omitempty"`
+	// attempt counts machines launched for this request; it is part of machineName.
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
+	// spot is true when the current machine is spot (interruptible) capacity.
+	// +optional
+	Spot bool `json:"spot,omitempty"`
+	// hourlyPrice is the current machine's price in USD per hour for the whole machine.
+	// +optional
+	HourlyPrice *float64 `json:"hourlyPrice,omitempty"`
+	// priceSource says where hourlyPrice came from: api or static (the operator's price table).
+	// +optional
+	PriceSource string `json:"priceSource,omitempty"`
+	// nodeName is the Node the current machine joined as.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+	// publicIP is the current machine's public address.
+	// +optional
+	PublicIP string `json:"publicIP,omitempty"`
+	// launchedAt is when the launch call for the current machine was made.
+	// +optional
+	LaunchedAt *metav1.Time `json:"launchedAt,omitempty"`
+	// provisionedAt is when the first machine for this request was launched; maxLifetime counts from here.
+	// +optional
+	ProvisionedAt *metav1.Time `json:"provisionedAt,omitempty"`
+	// readyAt is when the current machine's Node became Ready with its labels and taints.
+	// +optional
+	ReadyAt *metav1.Time `json:"readyAt,omitempty"`
+	// idleSince is when the Node last ran its last non-DaemonSet pod (unset while busy).
+	// +optional
+	IdleSince *metav1.Time `json:"idleSince,omitempty"`
+	// terminationScheduledAt is when maxLifetime ends the machine.
+	// +optional
+	TerminationScheduledAt *metav1.Time `json:"terminationScheduledAt,omitempty"`
+	// terminationReason says why the machine is being or was terminated (MaxLifetime, IdleTimeout, Deleted, JoinTimeout).
+	// +optional
+	TerminationReason string `json:"terminationReason,omitempty"`
+	// interruptions counts spot interruptions (preemptions, stops, vanished machines) recovered from.
+	// +optional
+	Interruptions int32 `json:"interruptions,omitempty"`
+	// accumulatedCost is the USD spent on this request's machines so far (hourly price times running time).
+	// +optional
+	AccumulatedCost *float64 `json:"accumulatedCost,omitempty"`
+	// costUpdatedAt is the moment accumulatedCost was last brought up to date.
+	// +optional
+	CostUpdatedAt *metav1.Time `json:"costUpdatedAt,omitempty"`
+	// selection is a short summary of the last offer selection: the chosen offer, offers considered and why others lost.
+	// +optional
+	Selection string `json:"selection,omitempty"`
+	// message is a human-readable explanation of the current phase.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// observedGeneration is the spec generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// conditions are Ready, Launched, NodeJoined, Interrupted and OffersAvailable.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// GPURequestList is a list of GPURequests.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+// +kubebuilder:object:root=true
+type GPURequestList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	// items are the GPURequests.
+	Items []GPURequest `json:"items"`
+}
