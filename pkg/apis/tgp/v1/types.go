@@ -169,6 +169,9 @@ const (
 	PhaseFailed       Phase = "Failed"
 )
 
+// Finalizer keeps a GPURequest until its machine is terminated.
+const Finalizer = "tgp.solanyn.com/instance"
+
 // Condition types.
 const (
 	ConditionReady           = "Ready"
@@ -234,6 +237,9 @@ type GPURequestStatus struct {
 	// terminationScheduledAt is when maxLifetime ends the machine.
 	// +optional
 	TerminationScheduledAt *metav1.Time `json:"terminationScheduledAt,omitempty"`
+	// terminationStartedAt is when the operator began cordoning, draining and terminating the machine.
+	// +optional
+	TerminationStartedAt *metav1.Time `json:"terminationStartedAt,omitempty"`
 	// terminationReason says why the machine is being or was terminated (MaxLifetime, IdleTimeout, Deleted, JoinTimeout).
 	// +optional
 	TerminationReason string `json:"terminationReason,omitempty"`

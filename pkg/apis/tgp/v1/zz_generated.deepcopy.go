@@ -192,6 +192,10 @@ func (in *GPURequestStatus) DeepCopyInto(out *GPURequestStatus) {
 		in, out := &in.TerminationScheduledAt, &out.TerminationScheduledAt
 		*out = (*in).DeepCopy()
 	}
+	if in.TerminationStartedAt != nil {
+		in, out := &in.TerminationStartedAt, &out.TerminationStartedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.AccumulatedCost != nil {
 		in, out := &in.AccumulatedCost, &out.AccumulatedCost
 		*out = new(float64)

@@ -65,6 +65,8 @@ type GPURequestStatusApplyConfiguration struct {
 	IdleSince *metav1.Time `json:"idleSince,omitempty"`
 	// terminationScheduledAt is when maxLifetime ends the machine.
 	TerminationScheduledAt *metav1.Time `json:"terminationScheduledAt,omitempty"`
+	// terminationStartedAt is when the operator began cordoning, draining and terminating the machine.
+	TerminationStartedAt *metav1.Time `json:"terminationStartedAt,omitempty"`
 	// terminationReason says why the machine is being or was terminated (MaxLifetime, IdleTimeout, Deleted, JoinTimeout).
 	TerminationReason *string `json:"terminationReason,omitempty"`
 	// interruptions counts spot interruptions (preemptions, stops, vanished machines) recovered from.
@@ -230,6 +232,14 @@ func (b *GPURequestStatusApplyConfiguration) WithIdleSince(value metav1.Time) *G
 // If called multiple times, the TerminationScheduledAt field is set to the value of the last call.
 func (b *GPURequestStatusApplyConfiguration) WithTerminationScheduledAt(value metav1.Time) *GPURequestStatusApplyConfiguration {
 	b.TerminationScheduledAt = &value
+	return b
+}
+
+// WithTerminationStartedAt sets the TerminationStartedAt field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the TerminationStartedAt field is set to the value of the last call.
+func (b *GPURequestStatusApplyConfiguration) WithTerminationStartedAt(value metav1.Time) *GPURequestStatusApplyConfiguration {
+	b.TerminationStartedAt = &value
 	return b
 }
 

@@ -1,0 +1,178 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/solanyn/gpu-operator/pkg/providers"
+)
+
+// Inventory is the shared instance poller: one list call per provider per
+// poll interval feeds every GPURequest, instead of a GET per request. When an
+// instance changes state or vanishes, OnChange receives its machine name so
+// the owning request is enqueued.
+type Inventory struct {
+	providers map[string]providers.Provider
+	interval  time.Duration
+	clock     clock.WithTicker
+	metrics   *Metrics
+
+	// OnChange is called (outside the lock) with the name of every instance
+	// whose normalized state changed, appeared or vanished in a poll.
+	OnChange func(provider, name string)
+
+	mu    sync.RWMutex
+	snaps map[string]*snapshot
+}
+
+type snapshot struct {
+	// listedAt is when the last successful list call started: anything
+	// launched before it and absent from it is gone.
+	listedAt time.Time
+	byName   map[string]providers.Instance
+	// firstSeen is when the poller first saw each instance id.
+	firstSeen map[string]time.Time
+	synced    chan struct{}
+	err       error
+}
+
+// NewInventory polls the given providers every interval.
+func NewInventory(ps map[string]providers.Provider, interval time.Duration, clk clock.WithTicker, m *Metrics) *Inventory {
+	inv := &Inventory{providers: ps, interval: interval, clock: clk, metrics: m, snaps: map[string]*snapshot{}}
+	for name := range ps {
+		inv.snaps[name] = &snapshot{synced: make(chan struct{})}
+	}
+	return inv
+}
+
+// Run polls every provider until ctx ends.
+func (inv *Inventory) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for name, p := range inv.providers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv.pollLoop(ctx, name, p)
+		}()
+	}
+	wg.Wait()
+}
+
+func (inv *Inventory) pollLoop(ctx context.Context, name string, p providers.Provider) {
+	t := inv.clock.NewTicker(inv.interval)
+	defer t.Stop()
+	for {
+		inv.Poll(ctx, name, p)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// Poll lists one provider's instances now and reports changes.
+func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provider) {
+	started := inv.clock.Now()
+	list, err := p.Instances(ctx)
+	inv.metrics.observeCall(name, "list_instances", err)
+	if err != nil {
+		klog.V(2).InfoS("listing instances failed", "provider", name, "err", err)
+		inv.mu.Lock()
+		inv.snaps[name].err = err
+		inv.mu.Unlock()
+		return
+	}
+	byName := make(map[string]providers.Instance, len(list))
+	for _, in := range list {
+		byName[in.Name] = in
+	}
+	var changed []string
+	inv.mu.Lock()
+	s := inv.snaps[name]
+	old := s.byName
+	seen := make(map[string]time.Time, len(list))
+	for n, in := range byName {
+		if prev, ok := old[n]; !ok || prev.State != in.State || prev.ID != in.ID || prev.PublicIP != in.PublicIP {
+			changed = append(changed, n)
+		}
+		if t, ok := s.firstSeen[in.ID]; ok {
+			seen[in.ID] = t
+		} else {
+			seen[in.ID] = started
+		}
+	}
+	for n := range old {
+		if _, ok := byName[n]; !ok {
+			changed = append(changed, n)
+		}
+	}
+	s.byName, s.firstSeen, s.listedAt, s.err = byName, seen, started, nil
+	select {
+	case <-s.synced:
+	default:
+		close(s.synced)
+	}
+	inv.mu.Unlock()
+	if inv.OnChange != nil {
+		for _, n := range changed {
+			inv.OnChange(name, n)
+		}
+	}
+}
+
+// WaitForSync blocks until every provider has been listed once or ctx ends;
+// it reports whether all were.
+func (inv *Inventory) WaitForSync(ctx context.Context) bool {
+	for _, s := range inv.snaps {
+		select {
+		case <-s.synced:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// Lookup finds an instance by machine name in the provider's latest list.
+// listedAt is when that list started (zero: never listed), so a caller can
+// tell "absent" from "not listed since it launched".
+func (inv *Inventory) Lookup(provider, name string) (in providers.Instance, found bool, listedAt time.Time) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	s, ok := inv.snaps[provider]
+	if !ok {
+		return providers.Instance{}, false, time.Time{}
+	}
+	in, found = s.byName[name]
+	return in, found, s.listedAt
+}
+
+// Orphan is an instance that no GPURequest claims.
+type Orphan struct {
+	providers.Instance
+	FirstSeen time.Time
+}
+
+// Unclaimed returns the live instances of every provider whose names
+// claimed() rejects and that were first seen before cutoff.
+func (inv *Inventory) Unclaimed(claimed func(name string) bool, cutoff time.Time) []Orphan {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	var out []Orphan
+	for _, s := range inv.snaps {
+		for n, in := range s.byName {
+			if !in.State.Alive() || in.State == providers.StateTerminating || claimed(n) {
+				continue
+			}
+			if first := s.firstSeen[in.ID]; first.Before(cutoff) {
+				out = append(out, Orphan{Instance: in, FirstSeen: first})
+			}
+		}
+	}
+	return out
+}

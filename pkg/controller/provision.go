@@ -1,0 +1,326 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"text/template"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/selector"
+)
+
+// summaryLen keeps the selection summary short enough for kubectl describe.
+const summaryLen = 320
+
+func selectorRequest(req *tgpv1.GPURequest) selector.Request {
+	s := selector.Request{
+		GPUType:  req.Spec.GPUType,
+		GPUCount: int(req.Spec.GPUCount),
+		Policy:   selector.Policy(req.Spec.RegionPolicy),
+		Spot:     req.Spec.SpotInstance,
+		Provider: req.Spec.Provider,
+		Regions:  req.Spec.RegionPreference,
+	}
+	if s.GPUCount == 0 {
+		s.GPUCount = 1
+	}
+	if s.Policy == "" {
+		s.Policy = selector.Ordered
+	}
+	if req.Spec.Region != "" {
+		s.Regions = []string{req.Spec.Region}
+	}
+	if req.Spec.MaxPrice != nil {
+		s.MaxPrice = *req.Spec.MaxPrice
+	}
+	if req.Spec.MaxSpotPrice != nil {
+		s.MaxSpotPrice = *req.Spec.MaxSpotPrice
+	}
+	return s
+}
+
+// Select ranks the current offers for a request, the same ranking the
+// controller launches from (the offers CLI uses it too).
+func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector.Result {
+	offers, version := c.catalog.Offers(ctx)
+	c.indexMu.Lock()
+	if c.index == nil || c.indexVersion != version {
+		c.index, c.indexVersion = selector.NewIndex(offers), version
+		c.publishOfferPrices(offers)
+	}
+	idx := c.index
+	c.indexMu.Unlock()
+	return idx.Select(selectorRequest(req), c.isUnavailable)
+}
+
+// publishOfferPrices exports the lowest price per offer group.
+func (c *Controller) publishOfferPrices(offers []providers.Offer) {
+	c.metrics.OfferPrice.Reset()
+	type k struct{ p, r, g, n, cap string }
+	low := map[k]float64{}
+	for _, o := range offers {
+		key := k{o.Provider, o.Region, o.GPUType, fmt.Sprint(o.GPUCount), string(o.Capacity)}
+		if v, ok := low[key]; !ok || o.HourlyPrice < v {
+			low[key] = o.HourlyPrice
+		}
+	}
+	for key, v := range low {
+		c.metrics.OfferPrice.WithLabelValues(key.p, key.r, key.g, key.n, key.cap).Set(v)
+	}
+}
+
+// provision selects the best offer and launches it, failing over to the
+// next ranked offer on capacity, quota or provider errors, up to a bound.
+func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+	logger := klog.FromContext(ctx)
+	st := &req.Status
+	c.ensureConditions(req)
+	now := c.clock.Now()
+	res := c.Select(ctx, req)
+	summary := res.Summary(summaryLen)
+	if len(res.Ranked) == 0 {
+		return c.noOffers(ctx, req, res, summary)
+	}
+	var failures []string
+	newName := st.MachineName == ""
+	for i, offer := range res.Ranked {
+		if i >= c.cfg.MaxLaunchesPerSync {
+			break
+		}
+		p, ok := c.providers[offer.Provider]
+		if !ok {
+			continue
+		}
+		if newName {
+			st.Attempt++
+			st.MachineName = machineName(req.UID, st.Attempt)
+			newName = false
+		}
+		userData, err := c.renderBootstrap(ctx, req, offer)
+		if err != nil {
+			msg := fmt.Sprintf("cannot render the bootstrap user data: %v", err)
+			st.Phase, st.Message = tgpv1.PhasePending, msg
+			c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "BootstrapError", msg)
+			c.event(req, corev1.EventTypeWarning, "BootstrapError", "%s", msg)
+			if _, err := c.writeStatus(ctx, req); err != nil {
+				return 0, err
+			}
+			return 30 * time.Second, nil
+		}
+		// The machine name and the chosen offer reach the API server before
+		// the launch call: after a crash the instance is found by that name.
+		st.Phase = tgpv1.PhaseProvisioning
+		setOffer(st, offer)
+		st.InstanceID, st.NodeName, st.PublicIP = "", "", ""
+		st.LaunchedAt = ptr(metav1.NewTime(now))
+		st.Selection = summary
+		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
+		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
+		out, err := c.writeStatus(ctx, req)
+		if err != nil {
+			return 0, err
+		}
+		req, st = out, &out.Status
+
+		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Tags: c.machineTags(req)})
+		c.metrics.observeCall(offer.Provider, "launch", err)
+		result := "success"
+		if err != nil {
+			result = string(providers.ClassOf(err))
+		}
+		c.metrics.Launches.WithLabelValues(offer.Provider, offer.Region, fmt.Sprint(offer.Capacity == providers.Spot), result).Inc()
+		if err == nil {
+			return c.launched(ctx, req, offer, inst)
+		}
+		logger.Info("launch failed", "offer", offer.ID(), "machine", st.MachineName, "err", err)
+		c.event(req, corev1.EventTypeWarning, "LaunchFailed", "%s: %v", offer.ID(), err)
+		failures = append(failures, fmt.Sprintf("%s: %s", offer.ID(), providers.ClassOf(err)))
+		switch providers.ClassOf(err) {
+		case providers.ClassRateLimited:
+			// Nothing was created; retry this offer once the provider allows.
+			wait, _ := providers.RetryAfterOf(err)
+			st.Message = fmt.Sprintf("%s is rate limiting launches; retrying in %s", offer.Provider, wait)
+			if _, err := c.writeStatus(ctx, req); err != nil {
+				return 0, err
+			}
+			return max(wait, time.Second), nil
+		case providers.ClassUnauthorized:
+			c.unavailable.Mark(offer.Key(), string(providers.ClassUnauthorized))
+			c.blockProvider(offer.Provider, c.cfg.AuthRetryDelay)
+		case providers.ClassTransient:
+			// The outcome is unknown: the provider may have created the
+			// machine. Never reuse the name; the collector reaps it if so.
+			c.unavailable.Mark(offer.Key(), string(providers.ClassTransient))
+			newName = true
+		default:
+			c.unavailable.Mark(offer.Key(), string(providers.ClassOf(err)))
+		}
+		if i+1 < len(res.Ranked) {
+			c.metrics.Failovers.Inc()
+		}
+	}
+	msg := fmt.Sprintf("launch failed on %d offer(s): %s", len(failures), joinMax(failures, 4))
+	st.Phase, st.Message = tgpv1.PhasePending, msg
+	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "LaunchFailed", msg)
+	if _, err := c.writeStatus(ctx, req); err != nil {
+		return 0, err
+	}
+	return c.retryDelay(), nil
+}
+
+func setOffer(st *tgpv1.GPURequestStatus, o providers.Offer) {
+	st.Provider, st.Region, st.ProviderRegion = o.Provider, o.Region, o.ProviderRegion
+	st.InstanceType, st.Spot = o.InstanceType, o.Capacity == providers.Spot
+	st.HourlyPrice, st.PriceSource = ptr(o.HourlyPrice), string(o.PriceSource)
+}
+
+func joinMax(items []string, n int) string {
+	if len(items) <= n {
+		return fmt.Sprint(items)
+	}
+	return fmt.Sprintf("%v and %d more", items[:n], len(items)-n)
+}
+
+// retryDelay is when a request with no launchable offer looks again: when an
+// unavailable offering expires or the catalog refreshes, whichever is first.
+func (c *Controller) retryDelay() time.Duration {
+	next := c.catalog.NextRefresh()
+	if exp, ok := c.unavailable.NextExpiry(); ok && exp.Before(next) {
+		next = exp
+	}
+	return max(next.Sub(c.clock.Now()), time.Second)
+}
+
+func (c *Controller) noOffers(ctx context.Context, req *tgpv1.GPURequest, res selector.Result, summary string) (time.Duration, error) {
+	st := &req.Status
+	reason := "NoEligibleOffers"
+	if res.Considered > 0 && res.Counts[selector.WrongGPUType] == res.Considered {
+		reason = "UnknownGPUType"
+		summary = fmt.Sprintf("no provider offers GPU type %q (%d offers considered); check spec.gpuType", req.Spec.GPUType, res.Considered)
+	} else if res.Considered == 0 {
+		reason = "NoCatalog"
+		summary = "no provider catalog is available yet"
+	}
+	changed := st.Phase != tgpv1.PhasePending || st.Message != summary || st.ObservedGeneration != req.Generation
+	if changed {
+		st.Phase, st.Message, st.Selection = tgpv1.PhasePending, summary, summary
+		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionFalse, reason, summary)
+		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, summary)
+		c.event(req, corev1.EventTypeWarning, reason, "%s", summary)
+		if _, err := c.writeStatus(ctx, req); err != nil {
+			return 0, err
+		}
+	}
+	return c.retryDelay(), nil
+}
+
+// launched records a successful launch: the instance exists.
+func (c *Controller) launched(ctx context.Context, req *tgpv1.GPURequest, offer providers.Offer, inst providers.Instance) (time.Duration, error) {
+	st := &req.Status
+	now := metav1.NewTime(c.clock.Now())
+	st.Phase, st.InstanceID, st.PublicIP = tgpv1.PhaseBooting, inst.ID, inst.PublicIP
+	if st.ProvisionedAt == nil {
+		st.ProvisionedAt = &now
+	}
+	st.CostUpdatedAt = &now
+	if st.AccumulatedCost == nil {
+		st.AccumulatedCost = ptr(0.0)
+	}
+	st.Message = fmt.Sprintf("%s instance %s launched, booting", offer.Provider, inst.ID)
+	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionTrue, "Launched",
+		fmt.Sprintf("%s %s in %s (%s) at $%.2f/h as %s", offer.Provider, offer.InstanceType, offer.Region, offer.Capacity, offer.HourlyPrice, st.MachineName))
+	c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
+	if _, err := c.writeStatus(ctx, req); err != nil {
+		return 0, err
+	}
+	return c.cfg.JoinTimeout, nil
+}
+
+// resumeProvisioning continues a request whose status names a machine but no
+// instance: after a crash or a rate-limited launch. The machine is adopted
+// when the provider lists it, and launched (under the same name) otherwise.
+func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+	st := &req.Status
+	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
+	if listedAt.IsZero() {
+		// The provider has not been listed since this process started.
+		return c.cfg.PollInterval, nil
+	}
+	if found && inst.State.Alive() {
+		offer := providers.Offer{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.Region, ProviderRegion: st.ProviderRegion, Capacity: capacity(st.Spot)}
+		if st.HourlyPrice != nil {
+			offer.HourlyPrice = *st.HourlyPrice
+		}
+		c.event(req, corev1.EventTypeNormal, "Adopted", "found instance %s launched as %s; adopting it", inst.ID, st.MachineName)
+		return c.launched(ctx, req, offer, inst)
+	}
+	return c.provision(ctx, req)
+}
+
+// machineTags label the machine at the provider, where tags exist.
+func (c *Controller) machineTags(req *tgpv1.GPURequest) map[string]string {
+	return map[string]string{
+		"tgp.solanyn.com/request":   req.Name,
+		"tgp.solanyn.com/namespace": req.Namespace,
+	}
+}
+
+// bootstrapData is what a bootstrap template sees.
+type bootstrapData struct {
+	NodeName         string
+	RequestName      string
+	RequestNamespace string
+	Provider         string
+	Region           string
+	Labels           map[string]string
+	Taints           []corev1.Taint
+}
+
+// defaultBootstrap is used without spec.bootstrap: it names the host, which
+// is all a pre-baked image needs to register the expected Node.
+const defaultBootstrap = "#cloud-config\nhostname: {{ .NodeName }}\n"
+
+// renderBootstrap renders the request's user-data template for one machine.
+func (c *Controller) renderBootstrap(ctx context.Context, req *tgpv1.GPURequest, offer providers.Offer) (string, error) {
+	text := defaultBootstrap
+	if b := req.Spec.Bootstrap; b != nil {
+		secret, err := c.kube.CoreV1().Secrets(req.Namespace).Get(ctx, b.SecretName, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("reading Secret %s/%s: %w", req.Namespace, b.SecretName, err)
+		}
+		key := b.Key
+		if key == "" {
+			key = "userdata"
+		}
+		data, ok := secret.Data[key]
+		if !ok {
+			return "", fmt.Errorf("Secret %s/%s has no key %q", req.Namespace, b.SecretName, key)
+		}
+		text = string(data)
+	}
+	tmpl, err := template.New("bootstrap").Option("missingkey=error").Parse(text)
+	if err != nil {
+		return "", fmt.Errorf("parsing the template: %w", err)
+	}
+	var buf bytes.Buffer
+	err = tmpl.Execute(&buf, bootstrapData{
+		NodeName:         req.Status.MachineName,
+		RequestName:      req.Name,
+		RequestNamespace: req.Namespace,
+		Provider:         offer.Provider,
+		Region:           offer.Region,
+		Labels:           nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot),
+		Taints:           req.Spec.NodeTaints,
+	})
+	if err != nil {
+		return "", fmt.Errorf("rendering the template: %w", err)
+	}
+	return buf.String(), nil
+}

@@ -1,0 +1,187 @@
+package providers
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// DefaultCatalogInterval is how often each provider's catalog is refreshed.
+const DefaultCatalogInterval = 2 * time.Minute
+
+// ProviderCatalog is one provider's last good catalog.
+type ProviderCatalog struct {
+	Offers []Offer
+	// FetchedAt is when the last successful refresh finished.
+	FetchedAt time.Time
+	// Stale is true when the latest refresh failed and Offers are older.
+	Stale bool
+	// Err is the latest refresh error, if any.
+	Err error
+}
+
+// Catalog caches every provider's offers: one catalog call per provider per
+// interval however many callers ask, concurrent callers share one in-flight
+// refresh, and a failed refresh keeps the last good catalog, marked stale.
+type Catalog struct {
+	providers []Provider
+	interval  time.Duration
+	clock     clock.PassiveClock
+
+	group singleflight.Group
+
+	mu      sync.RWMutex
+	entries map[string]*ProviderCatalog
+	version uint64
+	merged  []Offer
+
+	// OnRefresh, when set, runs after every refresh attempt of a provider.
+	OnRefresh func(provider string, err error)
+}
+
+// NewCatalog caches the offers of the given providers.
+func NewCatalog(ps []Provider, interval time.Duration, clk clock.PassiveClock) *Catalog {
+	if interval <= 0 {
+		interval = DefaultCatalogInterval
+	}
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Catalog{providers: ps, interval: interval, clock: clk, entries: map[string]*ProviderCatalog{}}
+}
+
+// Interval is the refresh interval.
+func (c *Catalog) Interval() time.Duration { return c.interval }
+
+// Offers returns the merged offers of all providers, refreshing each whose
+// catalog is older than the interval, and the catalog version (it changes
+// whenever any provider's offers change). Providers whose refresh fails and
+// that never had a good catalog contribute nothing; the error is kept in
+// Status.
+func (c *Catalog) Offers(ctx context.Context) ([]Offer, uint64) {
+	var wg sync.WaitGroup
+	for _, p := range c.providers {
+		if c.fresh(p.Name()) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Refresh(ctx, p)
+		}()
+	}
+	wg.Wait()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.merged, c.version
+}
+
+func (c *Catalog) fresh(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.entries[name]
+	if !ok {
+		return false
+	}
+	// A failed refresh also waits out the interval, so a provider that is
+	// down is asked once per interval, not once per caller.
+	return c.clock.Since(e.FetchedAt) < c.interval
+}
+
+// Refresh fetches one provider's catalog now, sharing the call with any
+// concurrent refresh of the same provider.
+func (c *Catalog) Refresh(ctx context.Context, p Provider) error {
+	name := p.Name()
+	_, err, _ := c.group.Do(name, func() (any, error) {
+		if c.fresh(name) {
+			return nil, nil
+		}
+		offers, err := p.Offers(ctx)
+		c.store(name, offers, err)
+		return nil, err
+	})
+	if c.OnRefresh != nil {
+		c.OnRefresh(name, err)
+	}
+	return err
+}
+
+func (c *Catalog) store(name string, offers []Offer, err error) {
+	now := c.clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[name]
+	if !ok {
+		e = &ProviderCatalog{}
+		c.entries[name] = e
+	}
+	// FetchedAt moves on failure too: the next attempt waits an interval.
+	e.FetchedAt = now
+	e.Err = err
+	if err != nil {
+		e.Stale = true
+		klog.V(2).InfoS("catalog refresh failed, keeping the last good catalog", "provider", name, "err", err)
+		return
+	}
+	e.Stale = false
+	e.Offers = offers
+	c.version++
+	c.merged = c.merged[:0:0]
+	names := make([]string, 0, len(c.entries))
+	for n := range c.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c.merged = append(c.merged, c.entries[n].Offers...)
+	}
+}
+
+// Status returns each provider's catalog state (offers not copied).
+func (c *Catalog) Status() map[string]ProviderCatalog {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]ProviderCatalog, len(c.entries))
+	for n, e := range c.entries {
+		out[n] = ProviderCatalog{FetchedAt: e.FetchedAt, Stale: e.Stale, Err: e.Err, Offers: e.Offers}
+	}
+	return out
+}
+
+// NextRefresh is when the oldest provider catalog is due again.
+func (c *Catalog) NextRefresh() time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	next := c.clock.Now().Add(c.interval)
+	for _, p := range c.providers {
+		e, ok := c.entries[p.Name()]
+		if !ok {
+			return c.clock.Now()
+		}
+		if due := e.FetchedAt.Add(c.interval); due.Before(next) {
+			next = due
+		}
+	}
+	return next
+}
+
+// Run refreshes every provider's catalog once per interval until ctx ends,
+// so callers rarely wait on a refresh.
+func (c *Catalog) Run(ctx context.Context, tick clock.WithTicker) {
+	c.Offers(ctx)
+	t := tick.NewTicker(c.interval / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			c.Offers(ctx)
+		}
+	}
+}
