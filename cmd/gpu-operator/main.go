@@ -33,10 +33,10 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
-	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 

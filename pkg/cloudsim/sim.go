@@ -155,6 +155,9 @@ func NewCore(cfg Config, clk clock.Clock) *Core {
 		requests: map[string]int{},
 		launches: map[string]int{},
 	}
+	// Ids start at a random offset so that simulators started one after
+	// another (tests sharing an API server) never hand out the same id.
+	c.seq = rand.IntN(1_000_000) * 1000
 	if cfg.RequestsPerSecond > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(1, int(cfg.RequestsPerSecond)))
 	}

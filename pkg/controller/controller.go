@@ -112,6 +112,7 @@ type Controller struct {
 	requests    tgplisters.GPURequestLister
 	requestIdx  cache.Indexer
 	nodes       corelisters.NodeLister
+	nodeIdx     cache.Indexer
 	pods        cache.Indexer
 	synced      []cache.InformerSynced
 	providers   map[string]providers.Provider
@@ -195,6 +196,10 @@ func New(o Options) (*Controller, error) {
 	if err := o.Pods.Informer().AddIndexers(cache.Indexers{podsByNode: indexPodByNode}); err != nil {
 		return nil, err
 	}
+	if err := o.Nodes.Informer().AddIndexers(cache.Indexers{nodesByProviderID: indexNodeByProviderID}); err != nil {
+		return nil, err
+	}
+	c.nodeIdx = o.Nodes.Informer().GetIndexer()
 	_, err := reqInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
 		UpdateFunc: func(oldObj, newObj any) {

@@ -23,7 +23,18 @@ const (
 	LabelSpot             = "tgp.solanyn.com/spot"
 )
 
-const podsByNode = "spec.nodeName"
+const (
+	podsByNode        = "spec.nodeName"
+	nodesByProviderID = "spec.providerID"
+)
+
+func indexNodeByProviderID(obj any) ([]string, error) {
+	n := obj.(*corev1.Node)
+	if n.Spec.ProviderID == "" {
+		return nil, nil
+	}
+	return []string{n.Spec.ProviderID}, nil
+}
 
 func indexPodByNode(obj any) ([]string, error) {
 	p := obj.(*corev1.Pod)
@@ -63,14 +74,11 @@ func (c *Controller) findNode(req *tgpv1.GPURequest) *corev1.Node {
 	if st.InstanceID == "" {
 		return nil
 	}
-	want := st.Provider + "://" + st.InstanceID
-	nodes, _ := c.nodes.List(labelsEverything)
-	for _, n := range nodes {
-		if n.Spec.ProviderID == want {
-			return n
-		}
+	objs, _ := c.nodeIdx.ByIndex(nodesByProviderID, st.Provider+"://"+st.InstanceID)
+	if len(objs) == 0 {
+		return nil
 	}
-	return nil
+	return objs[0].(*corev1.Node)
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -209,7 +209,7 @@ type GPURequestStatus struct {
 	Attempt int32 `json:"attempt,omitempty"`
 	// spot is true when the current machine is spot (interruptible) capacity.
 	// +optional
-	Spot bool `json:"spot,omitempty"`
+	Spot bool `json:"spot"`
 	// hourlyPrice is the current machine's price in USD per hour for the whole machine.
 	// +optional
 	HourlyPrice *float64 `json:"hourlyPrice,omitempty"`

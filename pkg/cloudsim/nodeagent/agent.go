@@ -1,0 +1,175 @@
+// Package nodeagent plays kubelet for simulated machines: when a simulated
+// instance becomes active it registers a Node named by the machine's
+// rendered bootstrap data, with providerID <provider>://<instance id>, and
+// marks it Ready; when the instance stops or dies the Node is removed. It
+// runs beside the simulators (tests, demo, benchmarks), never in the operator.
+package nodeagent
+
+import (
+	"context"
+	"regexp"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+)
+
+// LabelAgent marks the Nodes this agent registered.
+const LabelAgent = "cloudsim.tgp.solanyn.com/agent"
+
+// hostnameRE finds the node name in cloud-init (hostname: x) or a Talos
+// machine config (machine.network.hostname: x).
+var hostnameRE = regexp.MustCompile(`(?m)^\s*hostname:\s*["']?([a-z0-9]([-a-z0-9.]*[a-z0-9])?)["']?\s*$`)
+
+// NodeName is the Node a machine registers as: the hostname in its user
+// data, else its machine name.
+func NodeName(m cloudsim.Machine) string {
+	if sub := hostnameRE.FindStringSubmatch(m.UserData); sub != nil {
+		return sub[1]
+	}
+	return m.Name
+}
+
+// Agent registers and removes Nodes for simulated machines.
+type Agent struct {
+	Kube       kubernetes.Interface
+	Simulators []cloudsim.Simulator
+	// Interval between passes (default 200ms).
+	Interval time.Duration
+	Clock    clock.WithTicker
+
+	mu    sync.Mutex
+	nodes map[string]bool // node name -> the readiness last registered
+	// Paused machines keep their Node but it reports NotReady (tests).
+	notReady map[string]bool
+}
+
+// Run syncs until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	if a.Clock == nil {
+		a.Clock = clock.RealClock{}
+	}
+	if a.Interval <= 0 {
+		a.Interval = 200 * time.Millisecond
+	}
+	t := a.Clock.NewTicker(a.Interval)
+	defer t.Stop()
+	for {
+		if err := a.Sync(ctx); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "node agent pass")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// SetNotReady makes the Node of a machine report NotReady (or Ready again),
+// as a kubelet that lost its network would.
+func (a *Agent) SetNotReady(node string, notReady bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.notReady == nil {
+		a.notReady = map[string]bool{}
+	}
+	a.notReady[node] = notReady
+}
+
+// Sync makes one pass: a Node for every active machine, none for the rest.
+func (a *Agent) Sync(ctx context.Context) error {
+	a.mu.Lock()
+	if a.nodes == nil {
+		a.nodes = map[string]bool{}
+	}
+	a.mu.Unlock()
+	active := map[string]cloudsim.Machine{}
+	for _, s := range a.Simulators {
+		for _, m := range s.Machines() {
+			if m.Active {
+				active[NodeName(m)] = m
+			}
+		}
+	}
+	for name, m := range active {
+		a.mu.Lock()
+		ready, known := a.nodes[name]
+		wantReady := !a.notReady[name]
+		a.mu.Unlock()
+		if known && ready == wantReady {
+			continue
+		}
+		if err := a.register(ctx, name, m, wantReady); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.nodes[name] = wantReady
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	var gone []string
+	for name := range a.nodes {
+		if _, ok := active[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	a.mu.Unlock()
+	for _, name := range gone {
+		err := a.Kube.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		a.mu.Lock()
+		delete(a.nodes, name)
+		a.mu.Unlock()
+	}
+	return nil
+}
+
+// register creates the Node (if needed) and sets its Ready condition.
+func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, ready bool) error {
+	nodes := a.Kube.CoreV1().Nodes()
+	node, err := nodes.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		node, err = nodes.Create(ctx, &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+				LabelAgent:               "true",
+				corev1.LabelHostname:     name,
+				"kubernetes.io/os":       "linux",
+			}},
+			Spec: corev1.NodeSpec{ProviderID: m.Provider + "://" + m.ID},
+		}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return err
+	}
+	status := corev1.ConditionTrue
+	if !ready {
+		status = corev1.ConditionFalse
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == status {
+			return nil
+		}
+	}
+	now := metav1.NewTime(a.Clock.Now())
+	node.Status.Conditions = []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: status, Reason: "KubeletReady", Message: "simulated kubelet",
+		LastHeartbeatTime: now, LastTransitionTime: now,
+	}}
+	if m.GPUs > 0 {
+		node.Status.Capacity = corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(int64(m.GPUs), resource.DecimalSI)}
+		node.Status.Allocatable = node.Status.Capacity
+	}
+	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+	return err
+}

@@ -1,0 +1,270 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/yaml"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim/nodeagent"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	"github.com/solanyn/gpu-operator/pkg/controller"
+	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
+	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
+	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/testenv"
+)
+
+// env is one real control plane shared by the package's integration tests;
+// each test works in its own namespace with its own controller.
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	var err error
+	env, err = testenv.Start(ctx, testenv.Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	env.Stop()
+	os.Exit(code)
+}
+
+// rig is one test's operator: simulators over HTTP, the real adapters, the
+// real controller watching the test's namespace, and the node agent.
+type rig struct {
+	t        *testing.T
+	ns       string
+	kube     kubernetes.Interface
+	client   versioned.Interface
+	stack    *stack.Stack
+	ctrl     *controller.Controller
+	agent    *nodeagent.Agent
+	registry *prometheus.Registry
+	ctx      context.Context // cancelled when the test ends
+	stopped  chan struct{}
+}
+
+type rigOptions struct {
+	sims    stack.Config
+	config  controller.Config
+	noAgent bool
+	// noStart leaves the controller stopped; call start().
+	noStart bool
+}
+
+func simConfig(entries ...cloudsim.CatalogEntry) *cloudsim.Config {
+	return &cloudsim.Config{APIKey: "test-key", Catalog: entries}
+}
+
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	kube := kubernetes.NewForConfigOrDie(env.Config)
+	client := versioned.NewForConfigOrDie(env.Config)
+	ns := fmt.Sprintf("t-%08x", rand.Uint32())
+	t.Logf("namespace %s", ns)
+	if _, err := kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := stack.Start(o.sims, clock.RealClock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	r := &rig{t: t, ns: ns, kube: kube, client: client, stack: st}
+	if !o.noAgent {
+		r.agent = &nodeagent.Agent{Kube: kube, Simulators: st.Simulators(), Interval: 50 * time.Millisecond}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); r.agent.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	if o.config.PollInterval == 0 {
+		o.config.PollInterval = 300 * time.Millisecond
+	}
+	r.build(o.config)
+	if !o.noStart {
+		r.start()
+	}
+	return r
+}
+
+func (r *rig) build(cfg controller.Config) {
+	r.t.Helper()
+	adapters, err := r.stack.Adapters(stack.AdapterOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	kubeFactory := informers.NewSharedInformerFactory(r.kube, 0)
+	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(r.client, 0, tgpinformers.WithNamespace(r.ns))
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.kube.CoreV1().Events("")})
+	r.t.Cleanup(broadcaster.Shutdown)
+	r.registry = prometheus.NewRegistry()
+	r.ctrl, err = controller.New(controller.Options{
+		Config:     cfg,
+		KubeClient: r.kube,
+		Client:     r.client,
+		Requests:   tgpFactory.Tgp().V1().GPURequests(),
+		Nodes:      kubeFactory.Core().V1().Nodes(),
+		Pods:       kubeFactory.Core().V1().Pods(),
+		Providers:  adapters,
+		Recorder:   broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator-test"}),
+		Clock:      clock.RealClock{},
+		Registry:   r.registry,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.ctx = ctx
+	kubeFactory.Start(ctx.Done())
+	tgpFactory.Start(ctx.Done())
+	r.t.Cleanup(func() {
+		cancel()
+		if r.stopped != nil {
+			<-r.stopped
+		}
+		kubeFactory.Shutdown()
+		tgpFactory.Shutdown()
+	})
+}
+
+func (r *rig) start() {
+	r.stopped = make(chan struct{})
+	go func() {
+		defer close(r.stopped)
+		if err := r.ctrl.Run(r.ctx, 2); err != nil {
+			r.t.Errorf("controller: %v", err)
+		}
+	}()
+}
+
+// create creates a GPURequest from YAML (metadata.namespace is the rig's).
+func (r *rig) create(manifest string) *tgpv1.GPURequest {
+	r.t.Helper()
+	var req tgpv1.GPURequest
+	if err := yaml.UnmarshalStrict([]byte(manifest), &req); err != nil {
+		r.t.Fatal(err)
+	}
+	req.Namespace = r.ns
+	out, err := r.client.TgpV1().GPURequests(r.ns).Create(r.t.Context(), &req, metav1.CreateOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func (r *rig) get(name string) *tgpv1.GPURequest {
+	r.t.Helper()
+	req, err := r.client.TgpV1().GPURequests(r.ns).Get(r.t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return req
+}
+
+// waitFor polls the request until cond holds or the timeout passes.
+func (r *rig) waitFor(name string, timeout time.Duration, what string, cond func(*tgpv1.GPURequest) bool) *tgpv1.GPURequest {
+	r.t.Helper()
+	var last *tgpv1.GPURequest
+	err := wait.PollUntilContextTimeout(r.t.Context(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		req, err := r.client.TgpV1().GPURequests(r.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		last = req
+		return cond(req), nil
+	})
+	if err != nil {
+		r.t.Fatalf("%s: %s not reached within %s; last status: %+v", name, what, timeout, statusOf(last))
+	}
+	return last
+}
+
+func (r *rig) waitPhase(name string, phase tgpv1.Phase, timeout time.Duration) *tgpv1.GPURequest {
+	r.t.Helper()
+	return r.waitFor(name, timeout, "phase "+string(phase), func(req *tgpv1.GPURequest) bool { return req.Status.Phase == phase })
+}
+
+func statusOf(req *tgpv1.GPURequest) any {
+	if req == nil {
+		return nil
+	}
+	return req.Status
+}
+
+// liveMachines are the simulators' instances that still exist.
+func (r *rig) liveMachines() []cloudsim.Machine {
+	var out []cloudsim.Machine
+	for _, m := range r.stack.Machines() {
+		if m.Live {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// events returns the reasons of the Events recorded for a request.
+func (r *rig) events(name string) []string {
+	list, err := r.kube.CoreV1().Events(r.ns).List(r.t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason)
+	}
+	return out
+}
+
+func price(p *float64) float64 {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+func launches(st *stack.Stack, provider, name string) int {
+	return st.Simulator(provider).Core().Counters().Launches[name]
+}
+
+var _ = providers.LambdaLabs
+
+// assertColumns checks the request's row of `kubectl get gpurequests`
+// (from the kubectl built in bin/) against the wanted GPU..PHASE columns.
+func (r *rig) assertColumns(name string, cols ...string) {
+	r.t.Helper()
+	out, err := exec.Command(filepath.Join(env.Root, "bin", "kubectl"), "--kubeconfig", env.Kubeconfig,
+		"get", "gpurequests", name, "-n", r.ns, "--no-headers").CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("kubectl get: %v\n%s", err, out)
+	}
+	fields := strings.Fields(string(out))
+	// NAME GPU COUNT SPOT PROVIDER REGION PRICE PHASE NODE AGE
+	if len(fields) != 10 || strings.Join(fields[1:8], " ") != strings.Join(cols, " ") {
+		r.t.Errorf("kubectl row %q, want columns %v", strings.TrimSpace(string(out)), cols)
+	}
+}
