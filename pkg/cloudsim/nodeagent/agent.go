@@ -142,9 +142,9 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, r
 	if apierrors.IsNotFound(err) {
 		node, err = nodes.Create(ctx, &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-				LabelAgent:               "true",
-				corev1.LabelHostname:     name,
-				"kubernetes.io/os":       "linux",
+				LabelAgent:           "true",
+				corev1.LabelHostname: name,
+				"kubernetes.io/os":   "linux",
 			}},
 			Spec: corev1.NodeSpec{ProviderID: m.Provider + "://" + m.ID},
 		}, metav1.CreateOptions{})

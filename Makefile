@@ -1,0 +1,65 @@
+# gpu-operator. `make demo` shows it working; `make test` is what CI runs.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+BIN := $(CURDIR)/bin
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: all build tools generate verify vet test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean
+
+all: build
+
+## build: the operator and the simulator binaries into bin/
+build:
+	$(GO) build -o $(BIN)/gpu-operator ./cmd/gpu-operator
+	$(GO) build -o $(BIN)/cloudsim ./cmd/cloudsim
+	$(GO) build -o $(BIN)/gpu-operator-demo ./hack/demo
+
+## tools: etcd, kube-apiserver and kubectl built from Go modules (once per pinned version)
+tools:
+	hack/build-tools.sh
+
+## generate: Kubernetes clients, deepcopy, CRDs and the providers' HTTP clients
+generate:
+	hack/update-codegen.sh
+	hack/update-provider-clients.sh
+
+## verify: fail when generated files are out of date
+verify:
+	hack/verify-codegen.sh
+
+vet:
+	$(GO) vet ./...
+
+## test: unit and integration tests (a real etcd and kube-apiserver), plus short fuzz runs
+test: tools build
+	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+## fuzz: every fuzz target for FUZZTIME each
+fuzz:
+	hack/fuzz.sh $(FUZZTIME)
+
+## demo: the whole mission on this machine: control plane, simulators, operator, examples, an interruption
+demo: tools build
+	$(BIN)/gpu-operator-demo run
+
+## demo-up / demo-down: a demo that keeps running in the background
+demo-up: tools build
+	$(BIN)/gpu-operator-demo up
+
+demo-down:
+	$(BIN)/gpu-operator-demo down
+
+## test-demo: the demo flow, headless, with its outcome asserted
+test-demo: tools build
+	$(GO) test -count=1 -timeout 20m -run TestDemo ./hack/demo/...
+
+## bench: the benchmark harness (writes BENCHMARKS.md) and Go benchmarks
+bench: tools build
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/selector/ ./pkg/providers/...
+	$(GO) run ./hack/bench -write BENCHMARKS.md
+
+clean:
+	rm -rf $(BIN)/gpu-operator $(BIN)/cloudsim $(BIN)/gpu-operator-demo .demo
