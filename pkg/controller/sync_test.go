@@ -1,0 +1,277 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/fake"
+	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// fakeProvider is an in-memory provider for unit tests: one offer, and
+// launches recorded together with the status the API held at that moment.
+type fakeProvider struct {
+	mu        sync.Mutex
+	offers    []providers.Offer
+	instances []providers.Instance
+	launchErr error
+	// seen is the status of the request at launch time, read by the hook.
+	onLaunch func(req providers.LaunchRequest)
+	launches []string
+}
+
+func (f *fakeProvider) Name() string { return "runpod" }
+func (f *fakeProvider) Offers(context.Context) ([]providers.Offer, error) {
+	return f.offers, nil
+}
+func (f *fakeProvider) Launch(_ context.Context, req providers.LaunchRequest) (providers.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.onLaunch != nil {
+		f.onLaunch(req)
+	}
+	if f.launchErr != nil {
+		return providers.Instance{}, f.launchErr
+	}
+	f.launches = append(f.launches, req.Name)
+	in := providers.Instance{Provider: "runpod", ID: "pod-1", Name: req.Name, State: providers.StatePending}
+	f.instances = append(f.instances, in)
+	return in, nil
+}
+func (f *fakeProvider) Instances(context.Context) ([]providers.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]providers.Instance(nil), f.instances...), nil
+}
+func (f *fakeProvider) Terminate(context.Context, string) error { return nil }
+
+type fixture struct {
+	t        *testing.T
+	client   *fake.Clientset
+	kube     *kubefake.Clientset
+	clock    *clocktesting.FakeClock
+	provider *fakeProvider
+	ctrl     *Controller
+	recorder *record.FakeRecorder
+}
+
+func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
+	t.Helper()
+	objs := make([]runtime.Object, 0, len(reqs))
+	for _, r := range reqs {
+		objs = append(objs, r)
+	}
+	f := &fixture{
+		t:        t,
+		client:   fake.NewSimpleClientset(objs...),
+		kube:     kubefake.NewSimpleClientset(),
+		clock:    clocktesting.NewFakeClock(t0),
+		recorder: record.NewFakeRecorder(100),
+		provider: &fakeProvider{offers: []providers.Offer{{
+			Provider: "runpod", InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
+			Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 0.22,
+			Available: true, PriceSource: providers.PriceSourceAPI,
+		}}},
+	}
+	tgpFactory := tgpinformers.NewSharedInformerFactory(f.client, 0)
+	kubeFactory := informers.NewSharedInformerFactory(f.kube, 0)
+	ctrl, err := New(Options{
+		KubeClient: f.kube, Client: f.client,
+		Requests: tgpFactory.Tgp().V1().GPURequests(), Nodes: kubeFactory.Core().V1().Nodes(), Pods: kubeFactory.Core().V1().Pods(),
+		Providers: []providers.Provider{f.provider}, Recorder: f.recorder, Clock: f.clock, Registry: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reqs {
+		if err := tgpFactory.Tgp().V1().GPURequests().Informer().GetIndexer().Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.ctrl = ctrl
+	// The instance poller has listed the provider once.
+	ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	f.client.ClearActions()
+	return f
+}
+
+func (f *fixture) sync(name string) time.Duration {
+	f.t.Helper()
+	d, err := f.ctrl.sync(f.t.Context(), cache.ObjectName{Namespace: "default", Name: name})
+	if err != nil {
+		f.t.Fatalf("sync: %v", err)
+	}
+	return d
+}
+
+// verbs lists the client's actions as "verb resource[/subresource]".
+func (f *fixture) verbs() []string {
+	var out []string
+	for _, a := range f.client.Actions() {
+		s := a.GetVerb() + " " + a.GetResource().Resource
+		if a.GetSubresource() != "" {
+			s += "/" + a.GetSubresource()
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (f *fixture) statusWrites() []*tgpv1.GPURequest {
+	var out []*tgpv1.GPURequest
+	for _, a := range f.client.Actions() {
+		if u, ok := a.(core.UpdateAction); ok && a.GetSubresource() == "status" {
+			out = append(out, u.GetObject().(*tgpv1.GPURequest))
+		}
+	}
+	return out
+}
+
+func newRequest(name string, mutate ...func(*tgpv1.GPURequest)) *tgpv1.GPURequest {
+	r := &tgpv1.GPURequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: "0f8fad5b-d9cb-469f-a165-70867728950e", Generation: 1},
+		Spec:       tgpv1.GPURequestSpec{GPUType: "RTX4090", GPUCount: 1, SpotInstance: true, MaxPrice: ptr(0.5), RegionPolicy: tgpv1.RegionPolicyOrdered},
+	}
+	for _, m := range mutate {
+		m(r)
+	}
+	return r
+}
+
+func TestSyncNewRequestWithoutOffers(t *testing.T) {
+	f := newFixture(t, newRequest("gpu", func(r *tgpv1.GPURequest) { r.Spec.GPUType = "B200" }))
+	f.sync("gpu")
+	if diff := cmp.Diff([]string{"update gpurequests", "update gpurequests/status"}, f.verbs()); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	upd := f.client.Actions()[0].(core.UpdateAction).GetObject().(*tgpv1.GPURequest)
+	if diff := cmp.Diff([]string{tgpv1.Finalizer}, upd.Finalizers); diff != "" {
+		t.Errorf("finalizers (-want +got):\n%s", diff)
+	}
+	st := f.statusWrites()[0].Status
+	if st.Phase != tgpv1.PhasePending || st.ObservedGeneration != 1 {
+		t.Errorf("phase %q observedGeneration %d, want Pending and 1", st.Phase, st.ObservedGeneration)
+	}
+	c := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionOffersAvailable)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "UnknownGPUType" || !c.LastTransitionTime.Time.Equal(t0) {
+		t.Errorf("OffersAvailable condition %+v, want False/UnknownGPUType at the fake clock's time", c)
+	}
+	for _, typ := range []string{tgpv1.ConditionReady, tgpv1.ConditionLaunched, tgpv1.ConditionNodeJoined, tgpv1.ConditionInterrupted} {
+		if meta.FindStatusCondition(st.Conditions, typ) == nil {
+			t.Errorf("condition %s missing", typ)
+		}
+	}
+	if ev := <-f.recorder.Events; ev != "Warning UnknownGPUType no provider offers GPU type \"B200\" (1 offers considered); check spec.gpuType" {
+		t.Errorf("event %q", ev)
+	}
+	if len(f.provider.launches) != 0 {
+		t.Errorf("launched %v", f.provider.launches)
+	}
+}
+
+func TestSyncWritesMachineNameBeforeLaunch(t *testing.T) {
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) { r.Finalizers = []string{tgpv1.Finalizer} })
+	f := newFixture(t, req)
+	var atLaunch tgpv1.GPURequestStatus
+	f.provider.onLaunch = func(providers.LaunchRequest) {
+		// Read the tracker directly: no client action is recorded.
+		obj, err := f.client.Tracker().Get(tgpv1.SchemeGroupVersion.WithResource("gpurequests"), "default", "gpu")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		atLaunch = obj.(*tgpv1.GPURequest).Status
+	}
+	after := f.sync("gpu")
+	want := "gpur-0f8fad5bd9cb469f-1"
+	if diff := cmp.Diff([]string{want}, f.provider.launches); diff != "" {
+		t.Fatalf("launches (-want +got):\n%s", diff)
+	}
+	if atLaunch.MachineName != want || atLaunch.Phase != tgpv1.PhaseProvisioning || atLaunch.Provider != "runpod" || atLaunch.InstanceID != "" {
+		t.Errorf("status at launch time %+v, want Provisioning with machine name %s", atLaunch, want)
+	}
+	if diff := cmp.Diff([]string{"update gpurequests/status", "update gpurequests/status"}, f.verbs()); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	st := f.statusWrites()[1].Status
+	if st.Phase != tgpv1.PhaseBooting || st.InstanceID != "pod-1" || !st.ProvisionedAt.Time.Equal(t0) || !st.Spot || *st.HourlyPrice != 0.22 {
+		t.Errorf("status after launch %+v", st)
+	}
+	if after != 15*time.Minute {
+		t.Errorf("requeue after %s, want the join timeout", after)
+	}
+}
+
+func TestSyncAdoptsLaunchedInstanceAfterRestart(t *testing.T) {
+	// Status names a machine but no instance: the operator died around the
+	// launch call. The provider lists the machine, so it is adopted.
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) {
+		r.Finalizers = []string{tgpv1.Finalizer}
+		r.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: "gpur-0f8fad5bd9cb469f-1", Attempt: 1,
+			Provider: "runpod", InstanceType: "NVIDIA GeForce RTX 4090", Region: "us-west-1", ProviderRegion: "US-CA-2", Spot: true, HourlyPrice: ptr(0.22)}
+	})
+	f := newFixture(t, req)
+	f.provider.instances = []providers.Instance{{Provider: "runpod", ID: "pod-7", Name: "gpur-0f8fad5bd9cb469f-1", State: providers.StateBooting}}
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	f.client.ClearActions()
+	f.sync("gpu")
+	if len(f.provider.launches) != 0 {
+		t.Fatalf("launched %v, want the existing instance adopted", f.provider.launches)
+	}
+	if st := f.statusWrites()[0].Status; st.Phase != tgpv1.PhaseBooting || st.InstanceID != "pod-7" {
+		t.Errorf("status %+v, want Booting with instance pod-7", st)
+	}
+}
+
+func TestSyncDeletionWithoutMachineRemovesFinalizer(t *testing.T) {
+	now := metav1.NewTime(t0)
+	f := newFixture(t, newRequest("gpu", func(r *tgpv1.GPURequest) {
+		r.Finalizers = []string{tgpv1.Finalizer}
+		r.DeletionTimestamp = &now
+		r.Status.Phase = tgpv1.PhasePending
+	}))
+	f.sync("gpu")
+	if diff := cmp.Diff([]string{"update gpurequests"}, f.verbs()); diff != "" {
+		t.Fatalf("actions (-want +got):\n%s", diff)
+	}
+	if fin := f.client.Actions()[0].(core.UpdateAction).GetObject().(*tgpv1.GPURequest).Finalizers; len(fin) != 0 {
+		t.Errorf("finalizers %v, want none", fin)
+	}
+}
+
+func TestSyncCapacityErrorFailsOverAndRequeues(t *testing.T) {
+	f := newFixture(t, newRequest("gpu", func(r *tgpv1.GPURequest) { r.Finalizers = []string{tgpv1.Finalizer} }))
+	f.provider.launchErr = &providers.Error{Provider: "runpod", Operation: "launch", Class: providers.ClassCapacity}
+	after := f.sync("gpu")
+	writes := f.statusWrites()
+	last := writes[len(writes)-1].Status
+	if last.Phase != tgpv1.PhasePending || f.ctrl.unavailable.Len() != 1 {
+		t.Errorf("phase %s, %d unavailable offerings; want Pending and the offering marked", last.Phase, f.ctrl.unavailable.Len())
+	}
+	// Nothing else to try: look again when the offering comes back (3m TTL)
+	// or the catalog refreshes (2m), whichever is first.
+	if after != 2*time.Minute {
+		t.Errorf("requeue after %s, want 2m (the catalog refresh)", after)
+	}
+	if last.MachineName != "gpur-0f8fad5bd9cb469f-1" || last.Attempt != 1 {
+		t.Errorf("machine %s attempt %d: a definite capacity error keeps the name", last.MachineName, last.Attempt)
+	}
+}
