@@ -82,7 +82,6 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 	logger := klog.FromContext(ctx)
 	st := &req.Status
 	c.ensureConditions(req)
-	now := c.clock.Now()
 	res := c.Select(ctx, req)
 	summary := res.Summary(summaryLen)
 	if len(res.Ranked) == 0 {
@@ -118,8 +117,7 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		// the launch call: after a crash the instance is found by that name.
 		st.Phase = tgpv1.PhaseProvisioning
 		setOffer(st, offer)
-		st.InstanceID, st.NodeName, st.PublicIP = "", "", ""
-		st.LaunchedAt = ptr(metav1.NewTime(now))
+		st.InstanceID, st.NodeName, st.PublicIP, st.LaunchedAt = "", "", "", nil
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
@@ -226,6 +224,7 @@ func (c *Controller) launched(ctx context.Context, req *tgpv1.GPURequest, offer 
 	st := &req.Status
 	now := metav1.NewTime(c.clock.Now())
 	st.Phase, st.InstanceID, st.PublicIP = tgpv1.PhaseBooting, inst.ID, inst.PublicIP
+	st.LaunchedAt = &now
 	if st.ProvisionedAt == nil {
 		st.ProvisionedAt = &now
 	}

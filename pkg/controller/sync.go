@@ -191,9 +191,11 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest) (time.Dur
 	st := &req.Status
 	now := c.clock.Now()
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
-	launched := st.LaunchedAt.Time
-	if cond := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionLaunched); cond != nil && cond.Status == metav1.ConditionTrue {
-		launched = cond.LastTransitionTime.Time
+	// launched is when the launch call returned: a list that started after
+	// it (plus the timestamps' second precision) must show the instance.
+	launched := now
+	if st.LaunchedAt != nil {
+		launched = st.LaunchedAt.Time
 	}
 	switch {
 	case !found && listedAt.After(launched.Add(listMargin)):
@@ -223,7 +225,9 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest) (time.Dur
 			st.Message, st.IdleSince = "", nil
 			c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionTrue, "NodeReady", "Node "+node.Name+" is Ready")
 			c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionTrue, "NodeReady", "")
-			c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Running", "")
+			if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
+				c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
+			}
 			c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
 			if first && st.Interruptions == 0 {
 				c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
@@ -363,10 +367,11 @@ func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, cause
 	st.Interruptions++
 	st.Phase, st.Message = tgpv1.PhaseInterrupted, msg
 	st.MachineName, st.InstanceID, st.NodeName, st.PublicIP = "", "", "", ""
-	st.CostUpdatedAt, st.IdleSince, st.ReadyAt = nil, nil, nil
+	st.CostUpdatedAt, st.IdleSince, st.ReadyAt, st.LaunchedAt = nil, nil, nil, nil
 	c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionTrue, cause, msg)
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "Interrupted", msg)
 	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "Interrupted", msg)
+	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "Interrupted", msg)
 	c.event(req, corev1.EventTypeWarning, "Interrupted", "%s; relaunching", msg)
 	req, err := c.writeStatus(ctx, req)
 	if err != nil {

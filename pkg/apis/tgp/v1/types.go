@@ -222,7 +222,7 @@ type GPURequestStatus struct {
 	// publicIP is the current machine's public address.
 	// +optional
 	PublicIP string `json:"publicIP,omitempty"`
-	// launchedAt is when the launch call for the current machine was made.
+	// launchedAt is when the launch of the current machine succeeded (or it was adopted).
 	// +optional
 	LaunchedAt *metav1.Time `json:"launchedAt,omitempty"`
 	// provisionedAt is when the first machine for this request was launched; maxLifetime counts from here.

@@ -55,7 +55,7 @@ type GPURequestStatusApplyConfiguration struct {
 	NodeName *string `json:"nodeName,omitempty"`
 	// publicIP is the current machine's public address.
 	PublicIP *string `json:"publicIP,omitempty"`
-	// launchedAt is when the launch call for the current machine was made.
+	// launchedAt is when the launch of the current machine succeeded (or it was adopted).
 	LaunchedAt *metav1.Time `json:"launchedAt,omitempty"`
 	// provisionedAt is when the first machine for this request was launched; maxLifetime counts from here.
 	ProvisionedAt *metav1.Time `json:"provisionedAt,omitempty"`
