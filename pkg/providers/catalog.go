@@ -36,12 +36,22 @@ type Catalog struct {
 	group singleflight.Group
 
 	mu      sync.RWMutex
-	entries map[string]*ProviderCatalog
+	entries map[string]*catalogEntry
 	version uint64
 	merged  []Offer
 
-	// OnRefresh, when set, runs after every refresh attempt of a provider.
+	// OnRefresh, when set, runs once after every refresh attempt of a
+	// provider, that is once per catalog call made, not once per caller.
 	OnRefresh func(provider string, err error)
+}
+
+// catalogEntry is a provider's catalog and when it was last tried.
+type catalogEntry struct {
+	ProviderCatalog
+	// attemptedAt is when the latest refresh attempt, successful or not,
+	// finished: the next one is due an interval later, so a provider that is
+	// down is asked once per interval, not once per caller.
+	attemptedAt time.Time
 }
 
 // NewCatalog caches the offers of the given providers.
@@ -52,7 +62,7 @@ func NewCatalog(ps []Provider, interval time.Duration, clk clock.PassiveClock) *
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &Catalog{providers: ps, interval: interval, clock: clk, entries: map[string]*ProviderCatalog{}}
+	return &Catalog{providers: ps, interval: interval, clock: clk, entries: map[string]*catalogEntry{}}
 }
 
 // Interval is the refresh interval.
@@ -88,27 +98,35 @@ func (c *Catalog) fresh(name string) bool {
 	if !ok {
 		return false
 	}
-	// A failed refresh also waits out the interval, so a provider that is
-	// down is asked once per interval, not once per caller.
-	return c.clock.Since(e.FetchedAt) < c.interval
+	return c.clock.Since(e.attemptedAt) < c.interval
 }
 
-// Refresh fetches one provider's catalog now, sharing the call with any
-// concurrent refresh of the same provider.
+// Refresh fetches one provider's catalog unless it is fresh, sharing the
+// call with any concurrent refresh of the same provider. The shared call does
+// not inherit ctx's cancellation: one caller giving up must not fail the
+// refresh for the others (and leave the catalog stale for an interval). A
+// caller whose ctx ends stops waiting and gets ctx's error; the refresh goes
+// on, bounded by the adapter's own call timeouts.
 func (c *Catalog) Refresh(ctx context.Context, p Provider) error {
 	name := p.Name()
-	_, err, _ := c.group.Do(name, func() (any, error) {
+	shared := context.WithoutCancel(ctx)
+	ch := c.group.DoChan(name, func() (any, error) {
 		if c.fresh(name) {
 			return nil, nil
 		}
-		offers, err := p.Offers(ctx)
+		offers, err := p.Offers(shared)
 		c.store(name, offers, err)
+		if c.OnRefresh != nil {
+			c.OnRefresh(name, err)
+		}
 		return nil, err
 	})
-	if c.OnRefresh != nil {
-		c.OnRefresh(name, err)
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return err
 }
 
 func (c *Catalog) store(name string, offers []Offer, err error) {
@@ -117,17 +135,19 @@ func (c *Catalog) store(name string, offers []Offer, err error) {
 	defer c.mu.Unlock()
 	e, ok := c.entries[name]
 	if !ok {
-		e = &ProviderCatalog{}
+		e = &catalogEntry{}
 		c.entries[name] = e
 	}
-	// FetchedAt moves on failure too: the next attempt waits an interval.
-	e.FetchedAt = now
+	// The attempt time moves on failure too: the next attempt waits an
+	// interval. FetchedAt stays the time of the offers kept.
+	e.attemptedAt = now
 	e.Err = err
 	if err != nil {
 		e.Stale = true
 		klog.V(2).InfoS("catalog refresh failed, keeping the last good catalog", "provider", name, "err", err)
 		return
 	}
+	e.FetchedAt = now
 	e.Stale = false
 	e.Offers = offers
 	c.version++
@@ -163,7 +183,7 @@ func (c *Catalog) NextRefresh() time.Time {
 		if !ok {
 			return c.clock.Now()
 		}
-		if due := e.FetchedAt.Add(c.interval); due.Before(next) {
+		if due := e.attemptedAt.Add(c.interval); due.Before(next) {
 			next = due
 		}
 	}

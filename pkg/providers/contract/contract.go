@@ -1,0 +1,575 @@
+// Package contract is the behaviour every providers.Provider adapter owes the
+// controller, written once as a test suite and run against each adapter
+// pointed at its provider simulator over real HTTP (see contract_test.go):
+// normalized offers, launch/list/terminate, idempotent launch by name,
+// idempotent terminate, the classification of every error class the
+// simulator produces in the provider's own format, and Retry-After honoured
+// without a request reaching the provider.
+package contract
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/utils/clock"
+	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+)
+
+// APIKey is the only key the simulators accept during the suite.
+const APIKey = "contract-test-key-7f3a"
+
+// retryAfter is what the simulators' 429s ask for during the suite.
+const retryAfter = 2 * time.Second
+
+// Options vary the adapter a test builds.
+type Options struct {
+	// Key is the API key the adapter sends; "" sends APIKey.
+	Key string
+	// Clock is the adapter's clock (Retry-After bookkeeping); nil: real.
+	Clock clock.PassiveClock
+}
+
+// Env is one running simulator and a way to build adapters pointed at it.
+type Env struct {
+	// Sim is the simulator the adapters talk to.
+	Sim cloudsim.Simulator
+	// New builds a fresh adapter (no memory of earlier launches or 429s),
+	// on its generated client, pointed at Sim.
+	New func(t *testing.T, o Options) providers.Provider
+}
+
+// Harness is what the suite needs to know about one provider.
+type Harness struct {
+	// Provider is the adapter's name (providers.LambdaLabs, ...).
+	Provider string
+	// Catalog is what the simulator sells, in the provider's own terms
+	// (native ids and regions, prices in the provider's unit).
+	Catalog []cloudsim.CatalogEntry
+	// Start runs a fresh simulator with cfg (Run fills in Catalog and
+	// APIKey) and stops it when the test ends.
+	Start func(t *testing.T, cfg cloudsim.Config) Env
+	// Want are offers Offers must return exactly as given (matched by ID
+	// and GPU count). The first available on-demand one, and for a provider
+	// with spot the first available spot one, are launched by the suite
+	// (each test on a fresh simulator), so their catalog entries need
+	// capacity.
+	Want []providers.Offer
+	// Absent are offers that must not be returned, matched on
+	// InstanceType, ProviderRegion, Capacity and (when non-zero) GPUCount:
+	// unmapped GPU types, counts above a type's maximum, sold-out regions of
+	// providers that omit them.
+	Absent []providers.Offer
+	// Spot says whether the provider sells spot capacity; if not, no offer
+	// may be spot.
+	Spot bool
+}
+
+// Getter is implemented by adapters that can read one instance by id; only
+// through it is the simulator's not-found answer visible to a caller.
+type Getter interface {
+	Instance(ctx context.Context, id string) (providers.Instance, error)
+}
+
+// Run runs the contract against one adapter.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Provider == "" || h.Start == nil || len(h.Want) == 0 {
+		t.Fatal("contract: Harness needs Provider, Start and Want")
+	}
+	s := &suite{h: h}
+	t.Run("Offers", s.testOffers)
+	t.Run("LaunchListTerminate", s.testLaunchListTerminate)
+	t.Run("LaunchIdempotent", s.testLaunchIdempotent)
+	t.Run("TerminateIdempotent", s.testTerminateIdempotent)
+	t.Run("Errors", s.testErrors)
+	t.Run("RetryAfterHonoured", s.testRetryAfter)
+}
+
+type suite struct{ h Harness }
+
+// start runs a fresh simulator serving the harness catalog.
+func (s *suite) start(t *testing.T, cfg cloudsim.Config) Env {
+	t.Helper()
+	cfg.APIKey = APIKey
+	cfg.Catalog = slices.Clone(s.h.Catalog)
+	env := s.h.Start(t, cfg)
+	if env.Sim == nil || env.New == nil {
+		t.Fatal("contract: Start returned no simulator or adapter constructor")
+	}
+	if env.Sim.Provider() != s.h.Provider {
+		t.Fatalf("contract: simulator is %q, want %q", env.Sim.Provider(), s.h.Provider)
+	}
+	return env
+}
+
+// adapter builds an adapter and checks its name.
+func (s *suite) adapter(t *testing.T, env Env, o Options) providers.Provider {
+	t.Helper()
+	p := env.New(t, o)
+	if p.Name() != s.h.Provider {
+		t.Fatalf("adapter name %q, want %q", p.Name(), s.h.Provider)
+	}
+	return p
+}
+
+// launchable are the offers the suite launches: the first available
+// on-demand wanted offer, and the first available spot one if any.
+func (s *suite) launchable(t *testing.T) []providers.Offer {
+	t.Helper()
+	var out []providers.Offer
+	for _, c := range []providers.CapacityType{providers.OnDemand, providers.Spot} {
+		i := slices.IndexFunc(s.h.Want, func(o providers.Offer) bool { return o.Capacity == c && o.Available })
+		if i >= 0 {
+			out = append(out, s.h.Want[i])
+		}
+	}
+	if len(out) == 0 || out[0].Capacity != providers.OnDemand {
+		t.Fatal("contract: Harness.Want has no available on-demand offer to launch")
+	}
+	return out
+}
+
+func ctxFor(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// offerKey identifies an offer including its GPU count (RunPod sells
+// several counts under one ID).
+func offerKey(o providers.Offer) string { return fmt.Sprintf("%s/%dgpu", o.ID(), o.GPUCount) }
+
+// canonicalRegion is the shape of a canonical region (us-west-1, eu-central-2).
+var canonicalRegion = regexp.MustCompile(`^[a-z]{2}-[a-z]+-[0-9]+$`)
+
+func (s *suite) testOffers(t *testing.T) {
+	env := s.start(t, cloudsim.Config{})
+	p := s.adapter(t, env, Options{})
+	offers, err := p.Offers(ctxFor(t))
+	if err != nil {
+		t.Fatalf("Offers: %v", err)
+	}
+	got := map[string]providers.Offer{}
+	for _, o := range offers {
+		k := offerKey(o)
+		if _, dup := got[k]; dup {
+			t.Errorf("offer %s returned twice", k)
+		}
+		got[k] = o
+		switch {
+		case o.Provider != s.h.Provider:
+			t.Errorf("offer %s: provider %q, want %q", k, o.Provider, s.h.Provider)
+		case !slices.Contains(providers.CanonicalGPUTypes, o.GPUType):
+			t.Errorf("offer %s: GPU type %q is not canonical", k, o.GPUType)
+		case o.GPUCount < 1:
+			t.Errorf("offer %s: GPU count %d", k, o.GPUCount)
+		case !canonicalRegion.MatchString(o.Region):
+			t.Errorf("offer %s: region %q is not canonical", k, o.Region)
+		case o.ProviderRegion == "" || o.InstanceType == "":
+			t.Errorf("offer %s: missing native type or region", k)
+		case !(o.HourlyPrice > 0) || math.IsInf(o.HourlyPrice, 0):
+			t.Errorf("offer %s: price %v", k, o.HourlyPrice)
+		case o.Capacity != providers.OnDemand && o.Capacity != providers.Spot:
+			t.Errorf("offer %s: capacity %q", k, o.Capacity)
+		case o.Capacity == providers.Spot && !s.h.Spot:
+			t.Errorf("offer %s: %s sells no spot capacity", k, s.h.Provider)
+		case o.PriceSource != providers.PriceSourceAPI && o.PriceSource != providers.PriceSourceStatic:
+			t.Errorf("offer %s: price source %q", k, o.PriceSource)
+		}
+	}
+	spot := 0
+	for _, w := range s.h.Want {
+		k := offerKey(w)
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("offer %s missing", k)
+			continue
+		}
+		if math.Abs(g.HourlyPrice-w.HourlyPrice) > 1e-9 {
+			t.Errorf("offer %s: price %v, want %v (whole machine)", k, g.HourlyPrice, w.HourlyPrice)
+		}
+		g.HourlyPrice = w.HourlyPrice
+		if g != w {
+			t.Errorf("offer %s:\n got %+v\nwant %+v", k, g, w)
+		}
+		if w.Capacity == providers.Spot {
+			spot++
+		}
+	}
+	if s.h.Spot && spot == 0 {
+		t.Error("contract: Harness.Spot is set but Want has no spot offer")
+	}
+	for _, a := range s.h.Absent {
+		for _, o := range offers {
+			if o.InstanceType == a.InstanceType && o.ProviderRegion == a.ProviderRegion && o.Capacity == a.Capacity &&
+				(a.GPUCount == 0 || o.GPUCount == a.GPUCount) {
+				t.Errorf("offer %s returned, want none like %s", offerKey(o), offerKey(a))
+			}
+		}
+	}
+}
+
+// machinesNamed returns the simulator's machines with a name.
+func machinesNamed(sim cloudsim.Simulator, name string) []cloudsim.Machine {
+	var out []cloudsim.Machine
+	for _, m := range sim.Machines() {
+		if m.Name == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func findInstance(ins []providers.Instance, id string) (providers.Instance, bool) {
+	i := slices.IndexFunc(ins, func(in providers.Instance) bool { return in.ID == id })
+	if i < 0 {
+		return providers.Instance{}, false
+	}
+	return ins[i], true
+}
+
+func (s *suite) testLaunchListTerminate(t *testing.T) {
+	for _, offer := range s.launchable(t) {
+		t.Run(string(offer.Capacity), func(t *testing.T) {
+			env := s.start(t, cloudsim.Config{})
+			p := s.adapter(t, env, Options{})
+			ctx := ctxFor(t)
+			name := providers.MachineNamePrefix + "contract-" + string(offer.Capacity)
+			userData := "#cloud-config\nhostname: " + name + "\n"
+			in, err := p.Launch(ctx, providers.LaunchRequest{Name: name, Offer: offer, UserData: userData,
+				Tags: map[string]string{"tgp.solanyn.com/request": "contract"}})
+			if err != nil {
+				t.Fatalf("Launch: %v", err)
+			}
+			if in.ID == "" || in.Name != name || in.Provider != s.h.Provider {
+				t.Fatalf("Launch returned %+v", in)
+			}
+			if ms := machinesNamed(env.Sim, name); len(ms) != 1 || ms[0].ID != in.ID || !ms[0].Live ||
+				ms[0].InstanceType != offer.InstanceType || ms[0].Region != offer.ProviderRegion ||
+				ms[0].Spot != (offer.Capacity == providers.Spot) || ms[0].UserData != userData {
+				t.Fatalf("simulator machines named %s: %+v, want one live %s in %s (spot %v) with the user data, id %s",
+					name, ms, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot, in.ID)
+			}
+
+			list, err := p.Instances(ctx)
+			if err != nil {
+				t.Fatalf("Instances: %v", err)
+			}
+			got, ok := findInstance(list, in.ID)
+			if !ok {
+				t.Fatalf("Instances %+v lacks launched %s", list, in.ID)
+			}
+			if got.Name != name || got.Provider != s.h.Provider || got.InstanceType != offer.InstanceType ||
+				got.ProviderRegion != offer.ProviderRegion || got.Spot != (offer.Capacity == providers.Spot) ||
+				!slices.Contains([]providers.InstanceState{providers.StatePending, providers.StateBooting, providers.StateRunning}, got.State) {
+				t.Errorf("listed %+v, want %s %s in %s (spot %v), pending, booting or running",
+					got, name, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot)
+			}
+
+			if err := p.Terminate(ctx, in.ID); err != nil {
+				t.Fatalf("Terminate: %v", err)
+			}
+			if ms := machinesNamed(env.Sim, name); len(ms) != 1 || ms[0].Live {
+				t.Errorf("after Terminate the simulator has %+v, want the machine gone", ms)
+			}
+			list, err = p.Instances(ctx)
+			if err != nil {
+				t.Fatalf("Instances after Terminate: %v", err)
+			}
+			if got, ok := findInstance(list, in.ID); ok && got.State != providers.StateTerminated && got.State != providers.StateTerminating {
+				t.Errorf("after Terminate the instance is listed %s", got.State)
+			}
+		})
+	}
+}
+
+func (s *suite) testLaunchIdempotent(t *testing.T) {
+	offer := s.launchable(t)[0]
+	t.Run("Sequential", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{})
+		p := s.adapter(t, env, Options{})
+		ctx := ctxFor(t)
+		req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-twice", Offer: offer}
+		first, err := p.Launch(ctx, req)
+		if err != nil {
+			t.Fatalf("first Launch: %v", err)
+		}
+		second, err := p.Launch(ctx, req)
+		if err != nil {
+			t.Fatalf("second Launch: %v", err)
+		}
+		if second.ID != first.ID {
+			t.Errorf("second Launch returned %s, want the first instance %s", second.ID, first.ID)
+		}
+		assertOneLaunch(t, env.Sim, req.Name)
+	})
+	t.Run("Concurrent", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{})
+		p := s.adapter(t, env, Options{})
+		ctx := ctxFor(t)
+		req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-racing", Offer: offer}
+		const n = 8
+		ids := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				in, err := p.Launch(ctx, req)
+				ids[i], errs[i] = in.ID, err
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("Launch %d: %v", i, errs[i])
+			}
+			if ids[i] == "" || ids[i] != ids[0] {
+				t.Errorf("Launch %d returned %q, launch 0 %q", i, ids[i], ids[0])
+			}
+		}
+		assertOneLaunch(t, env.Sim, req.Name)
+	})
+}
+
+func assertOneLaunch(t *testing.T, sim cloudsim.Simulator, name string) {
+	t.Helper()
+	if n := sim.Core().Counters().Launches[name]; n != 1 {
+		t.Errorf("simulator launched %s %d times, want 1", name, n)
+	}
+	if ms := machinesNamed(sim, name); len(ms) != 1 {
+		t.Errorf("simulator has %d machines named %s, want 1", len(ms), name)
+	}
+}
+
+// totalRequests is every request a simulator has counted.
+func totalRequests(sim cloudsim.Simulator) int {
+	n := 0
+	for _, v := range sim.Core().Counters().Requests {
+		n += v
+	}
+	return n
+}
+
+func (s *suite) testTerminateIdempotent(t *testing.T) {
+	env := s.start(t, cloudsim.Config{})
+	p := s.adapter(t, env, Options{})
+	ctx := ctxFor(t)
+	in, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-term", Offer: s.launchable(t)[0]})
+	if err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	for i := range 2 {
+		before := totalRequests(env.Sim)
+		if err := p.Terminate(ctx, in.ID); err != nil {
+			t.Errorf("Terminate #%d: %v", i+1, err)
+		}
+		if totalRequests(env.Sim) == before {
+			t.Errorf("Terminate #%d made no call to the provider", i+1)
+		}
+	}
+	before := totalRequests(env.Sim)
+	if err := p.Terminate(ctx, "contract-no-such-instance"); err != nil {
+		t.Errorf("Terminate of a missing instance: %v", err)
+	}
+	if totalRequests(env.Sim) == before {
+		t.Error("Terminate of a missing instance made no call: the provider's not-found answer was never classified")
+	}
+}
+
+// op is one adapter operation that reaches the provider.
+type op struct {
+	name string
+	call func(ctx context.Context, p providers.Provider, offer providers.Offer) error
+}
+
+var ops = []op{
+	{"Offers", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+		_, err := p.Offers(ctx)
+		return err
+	}},
+	{"Instances", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+		_, err := p.Instances(ctx)
+		return err
+	}},
+	{"Launch", func(ctx context.Context, p providers.Provider, offer providers.Offer) error {
+		_, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-fault", Offer: offer})
+		return err
+	}},
+	{"Terminate", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+		return p.Terminate(ctx, "contract-some-instance")
+	}},
+}
+
+// wantError checks that err is a *providers.Error of the adapter, of class,
+// with an HTTP status in [minStatus, maxStatus] (0, 0: no HTTP answer), and
+// free of the API key.
+func (s *suite) wantError(t *testing.T, err error, class providers.ErrorClass, minStatus, maxStatus int) *providers.Error {
+	t.Helper()
+	var pe *providers.Error
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v (%T) is not a *providers.Error", err, err)
+	}
+	if pe.Class != class || pe.Provider != s.h.Provider {
+		t.Errorf("got %s error of class %s (%v), want %s %s", pe.Provider, pe.Class, err, s.h.Provider, class)
+	}
+	if pe.HTTPStatus < minStatus || pe.HTTPStatus > maxStatus {
+		t.Errorf("HTTP status %d (%v), want [%d, %d]", pe.HTTPStatus, err, minStatus, maxStatus)
+	}
+	if strings.Contains(err.Error(), APIKey) {
+		t.Errorf("error %q contains the API key", err)
+	}
+	return pe
+}
+
+// epoch is the fake clocks' start.
+var epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// wantRateLimited checks the error of a call the simulator answered with
+// 429 and Retry-After, on an adapter with a frozen clock: ClassRateLimited
+// with the simulator's Retry-After. It comes from the 429 itself, or, for an
+// operation that fans out into concurrent calls (Paperspace's Offers), from a
+// sibling call refused without a request because the 429 had arrived.
+func (s *suite) wantRateLimited(t *testing.T, env Env, err error) {
+	t.Helper()
+	pe := s.wantError(t, err, providers.ClassRateLimited, 0, http.StatusTooManyRequests)
+	if pe.HTTPStatus != http.StatusTooManyRequests && pe.HTTPStatus != 0 {
+		t.Errorf("HTTP status %d, want 429 (or none: refused before sending)", pe.HTTPStatus)
+	}
+	if n := env.Sim.Core().Counters().RateLimited; n == 0 {
+		t.Error("the simulator sent no 429")
+	}
+	if pe.RetryAfter != retryAfter {
+		t.Errorf("RetryAfter %v, want the simulator's %v", pe.RetryAfter, retryAfter)
+	}
+}
+
+func (s *suite) testErrors(t *testing.T) {
+	offer := s.launchable(t)[0]
+	// Faults injected into every call, each checked through every operation.
+	faults := []struct {
+		name      string
+		key       string
+		faults    cloudsim.Faults
+		class     providers.ErrorClass
+		minStatus int
+		maxStatus int
+	}{
+		{name: "Unauthorized", key: "contract-wrong-key", class: providers.ClassUnauthorized, minStatus: 401, maxStatus: 401},
+		{name: "RateLimited", faults: cloudsim.Faults{RateLimitRate: 1, RetryAfter: retryAfter}, class: providers.ClassRateLimited},
+		{name: "Transient500", faults: cloudsim.Faults{ErrorRate: 1}, class: providers.ClassTransient, minStatus: 500, maxStatus: 500},
+		{name: "TransientDown", faults: cloudsim.Faults{Down: true}, class: providers.ClassTransient, minStatus: 503, maxStatus: 503},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			for _, o := range ops {
+				t.Run(o.name, func(t *testing.T) {
+					env := s.start(t, cloudsim.Config{Faults: f.faults})
+					// A frozen clock makes a Retry-After exact.
+					p := s.adapter(t, env, Options{Key: f.key, Clock: testclock.NewFakePassiveClock(epoch)})
+					err := o.call(ctxFor(t), p, offer)
+					if f.class == providers.ClassRateLimited {
+						s.wantRateLimited(t, env, err)
+						return
+					}
+					s.wantError(t, err, f.class, f.minStatus, f.maxStatus)
+				})
+			}
+		})
+	}
+
+	t.Run("Capacity", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{})
+		p := s.adapter(t, env, Options{})
+		if !env.Sim.Core().SetCapacity(offer.InstanceType, offer.ProviderRegion, 0) {
+			t.Fatalf("simulator catalog has no %s in %s", offer.InstanceType, offer.ProviderRegion)
+		}
+		_, err := p.Launch(ctxFor(t), providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-full", Offer: offer})
+		s.wantError(t, err, providers.ClassCapacity, 400, 499)
+		if n := env.Sim.Core().Counters().Launches[providers.MachineNamePrefix+"contract-full"]; n != 0 {
+			t.Errorf("simulator launched %d machines without capacity", n)
+		}
+	})
+	t.Run("Quota", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{Quota: 1})
+		p := s.adapter(t, env, Options{})
+		ctx := ctxFor(t)
+		if _, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-q1", Offer: offer}); err != nil {
+			t.Fatalf("first Launch within quota: %v", err)
+		}
+		_, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-q2", Offer: offer})
+		s.wantError(t, err, providers.ClassQuota, 400, 499)
+	})
+	t.Run("Invalid", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{})
+		p := s.adapter(t, env, Options{})
+		bogus := offer
+		bogus.InstanceType = "contract-unknown-type"
+		before := totalRequests(env.Sim)
+		_, err := p.Launch(ctxFor(t), providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-bogus", Offer: bogus})
+		s.wantError(t, err, providers.ClassInvalid, 400, 400)
+		if totalRequests(env.Sim) == before {
+			t.Error("the invalid launch never reached the simulator")
+		}
+	})
+	t.Run("NotFound", func(t *testing.T) {
+		env := s.start(t, cloudsim.Config{})
+		p := s.adapter(t, env, Options{})
+		g, ok := p.(Getter)
+		if !ok {
+			t.Skipf("%s exposes no GET by id; its not-found answers are absorbed by Terminate (tested) and Launch", s.h.Provider)
+		}
+		_, err := g.Instance(ctxFor(t), "contract-no-such-instance")
+		s.wantError(t, err, providers.ClassNotFound, 404, 404)
+	})
+}
+
+// testRetryAfter checks that after a 429 no call reaches the provider
+// until its Retry-After has passed on the adapter's clock, and that calls
+// go through again once it has.
+func (s *suite) testRetryAfter(t *testing.T) {
+	offer := s.launchable(t)[0]
+	for _, o := range ops {
+		t.Run(o.name, func(t *testing.T) {
+			env := s.start(t, cloudsim.Config{Faults: cloudsim.Faults{RateLimitRate: 1, RetryAfter: retryAfter}})
+			clk := testclock.NewFakePassiveClock(epoch)
+			p := s.adapter(t, env, Options{Clock: clk})
+			ctx := ctxFor(t)
+
+			s.wantRateLimited(t, env, o.call(ctx, p, offer))
+			// The provider recovers at once; the adapter must still wait.
+			env.Sim.Core().SetFaults(cloudsim.Faults{})
+			for _, step := range []time.Duration{0, retryAfter / 2, retryAfter/2 - time.Millisecond} {
+				clk.SetTime(clk.Now().Add(step))
+				before := totalRequests(env.Sim)
+				pe := s.wantError(t, o.call(ctx, p, offer), providers.ClassRateLimited, 0, 0)
+				if after := totalRequests(env.Sim); after != before {
+					t.Errorf("%d call(s) reached the provider during its Retry-After", after-before)
+				}
+				if pe.RetryAfter <= 0 || pe.RetryAfter > retryAfter {
+					t.Errorf("RetryAfter %v while blocked, want (0, %v]", pe.RetryAfter, retryAfter)
+				}
+			}
+			clk.SetTime(clk.Now().Add(time.Millisecond))
+			before := totalRequests(env.Sim)
+			if err := o.call(ctx, p, offer); err != nil {
+				t.Errorf("after Retry-After: %v", err)
+			}
+			if totalRequests(env.Sim) == before {
+				t.Error("no call reached the provider after Retry-After")
+			}
+		})
+	}
+}

@@ -1,0 +1,152 @@
+package contract_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/providers/contract"
+)
+
+// starter runs one provider's simulator through stack.Start and builds the
+// real adapter with stack.Adapters, as the demo and integration tests do.
+func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.Env {
+	return func(t *testing.T, cfg cloudsim.Config) contract.Env {
+		t.Helper()
+		var sc stack.Config
+		switch provider {
+		case providers.LambdaLabs:
+			sc.Lambda = &cfg
+		case providers.RunPod:
+			sc.RunPod = &cfg
+		case providers.Paperspace:
+			sc.Paperspace = &cfg
+		default:
+			t.Fatalf("unknown provider %q", provider)
+		}
+		st, err := stack.Start(sc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		return contract.Env{
+			Sim: st.Simulator(provider),
+			New: func(t *testing.T, o contract.Options) providers.Provider {
+				t.Helper()
+				opts := stack.AdapterOptions{Clock: o.Clock, CallTimeout: 10 * time.Second}
+				if o.Key != "" {
+					opts.Keys = map[string]string{provider: o.Key}
+				}
+				ps, err := st.Adapters(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ps) != 1 {
+					t.Fatalf("stack built %d adapters, want 1", len(ps))
+				}
+				return ps[0]
+			},
+		}
+	}
+}
+
+func TestLambda(t *testing.T) {
+	t.Parallel()
+	contract.Run(t, contract.Harness{
+		Provider: providers.LambdaLabs,
+		Start:    starter(providers.LambdaLabs),
+		// Lambda prices are per instance.
+		Catalog: []cloudsim.CatalogEntry{
+			{InstanceType: "gpu_1x_h100_pcie", GPUs: 1, Region: "us-west-1", OnDemandPrice: 2.49, Capacity: 5},
+			{InstanceType: "gpu_8x_a100_80gb_sxm4", GPUs: 8, Region: "us-east-1", OnDemandPrice: 14.32, Capacity: -1},
+			{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "europe-central-1", OnDemandPrice: 0.75, Capacity: 2},
+			{InstanceType: "gpu_2x_a6000", GPUs: 2, Region: "us-west-2", OnDemandPrice: 1.60, Capacity: 0},
+			{InstanceType: "gpu_1x_rtx6000", GPUs: 1, Region: "us-south-1", OnDemandPrice: 0.50, Capacity: 3},
+		},
+		Want: []providers.Offer{
+			{Provider: providers.LambdaLabs, InstanceType: "gpu_1x_h100_pcie", GPUType: "H100", GPUCount: 1, Region: "us-west-1",
+				ProviderRegion: "us-west-1", Capacity: providers.OnDemand, HourlyPrice: 2.49, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.LambdaLabs, InstanceType: "gpu_8x_a100_80gb_sxm4", GPUType: "A100-80GB", GPUCount: 8, Region: "us-east-1",
+				ProviderRegion: "us-east-1", Capacity: providers.OnDemand, HourlyPrice: 14.32, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.LambdaLabs, InstanceType: "gpu_1x_a10", GPUType: "A10", GPUCount: 1, Region: "eu-central-1",
+				ProviderRegion: "europe-central-1", Capacity: providers.OnDemand, HourlyPrice: 0.75, Available: true, PriceSource: providers.PriceSourceAPI},
+		},
+		Absent: []providers.Offer{
+			// Sold out: Lambda lists no region for it.
+			{InstanceType: "gpu_2x_a6000", ProviderRegion: "us-west-2", Capacity: providers.OnDemand},
+			// The Turing Quadro RTX 6000 has no canonical name.
+			{InstanceType: "gpu_1x_rtx6000", ProviderRegion: "us-south-1", Capacity: providers.OnDemand},
+		},
+	})
+}
+
+func TestRunPod(t *testing.T) {
+	t.Parallel()
+	contract.Run(t, contract.Harness{
+		Provider: providers.RunPod,
+		Start:    starter(providers.RunPod),
+		Spot:     true,
+		// RunPod prices are per GPU; offers are whole machines.
+		Catalog: []cloudsim.CatalogEntry{
+			{InstanceType: "NVIDIA A100-SXM4-80GB", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 1.89, SpotPrice: 1.19, Capacity: 5},
+			{InstanceType: "NVIDIA H100 80GB HBM3", GPUs: 2, Region: "EU-NL-1", OnDemandPrice: 2.99, Capacity: -1},
+			{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 1, Region: "US-TX-3", OnDemandPrice: 0.69, SpotPrice: 0.34, Capacity: 3},
+			{InstanceType: "AMD Instinct MI300X OAM", GPUs: 8, Region: "US-TX-3", OnDemandPrice: 2.49, Capacity: 3},
+		},
+		Want: []providers.Offer{
+			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 4, Region: "us-west-1",
+				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 7.56, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 4, Region: "us-west-1",
+				ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 4.76, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 1, Region: "us-west-1",
+				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 1.89, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 8, Region: "us-west-1",
+				ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 9.52, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA H100 80GB HBM3", GPUType: "H100", GPUCount: 2, Region: "eu-west-1",
+				ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, HourlyPrice: 5.98, Available: true, PriceSource: providers.PriceSourceAPI},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1, Region: "us-south-1",
+				ProviderRegion: "US-TX-3", Capacity: providers.Spot, HourlyPrice: 0.34, Available: true, PriceSource: providers.PriceSourceAPI},
+		},
+		Absent: []providers.Offer{
+			// No pod larger than the type's maxCount.
+			{InstanceType: "NVIDIA H100 80GB HBM3", ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, GPUCount: 4},
+			{InstanceType: "NVIDIA GeForce RTX 4090", ProviderRegion: "US-TX-3", Capacity: providers.OnDemand, GPUCount: 2},
+			// No spot price quoted.
+			{InstanceType: "NVIDIA H100 80GB HBM3", ProviderRegion: "EU-NL-1", Capacity: providers.Spot},
+			// No canonical name.
+			{InstanceType: "AMD Instinct MI300X OAM", ProviderRegion: "US-TX-3", Capacity: providers.OnDemand},
+		},
+	})
+}
+
+func TestPaperspace(t *testing.T) {
+	t.Parallel()
+	// Paperspace publishes no prices: they come from the shipped table
+	// (paperspace.DefaultPriceTable), whatever the simulator's catalog says.
+	// Its ConfigMap override is tested in the paperspace package
+	// (TestOffersWithConfigMapPrices).
+	contract.Run(t, contract.Harness{
+		Provider: providers.Paperspace,
+		Start:    starter(providers.Paperspace),
+		Catalog: []cloudsim.CatalogEntry{
+			{InstanceType: "A100-80Gx4", GPUs: 4, Region: "ny2", Capacity: 5},
+			{InstanceType: "H100", GPUs: 1, Region: "ams1", Capacity: 0},
+			{InstanceType: "A6000", GPUs: 1, Region: "ca1", Capacity: -1},
+			{InstanceType: "RTX4000", GPUs: 1, Region: "ny2", Capacity: 5},
+		},
+		Want: []providers.Offer{
+			{Provider: providers.Paperspace, InstanceType: "A100-80Gx4", GPUType: "A100-80GB", GPUCount: 4, Region: "us-east-1",
+				ProviderRegion: "ny2", Capacity: providers.OnDemand, HourlyPrice: 12.72, Available: true, PriceSource: providers.PriceSourceStatic},
+			{Provider: providers.Paperspace, InstanceType: "H100", GPUType: "H100", GPUCount: 1, Region: "eu-west-1",
+				ProviderRegion: "ams1", Capacity: providers.OnDemand, HourlyPrice: 5.95, Available: false, PriceSource: providers.PriceSourceStatic},
+			{Provider: providers.Paperspace, InstanceType: "A6000", GPUType: "A6000", GPUCount: 1, Region: "us-west-1",
+				ProviderRegion: "ca1", Capacity: providers.OnDemand, HourlyPrice: 1.89, Available: true, PriceSource: providers.PriceSourceStatic},
+		},
+		Absent: []providers.Offer{
+			// The Quadro RTX4000 has no canonical name.
+			{InstanceType: "RTX4000", ProviderRegion: "ny2", Capacity: providers.OnDemand},
+		},
+	})
+}
