@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -71,6 +73,7 @@ type fixture struct {
 	provider *fakeProvider
 	ctrl     *Controller
 	recorder *record.FakeRecorder
+	kubeInf  informers.SharedInformerFactory
 }
 
 func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
@@ -106,7 +109,7 @@ func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f.ctrl = ctrl
+	f.ctrl, f.kubeInf = ctrl, kubeFactory
 	// The instance poller has listed the provider once.
 	ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
 	f.client.ClearActions()
@@ -273,5 +276,41 @@ func TestSyncCapacityErrorFailsOverAndRequeues(t *testing.T) {
 	}
 	if last.MachineName != "gpur-0f8fad5bd9cb469f-1" || last.Attempt != 1 {
 		t.Errorf("machine %s attempt %d: a definite capacity error keeps the name", last.MachineName, last.Attempt)
+	}
+}
+
+func TestAccumulatedCostAfterASimulatedHour(t *testing.T) {
+	const machine = "gpur-0f8fad5bd9cb469f-1"
+	start := metav1.NewTime(t0)
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) {
+		r.Finalizers = []string{tgpv1.Finalizer}
+		r.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseReady, MachineName: machine, InstanceID: "pod-1", NodeName: machine,
+			Provider: "runpod", Region: "us-west-1", ProviderRegion: "US-CA-2", InstanceType: "NVIDIA GeForce RTX 4090",
+			HourlyPrice: ptr(2.00), AccumulatedCost: ptr(0.0), CostUpdatedAt: &start, LaunchedAt: &start, ProvisionedAt: &start,
+			ReadyAt: &start, ObservedGeneration: 1}
+	})
+	f := newFixture(t, req)
+	f.provider.instances = []providers.Instance{{Provider: "runpod", ID: "pod-1", Name: machine, State: providers.StateRunning}}
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: machine}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: start}}}}
+	if err := f.kubeInf.Core().V1().Nodes().Informer().GetIndexer().Add(node); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Step(time.Hour)
+	f.client.ClearActions()
+	after := f.sync("gpu")
+	writes := f.statusWrites()
+	if len(writes) != 1 {
+		t.Fatalf("%d status writes, want 1", len(writes))
+	}
+	if got := *writes[0].Status.AccumulatedCost; got < 1.99 || got > 2.01 {
+		t.Errorf("accumulatedCost %.4f after an hour at $2.00/h, want 2.00 within a cent", got)
+	}
+	if got := testutil.ToFloat64(f.ctrl.metrics.Cost.WithLabelValues("runpod", "RTX4090", "false")); got < 1.99 || got > 2.01 {
+		t.Errorf("gpu_operator_cost_dollars_total %.4f, want 2.00", got)
+	}
+	if after != time.Minute {
+		t.Errorf("requeue after %s, want the 1m cost interval", after)
 	}
 }
