@@ -4,6 +4,6 @@
 package tools
 
 import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubectl/pkg/cmd"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 )
