@@ -92,6 +92,7 @@ func runOperator(args []string) int {
 	fs.DurationVar(&f.ctrl.GCInterval, "gc-interval", 3*time.Minute, "How often leaked instances are collected.")
 	fs.DurationVar(&f.ctrl.GCGrace, "gc-grace", 2*time.Minute, "How old an unclaimed instance must be before it is collected.")
 	fs.DurationVar(&f.ctrl.UnavailableTTL, "unavailable-ttl", 3*time.Minute, "How long an offering that failed to launch is skipped.")
+	fs.DurationVar(&f.ctrl.AuthRetryDelay, "auth-retry-delay", time.Minute, "How long a provider that rejected its credentials is skipped (a change of the credentials Secret lifts it at once).")
 	fs.DurationVar(&f.ctrl.CostInterval, "cost-interval", time.Minute, "How often accumulatedCost is brought up to date.")
 	f.providers.register(fs)
 	if err := fs.Parse(args); err != nil {

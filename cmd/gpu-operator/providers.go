@@ -31,6 +31,7 @@ type providerFlags struct {
 	lambdaURL         string
 	lambdaRPS         float64
 	lambdaLaunchEvery time.Duration
+	lambdaSSHKeys     string
 	runpodRESTURL     string
 	runpodAPIURL      string
 	runpodRPS         float64
@@ -46,6 +47,7 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.lambdaURL, "lambda-url", lambda.DefaultBaseURL, "Lambda Cloud API base URL.")
 	fs.Float64Var(&p.lambdaRPS, "lambda-rps", 1, "Client-side request rate limit for Lambda Cloud (its published limit is about 1/s).")
 	fs.DurationVar(&p.lambdaLaunchEvery, "lambda-launch-interval", 12*time.Second, "Minimum interval between Lambda launches (its published limit is 1 per 12s).")
+	fs.StringVar(&p.lambdaSSHKeys, "lambda-ssh-key-names", "", "Comma-separated SSH key names registered at Lambda Cloud, sent with every launch (the real API requires one).")
 	fs.StringVar(&p.runpodRESTURL, "runpod-rest-url", runpod.DefaultRESTURL, "RunPod REST v1 base URL.")
 	fs.StringVar(&p.runpodAPIURL, "runpod-api-url", runpod.DefaultAPIURL, "RunPod API base URL (REST v2 catalog and GraphQL).")
 	fs.Float64Var(&p.runpodRPS, "runpod-rps", 5, "Client-side request rate limit for RunPod.")
@@ -77,7 +79,8 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 		switch name {
 		case providers.LambdaLabs:
 			a, err = lambda.New(lambda.Config{BaseURL: p.lambdaURL, Key: keyFn, HTTPClient: httpClient,
-				RequestsPerSecond: p.lambdaRPS, LaunchInterval: p.lambdaLaunchEvery, CallTimeout: p.callTimeout})
+				RequestsPerSecond: p.lambdaRPS, LaunchInterval: p.lambdaLaunchEvery, CallTimeout: p.callTimeout,
+				SSHKeyNames: splitList(p.lambdaSSHKeys)})
 		case providers.RunPod:
 			a, err = runpod.New(runpod.Config{RESTURL: p.runpodRESTURL, APIURL: p.runpodAPIURL, Key: keyFn, HTTPClient: httpClient,
 				RequestsPerSecond: p.runpodRPS, CallTimeout: p.callTimeout})
