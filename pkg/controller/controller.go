@@ -315,6 +315,16 @@ func (c *Controller) onCatalogRefresh(provider string, err error) {
 		c.metrics.CatalogRefreshed.WithLabelValues(provider).Set(float64(st.FetchedAt.Unix()))
 	}
 	c.metrics.observeCall(provider, "list_offers", err)
+	if err != nil {
+		return
+	}
+	// New offers: requests waiting for one look again now.
+	reqs, _ := c.requests.List(labelsEverything)
+	for _, r := range reqs {
+		if r.Status.Phase == tgpv1.PhasePending {
+			c.enqueue(r)
+		}
+	}
 }
 
 // Ready reports whether caches have synced (for /readyz).

@@ -49,7 +49,7 @@ func selectorRequest(req *tgpv1.GPURequest) selector.Request {
 // Select ranks the current offers for a request, the same ranking the
 // controller launches from (the offers CLI uses it too).
 func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector.Result {
-	offers, version := c.catalog.Offers(ctx)
+	offers, version := c.catalog.Current(ctx)
 	c.indexMu.Lock()
 	if c.index == nil || c.indexVersion != version {
 		c.index, c.indexVersion = selector.NewIndex(offers), version
@@ -193,7 +193,8 @@ func (c *Controller) retryDelay() time.Duration {
 	if exp, ok := c.unavailable.NextExpiry(); ok && exp.Before(next) {
 		next = exp
 	}
-	return max(next.Sub(c.clock.Now()), time.Second)
+	// A refresh also enqueues every Pending request; this is the fallback.
+	return max(next.Sub(c.clock.Now()), 5*time.Second)
 }
 
 func (c *Controller) noOffers(ctx context.Context, req *tgpv1.GPURequest, res selector.Result, summary string) (time.Duration, error) {

@@ -91,6 +91,30 @@ func (c *Catalog) Offers(ctx context.Context) ([]Offer, uint64) {
 	return c.merged, c.version
 }
 
+// Current returns the cached offers without waiting for a due refresh (Run
+// refreshes in the background, so a slow provider never stalls callers); it
+// waits only for providers that have never been asked.
+func (c *Catalog) Current(ctx context.Context) ([]Offer, uint64) {
+	var wg sync.WaitGroup
+	for _, p := range c.providers {
+		c.mu.RLock()
+		_, asked := c.entries[p.Name()]
+		c.mu.RUnlock()
+		if asked {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Refresh(ctx, p)
+		}()
+	}
+	wg.Wait()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.merged, c.version
+}
+
 func (c *Catalog) fresh(name string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
