@@ -74,33 +74,27 @@ func (c *Catalog) Interval() time.Duration { return c.interval }
 // that never had a good catalog contribute nothing; the error is kept in
 // Status.
 func (c *Catalog) Offers(ctx context.Context) ([]Offer, uint64) {
-	var wg sync.WaitGroup
-	for _, p := range c.providers {
-		if c.fresh(p.Name()) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.Refresh(ctx, p)
-		}()
-	}
-	wg.Wait()
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.merged, c.version
+	return c.refreshWhere(ctx, func(name string) bool { return !c.fresh(name) })
 }
 
 // Current returns the cached offers without waiting for a due refresh (Run
 // refreshes in the background, so a slow provider never stalls callers); it
 // waits only for providers that have never been asked.
 func (c *Catalog) Current(ctx context.Context) ([]Offer, uint64) {
+	return c.refreshWhere(ctx, func(name string) bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		_, asked := c.entries[name]
+		return !asked
+	})
+}
+
+// refreshWhere refreshes, in parallel, the providers due says need it and
+// returns the merged offers and the catalog version.
+func (c *Catalog) refreshWhere(ctx context.Context, due func(name string) bool) ([]Offer, uint64) {
 	var wg sync.WaitGroup
 	for _, p := range c.providers {
-		c.mu.RLock()
-		_, asked := c.entries[p.Name()]
-		c.mu.RUnlock()
-		if asked {
+		if !due(p.Name()) {
 			continue
 		}
 		wg.Add(1)
