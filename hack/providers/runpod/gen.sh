@@ -4,7 +4,7 @@
 #     used as is): create, list, get and delete pods;
 #   - pkg/providers/runpod/runpodv2/client.gen.go from REST v2 (OpenAPI 3.1):
 #     the GPU catalog only. The v2 spec is first rewritten into the 3.0
-#     dialect oapi-codegen accepts (see preprocess/main.go) in a temporary
+#     dialect oapi-codegen accepts (see hack/providers/openapi30) in a temporary
 #     file; the spec itself is never modified.
 # Deterministic: running it twice gives identical output. Callable from any
 # working directory.
@@ -24,5 +24,5 @@ mkdir -p pkg/providers/runpod/runpodv1 pkg/providers/runpod/runpodv2
 
 go run "${oapi_codegen}" -config "${here}/oapi-codegen-v1.yaml" "${specs}/rest-v1-openapi.json"
 
-go run ./hack/providers/runpod/preprocess "${specs}/rest-v2-openapi.json" "${tmp}/rest-v2-openapi-3.0.json"
+go run ./hack/providers/openapi30 "${specs}/rest-v2-openapi.json" "${tmp}/rest-v2-openapi-3.0.json"
 go run "${oapi_codegen}" -config "${here}/oapi-codegen-v2.yaml" "${tmp}/rest-v2-openapi-3.0.json"

@@ -1,5 +1,5 @@
-// Command preprocess rewrites RunPod's REST v2 OpenAPI 3.1 description into
-// the OpenAPI 3.0 dialect oapi-codegen v2 understands. It reads the spec named
+// Command openapi30 rewrites an OpenAPI 3.1 description (Lambda Cloud's,
+// RunPod's REST v2) into the OpenAPI 3.0 dialect oapi-codegen v2 understands. It reads the spec named
 // by its first argument and writes the result to its second; the original
 // file is never modified.
 //
@@ -25,11 +25,11 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: preprocess <openapi-3.1.json> <out.json>")
+		fmt.Fprintln(os.Stderr, "usage: openapi30 <openapi-3.1.json> <out.json>")
 		os.Exit(2)
 	}
 	if err := run(os.Args[1], os.Args[2]); err != nil {
-		fmt.Fprintln(os.Stderr, "preprocess:", err)
+		fmt.Fprintln(os.Stderr, "openapi30:", err)
 		os.Exit(1)
 	}
 }
