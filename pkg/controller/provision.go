@@ -14,37 +14,11 @@ import (
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
+	"github.com/solanyn/gpu-operator/pkg/selector/specreq"
 )
 
 // summaryLen keeps the selection summary short enough for kubectl describe.
 const summaryLen = 320
-
-func selectorRequest(req *tgpv1.GPURequest) selector.Request {
-	s := selector.Request{
-		GPUType:  req.Spec.GPUType,
-		GPUCount: int(req.Spec.GPUCount),
-		Policy:   selector.Policy(req.Spec.RegionPolicy),
-		Spot:     req.Spec.SpotInstance,
-		Provider: req.Spec.Provider,
-		Regions:  req.Spec.RegionPreference,
-	}
-	if s.GPUCount == 0 {
-		s.GPUCount = 1
-	}
-	if s.Policy == "" {
-		s.Policy = selector.Ordered
-	}
-	if req.Spec.Region != "" {
-		s.Regions = []string{req.Spec.Region}
-	}
-	if req.Spec.MaxPrice != nil {
-		s.MaxPrice = *req.Spec.MaxPrice
-	}
-	if req.Spec.MaxSpotPrice != nil {
-		s.MaxSpotPrice = *req.Spec.MaxSpotPrice
-	}
-	return s
-}
 
 // Select ranks the current offers for a request, the same ranking the
 // controller launches from (the offers CLI uses it too).
@@ -57,7 +31,7 @@ func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector
 	}
 	idx := c.index
 	c.indexMu.Unlock()
-	return idx.Select(selectorRequest(req), c.isUnavailable)
+	return idx.Select(specreq.RequestFromSpec(req.Spec), c.isUnavailable)
 }
 
 // publishOfferPrices exports the lowest price per offer group.
