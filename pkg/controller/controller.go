@@ -160,6 +160,7 @@ func New(o Options) (*Controller, error) {
 	}
 	c.unavailable = selector.NewUnavailableCache(o.Clock, o.Config.UnavailableTTL)
 	c.metrics = NewMetrics(o.Registry, c.unavailable.Len)
+	c.metrics.initProviders(c.providers)
 	o.Registry.MustRegister(&requestCollector{c: c})
 	c.catalog = o.Catalog
 	if c.catalog == nil {

@@ -155,3 +155,24 @@ func (m *Metrics) observeCall(provider, op string, err error) {
 		m.ProviderErrors.WithLabelValues(provider, op, string(providers.ClassOf(err))).Inc()
 	}
 }
+
+// Provider operations as counted in provider_api_calls_total.
+var providerOperations = []string{"list_offers", "list_instances", "launch", "terminate"}
+
+var errorClasses = []providers.ErrorClass{providers.ClassCapacity, providers.ClassQuota, providers.ClassUnauthorized,
+	providers.ClassRateLimited, providers.ClassNotFound, providers.ClassInvalid, providers.ClassTransient}
+
+// initProviders creates every provider's counter series at zero, so alerts
+// and dashboards see them (and rates work) before the first event.
+func (m *Metrics) initProviders(ps map[string]providers.Provider) {
+	for name := range ps {
+		m.OrphansTerminated.WithLabelValues(name)
+		m.CatalogStale.WithLabelValues(name)
+		for _, op := range providerOperations {
+			m.ProviderCalls.WithLabelValues(name, op)
+			for _, class := range errorClasses {
+				m.ProviderErrors.WithLabelValues(name, op, string(class))
+			}
+		}
+	}
+}

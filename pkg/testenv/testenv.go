@@ -97,7 +97,7 @@ func StartT(t testing.TB) *Env {
 // Start builds nothing: it runs bin/etcd and bin/kube-apiserver (run
 // `make tools` first), waits until the API server is ready and the CRDs are
 // established. Call Stop when done.
-func Start(ctx context.Context, opts Options) (env *Env, err error) {
+func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 			return nil, fmt.Errorf("%s is missing: run `make tools` (hack/build-tools.sh) first", b)
 		}
 	}
-	env = &Env{Root: root, Dir: opts.Dir}
+	env := &Env{Root: root, Dir: opts.Dir}
 	if env.Dir == "" {
 		if env.Dir, err = os.MkdirTemp("", "gpu-operator-testenv-"); err != nil {
 			return nil, err

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+)
+
+// adminUsage is what GET / on the admin API answers.
+const adminUsage = `cloudsim admin API
+  GET  /machines[?provider=P]          every simulated machine (JSON list), terminated ones included
+  GET  /counters                       requests, launches per machine name, 429s and injected 5xx per provider
+  POST /preempt?provider=P&id=ID       take a spot machine back, as the provider would
+  POST /preempt?name=NAME              the same, by machine name (the live machine of that name)
+  GET  /faults[?provider=P]            injected faults per provider
+  POST /faults[?provider=P]            set injected faults (all providers when P is empty), body e.g.
+                                       {"errorRate": 0.2, "rateLimitRate": 0, "retryAfter": "1s", "latency": "300ms", "down": false}
+  GET  /healthz                        ok
+`
+
+// admin serves the admin API over a set of simulators.
+type admin struct {
+	sims []cloudsim.Simulator
+}
+
+func (a *admin) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, adminUsage) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /machines", a.machines)
+	mux.HandleFunc("GET /counters", a.counters)
+	mux.HandleFunc("POST /preempt", a.preempt)
+	mux.HandleFunc("GET /faults", a.getFaults)
+	mux.HandleFunc("POST /faults", a.setFaults)
+	return mux
+}
+
+// selected returns the simulators a ?provider= names (all when empty).
+func (a *admin) selected(r *http.Request) ([]cloudsim.Simulator, error) {
+	p := r.URL.Query().Get("provider")
+	if p == "" {
+		return a.sims, nil
+	}
+	for _, s := range a.sims {
+		if s.Provider() == p {
+			return []cloudsim.Simulator{s}, nil
+		}
+	}
+	return nil, fmt.Errorf("provider %q is not simulated here (have %s)", p, strings.Join(a.names(), ", "))
+}
+
+func (a *admin) names() []string {
+	out := make([]string, 0, len(a.sims))
+	for _, s := range a.sims {
+		out = append(out, s.Provider())
+	}
+	return out
+}
+
+func (a *admin) machines(w http.ResponseWriter, r *http.Request) {
+	sims, err := a.selected(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	out := []cloudsim.Machine{}
+	for _, s := range sims {
+		ms := s.Machines()
+		cloudsim.SortMachines(ms)
+		out = append(out, ms...)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) counters(w http.ResponseWriter, _ *http.Request) {
+	out := map[string]cloudsim.Counters{}
+	for _, s := range a.sims {
+		out[s.Provider()] = s.Core().Counters()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// preempt takes a machine back, by provider and id or by machine name.
+func (a *admin) preempt(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	id, name := q.Get("id"), q.Get("name")
+	if (id == "") == (name == "") {
+		httpError(w, http.StatusBadRequest, errors.New("give exactly one of id= (with provider=) or name="))
+		return
+	}
+	sims, err := a.selected(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	var target *cloudsim.Machine
+	var sim cloudsim.Simulator
+	for _, s := range sims {
+		for _, m := range s.Machines() {
+			if (id != "" && m.ID == id) || (name != "" && m.Name == name && m.Live && !m.Preempted) {
+				target, sim = &m, s
+				break
+			}
+		}
+		if target != nil {
+			break
+		}
+	}
+	if target == nil {
+		httpError(w, http.StatusNotFound, fmt.Errorf("no live machine with id %q / name %q", id, name))
+		return
+	}
+	if err := sim.Preempt(target.ID); err != nil {
+		httpError(w, http.StatusConflict, err)
+		return
+	}
+	for _, m := range sim.Machines() {
+		if m.ID == target.ID {
+			writeJSON(w, http.StatusOK, m)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, target)
+}
+
+func (a *admin) getFaults(w http.ResponseWriter, r *http.Request) {
+	sims, err := a.selected(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	out := map[string]Faults{}
+	for _, s := range sims {
+		out[s.Provider()] = FaultsOf(s.Core().Faults())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) setFaults(w http.ResponseWriter, r *http.Request) {
+	sims, err := a.selected(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	var f Faults
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		httpError(w, http.StatusBadRequest, fmt.Errorf("decoding faults: %w", err))
+		return
+	}
+	if f.ErrorRate < 0 || f.ErrorRate > 1 || f.RateLimitRate < 0 || f.RateLimitRate > 1 || f.Latency < 0 || f.RetryAfter < 0 {
+		httpError(w, http.StatusBadRequest, errors.New("rates must be within 0..1 and durations not negative"))
+		return
+	}
+	out := map[string]Faults{}
+	for _, s := range sims {
+		s.Core().SetFaults(f.Sim())
+		out[s.Provider()] = f
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
+	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
+	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
+)
+
+// AdminAddrKey is the key of the admin API's address in File.Addrs, beside
+// the provider names.
+const AdminAddrKey = "admin"
+
+// File is cloudsim's configuration file (JSON, or YAML with the same keys).
+// Durations are Go duration strings ("2s", "500ms").
+//
+//	{
+//	  "addrs": {"lambdalabs": "127.0.0.1:8701", "runpod": "127.0.0.1:8702",
+//	            "paperspace": "127.0.0.1:8703", "admin": "127.0.0.1:8700"},
+//	  "bootDelay": "3s",
+//	  "providers": {
+//	    "lambdalabs": {"source": "https://...", "date": "2026-11-26", "apiKey": "...",
+//	                   "catalog": [{"instanceType": "gpu_1x_a10", "gpus": 1, "region": "us-east-1",
+//	                                "onDemandPrice": 0.75, "capacity": 10}]},
+//	    ...
+//	  }
+//	}
+type File struct {
+	// Note is free text for the reader of the file.
+	Note string `json:"note,omitempty"`
+	// Addrs are the listen addresses per provider name and "admin";
+	// missing ones take a free loopback port.
+	Addrs map[string]string `json:"addrs,omitempty"`
+	// BootDelay and TerminateDelay apply to every provider without its own.
+	BootDelay      Duration `json:"bootDelay,omitempty"`
+	TerminateDelay Duration `json:"terminateDelay,omitempty"`
+	// Providers configures each simulator by provider name; a provider
+	// missing here is not started.
+	Providers map[string]*ProviderFile `json:"providers"`
+}
+
+// ProviderFile configures one simulator.
+type ProviderFile struct {
+	// Source, Date and Note say where the catalog's data comes from.
+	Source string `json:"source,omitempty"`
+	Date   string `json:"date,omitempty"`
+	Note   string `json:"note,omitempty"`
+	// APIKey is the only key the simulator accepts; empty accepts any.
+	APIKey            string    `json:"apiKey,omitempty"`
+	BootDelay         *Duration `json:"bootDelay,omitempty"`
+	TerminateDelay    *Duration `json:"terminateDelay,omitempty"`
+	RequestsPerSecond float64   `json:"requestsPerSecond,omitempty"`
+	LaunchInterval    Duration  `json:"launchInterval,omitempty"`
+	Quota             int       `json:"quota,omitempty"`
+	Seed              uint64    `json:"seed,omitempty"`
+	Faults            Faults    `json:"faults,omitzero"`
+	// Catalog lists the instance types sold per native region, in the
+	// provider's own ids and price units (see cloudsim.CatalogEntry).
+	Catalog []cloudsim.CatalogEntry `json:"catalog"`
+}
+
+// Faults is cloudsim.Faults with human durations, for the file and the
+// admin API.
+type Faults struct {
+	ErrorRate     float64  `json:"errorRate,omitempty"`
+	RateLimitRate float64  `json:"rateLimitRate,omitempty"`
+	RetryAfter    Duration `json:"retryAfter,omitempty"`
+	Latency       Duration `json:"latency,omitempty"`
+	Down          bool     `json:"down,omitempty"`
+}
+
+// Sim converts to the simulator's type.
+func (f Faults) Sim() cloudsim.Faults {
+	return cloudsim.Faults{ErrorRate: f.ErrorRate, RateLimitRate: f.RateLimitRate,
+		RetryAfter: time.Duration(f.RetryAfter), Latency: time.Duration(f.Latency), Down: f.Down}
+}
+
+// FaultsOf converts from the simulator's type.
+func FaultsOf(f cloudsim.Faults) Faults {
+	return Faults{ErrorRate: f.ErrorRate, RateLimitRate: f.RateLimitRate,
+		RetryAfter: Duration(f.RetryAfter), Latency: Duration(f.Latency), Down: f.Down}
+}
+
+// Duration is a time.Duration that reads "1.5s" as well as nanoseconds.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string ("2s").
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration must be a string such as \"2s\" or nanoseconds: %w", err)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// providerNames are the providers cloudsim can simulate, in start order.
+var providerNames = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace}
+
+// LoadFile reads and checks a configuration file. Unknown keys are errors,
+// so a typo does not silently leave a setting at its default.
+func LoadFile(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ParseFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// ParseFile parses JSON or YAML configuration.
+func ParseFile(data []byte) (*File, error) {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		return nil, err
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Validate reports configuration errors: unknown providers, malformed
+// entries and negative settings.
+func (f *File) Validate() error {
+	var errs []string
+	for name := range f.Addrs {
+		if name != AdminAddrKey && !slices.Contains(providerNames, name) {
+			errs = append(errs, fmt.Sprintf("addrs: unknown key %q (want %s or %s)", name, strings.Join(providerNames, ", "), AdminAddrKey))
+		}
+	}
+	if len(f.Providers) == 0 {
+		errs = append(errs, "providers: at least one of "+strings.Join(providerNames, ", ")+" is needed")
+	}
+	for name, p := range f.Providers {
+		if !slices.Contains(providerNames, name) {
+			errs = append(errs, fmt.Sprintf("providers: unknown provider %q (want %s)", name, strings.Join(providerNames, ", ")))
+			continue
+		}
+		if p == nil {
+			errs = append(errs, fmt.Sprintf("providers.%s: empty", name))
+			continue
+		}
+		if p.RequestsPerSecond < 0 || p.LaunchInterval < 0 || p.Quota < 0 {
+			errs = append(errs, fmt.Sprintf("providers.%s: requestsPerSecond, launchInterval and quota must not be negative", name))
+		}
+		seen := map[string]bool{}
+		for i, e := range p.Catalog {
+			at := fmt.Sprintf("providers.%s.catalog[%d]", name, i)
+			switch {
+			case e.InstanceType == "" || e.Region == "":
+				errs = append(errs, at+": instanceType and region are required")
+			case e.GPUs <= 0:
+				errs = append(errs, at+": gpus must be positive")
+			case e.OnDemandPrice < 0 || e.SpotPrice < 0:
+				errs = append(errs, at+": prices must not be negative")
+			case seen[e.InstanceType+"@"+e.Region]:
+				errs = append(errs, fmt.Sprintf("%s: %s in %s is listed twice", at, e.InstanceType, e.Region))
+			}
+			seen[e.InstanceType+"@"+e.Region] = true
+		}
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// Warnings lists catalog entries the operator will ignore: instance types
+// its adapters map to no canonical GPU, and native regions they do not know.
+// They are legal (a simulator may sell more than the operator buys) but
+// usually a mistake in a demo catalog.
+func (f *File) Warnings() []string {
+	var out []string
+	for _, name := range providerNames {
+		p := f.Providers[name]
+		if p == nil {
+			continue
+		}
+		for _, e := range p.Catalog {
+			var typeOK, regionOK bool
+			switch name {
+			case providers.LambdaLabs:
+				_, n, ok := lambda.CanonicalGPU(e.InstanceType)
+				typeOK = ok && n == e.GPUs
+				_, regionOK = lambda.Regions[e.Region]
+			case providers.RunPod:
+				_, typeOK = runpod.GPUTypes[e.InstanceType]
+				_, regionOK = runpod.Regions[e.Region]
+			case providers.Paperspace:
+				_, n, ok := paperspace.ParseMachineType(e.InstanceType)
+				typeOK = ok && n == e.GPUs
+				_, regionOK = paperspace.Regions[e.Region]
+			}
+			if !typeOK {
+				out = append(out, fmt.Sprintf("%s: the operator maps instance type %q (gpus %d) to no canonical GPU type and count", name, e.InstanceType, e.GPUs))
+			}
+			if !regionOK {
+				out = append(out, fmt.Sprintf("%s: the operator does not know region %q (%s)", name, e.Region, e.InstanceType))
+			}
+		}
+	}
+	return out
+}
+
+// Overrides are command-line settings that win over the file.
+type Overrides struct {
+	// Addrs by provider name or "admin".
+	Addrs          map[string]string
+	BootDelay      *time.Duration
+	TerminateDelay *time.Duration
+}
+
+// StackConfig builds the simulators' configuration.
+func (f *File) StackConfig(o Overrides) stack.Config {
+	cfg := stack.Config{Addrs: map[string]string{}}
+	for _, name := range providerNames {
+		p := f.Providers[name]
+		if p == nil {
+			continue
+		}
+		c := &cloudsim.Config{
+			APIKey:            p.APIKey,
+			Catalog:           append([]cloudsim.CatalogEntry(nil), p.Catalog...),
+			BootDelay:         pick(o.BootDelay, p.BootDelay, f.BootDelay),
+			TerminateDelay:    pick(o.TerminateDelay, p.TerminateDelay, f.TerminateDelay),
+			RequestsPerSecond: p.RequestsPerSecond,
+			LaunchInterval:    time.Duration(p.LaunchInterval),
+			Quota:             p.Quota,
+			Faults:            p.Faults.Sim(),
+			Seed:              p.Seed,
+		}
+		switch name {
+		case providers.LambdaLabs:
+			cfg.Lambda = c
+		case providers.RunPod:
+			cfg.RunPod = c
+		case providers.Paperspace:
+			cfg.Paperspace = c
+		}
+		// A port of its own even when none is configured, never one the
+		// stack's httptest default would pick on another interface.
+		cfg.Addrs[name] = "127.0.0.1:0"
+		if a := f.Addrs[name]; a != "" {
+			cfg.Addrs[name] = a
+		}
+		if a := o.Addrs[name]; a != "" {
+			cfg.Addrs[name] = a
+		}
+	}
+	return cfg
+}
+
+// AdminAddr is the admin API's listen address.
+func (f *File) AdminAddr(o Overrides) string {
+	if a := o.Addrs[AdminAddrKey]; a != "" {
+		return a
+	}
+	if a := f.Addrs[AdminAddrKey]; a != "" {
+		return a
+	}
+	return "127.0.0.1:0"
+}
+
+// pick returns the first set duration: the flag, the provider's, the file's.
+func pick(flag *time.Duration, provider *Duration, file Duration) time.Duration {
+	switch {
+	case flag != nil:
+		return *flag
+	case provider != nil:
+		return time.Duration(*provider)
+	default:
+		return time.Duration(file)
+	}
+}
