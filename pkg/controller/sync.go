@@ -383,10 +383,7 @@ func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, cause
 		klog.FromContext(ctx).Error(err, "terminating the interrupted instance; the collector will retry", "instance", old.InstanceID)
 	}
 	for _, name := range []string{old.NodeName, old.MachineName} {
-		if name == "" {
-			continue
-		}
-		if err := c.kube.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.deleteNode(ctx, name); err != nil {
 			klog.FromContext(ctx).Error(err, "deleting the interrupted machine's Node", "node", name)
 		}
 	}
