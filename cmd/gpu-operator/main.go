@@ -116,8 +116,8 @@ func runOperator(args []string) int {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	workqueue.SetProvider(controller.NewWorkqueueMetrics(registry))
 
-	kubeFactory := informers.NewSharedInformerFactory(kube, 0)
-	tgpFactory := tgpinformers.NewSharedInformerFactory(client, 0)
+	kubeFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTransform(controller.TrimForCache))
+	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(client, 0, tgpinformers.WithTransform(controller.TrimForCache))
 	creds := newCredentials(kube, f.namespace, f.providers.secretName)
 	adapters, err := f.providers.build(creds.key)
 	if err != nil {

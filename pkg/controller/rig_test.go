@@ -117,8 +117,9 @@ func (r *rig) build(cfg controller.Config) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	kubeFactory := informers.NewSharedInformerFactory(r.kube, 0)
-	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(r.client, 0, tgpinformers.WithNamespace(r.ns))
+	kubeFactory := informers.NewSharedInformerFactoryWithOptions(r.kube, 0, informers.WithTransform(controller.TrimForCache))
+	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(r.client, 0, tgpinformers.WithNamespace(r.ns),
+		tgpinformers.WithTransform(controller.TrimForCache))
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.kube.CoreV1().Events("")})
 	r.t.Cleanup(broadcaster.Shutdown)
