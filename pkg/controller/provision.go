@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"text/template"
 	"time"
 
@@ -255,11 +257,43 @@ type bootstrapData struct {
 	Region           string
 	Labels           map[string]string
 	Taints           []corev1.Taint
+	// KubeletLabels and KubeletTaints are Labels and Taints in the form of
+	// kubelet's --node-labels and --register-with-taints flags, so the Node
+	// registers already labelled and tainted (no workload lands on it first).
+	KubeletLabels string
+	KubeletTaints string
 }
 
-// defaultBootstrap is used without spec.bootstrap: it names the host, which
-// is all a pre-baked image needs to register the expected Node.
-const defaultBootstrap = "#cloud-config\nhostname: {{ .NodeName }}\n"
+// defaultBootstrap is used without spec.bootstrap: it names the host and
+// hands the labels and taints to the kubelet of a pre-baked image.
+const defaultBootstrap = `#cloud-config
+hostname: {{ .NodeName }}
+write_files:
+  - path: /etc/default/kubelet
+    content: |
+      KUBELET_EXTRA_ARGS="--node-labels={{ .KubeletLabels }} --register-with-taints={{ .KubeletTaints }}"
+`
+
+func kubeletLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func kubeletTaints(taints []corev1.Taint) string {
+	parts := make([]string, len(taints))
+	for i, t := range taints {
+		parts[i] = t.Key + "=" + t.Value + ":" + string(t.Effect)
+	}
+	return strings.Join(parts, ",")
+}
 
 // renderBootstrap renders the request's user-data template for one machine.
 func (c *Controller) renderBootstrap(ctx context.Context, req *tgpv1.GPURequest, offer providers.Offer) (string, error) {
@@ -284,14 +318,17 @@ func (c *Controller) renderBootstrap(ctx context.Context, req *tgpv1.GPURequest,
 		return "", fmt.Errorf("parsing the template: %w", err)
 	}
 	var buf bytes.Buffer
+	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
 	err = tmpl.Execute(&buf, bootstrapData{
 		NodeName:         req.Status.MachineName,
 		RequestName:      req.Name,
 		RequestNamespace: req.Namespace,
 		Provider:         offer.Provider,
 		Region:           offer.Region,
-		Labels:           nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot),
+		Labels:           labels,
 		Taints:           req.Spec.NodeTaints,
+		KubeletLabels:    kubeletLabels(labels),
+		KubeletTaints:    kubeletTaints(req.Spec.NodeTaints),
 	})
 	if err != nil {
 		return "", fmt.Errorf("rendering the template: %w", err)

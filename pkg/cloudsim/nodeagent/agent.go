@@ -8,6 +8,7 @@ package nodeagent
 import (
 	"context"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,35 @@ const LabelAgent = "cloudsim.tgp.solanyn.com/agent"
 // hostnameRE finds the node name in cloud-init (hostname: x) or a Talos
 // machine config (machine.network.hostname: x).
 var hostnameRE = regexp.MustCompile(`(?m)^\s*hostname:\s*["']?([a-z0-9]([-a-z0-9.]*[a-z0-9])?)["']?\s*$`)
+
+// kubeletFlagRE finds --node-labels and --register-with-taints in user data,
+// which a real kubelet would be started with.
+var kubeletFlagRE = regexp.MustCompile(`--(node-labels|register-with-taints)=([^\s"']*)`)
+
+// kubeletFlags returns the labels and taints a kubelet started from the
+// machine's user data would register its Node with.
+func kubeletFlags(userData string) (map[string]string, []corev1.Taint) {
+	labels := map[string]string{}
+	var taints []corev1.Taint
+	for _, m := range kubeletFlagRE.FindAllStringSubmatch(userData, -1) {
+		for _, item := range strings.Split(m[2], ",") {
+			if item == "" {
+				continue
+			}
+			switch m[1] {
+			case "node-labels":
+				if k, v, ok := strings.Cut(item, "="); ok {
+					labels[k] = v
+				}
+			case "register-with-taints":
+				kv, effect, _ := strings.Cut(item, ":")
+				k, v, _ := strings.Cut(kv, "=")
+				taints = append(taints, corev1.Taint{Key: k, Value: v, Effect: corev1.TaintEffect(effect)})
+			}
+		}
+	}
+	return labels, taints
+}
 
 // NodeName is the Node a machine registers as: the hostname in its user
 // data, else its machine name.
@@ -135,41 +165,45 @@ func (a *Agent) Sync(ctx context.Context) error {
 	return nil
 }
 
-// register creates the Node (if needed) and sets its Ready condition.
+// register creates the Node (if needed) and sets its Ready condition. Like
+// a kubelet, it registers the Node with its status, labels and taints in one
+// create; only a later readiness change needs a status update.
 func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, ready bool) error {
-	nodes := a.Kube.CoreV1().Nodes()
-	node, err := nodes.Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		node, err = nodes.Create(ctx, &corev1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-				LabelAgent:           "true",
-				corev1.LabelHostname: name,
-				"kubernetes.io/os":   "linux",
-			}},
-			Spec: corev1.NodeSpec{ProviderID: m.Provider + "://" + m.ID},
-		}, metav1.CreateOptions{})
-	}
-	if err != nil {
-		return err
-	}
 	status := corev1.ConditionTrue
 	if !ready {
 		status = corev1.ConditionFalse
+	}
+	now := metav1.NewTime(a.Clock.Now())
+	nodeStatus := corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: status, Reason: "KubeletReady", Message: "simulated kubelet",
+		LastHeartbeatTime: now, LastTransitionTime: now,
+	}}}
+	if m.GPUs > 0 {
+		nodeStatus.Capacity = corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(int64(m.GPUs), resource.DecimalSI)}
+		nodeStatus.Allocatable = nodeStatus.Capacity
+	}
+	labels, taints := kubeletFlags(m.UserData)
+	labels[LabelAgent] = "true"
+	labels[corev1.LabelHostname] = name
+	labels["kubernetes.io/os"] = "linux"
+	nodes := a.Kube.CoreV1().Nodes()
+	node, err := nodes.Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.NodeSpec{ProviderID: m.Provider + "://" + m.ID, Taints: taints},
+		Status:     nodeStatus,
+	}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		node, err = nodes.Get(ctx, name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return err
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady && c.Status == status {
 			return nil
 		}
 	}
-	now := metav1.NewTime(a.Clock.Now())
-	node.Status.Conditions = []corev1.NodeCondition{{
-		Type: corev1.NodeReady, Status: status, Reason: "KubeletReady", Message: "simulated kubelet",
-		LastHeartbeatTime: now, LastTransitionTime: now,
-	}}
-	if m.GPUs > 0 {
-		node.Status.Capacity = corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(int64(m.GPUs), resource.DecimalSI)}
-		node.Status.Allocatable = node.Status.Capacity
-	}
+	node.Status = nodeStatus
 	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	return err
 }
