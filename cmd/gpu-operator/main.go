@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,6 +57,7 @@ type operatorFlags struct {
 	kubeconfig     string
 	namespace      string
 	metricsAddr    string
+	pprof          bool
 	workers        int
 	leaderElect    bool
 	leaseName      string
@@ -76,6 +78,7 @@ func runOperator(args []string) int {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty uses the in-cluster config.")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "gpu-operator"), "Namespace of the operator's Lease and credentials Secret.")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "Address of the /metrics, /healthz and /readyz server.")
+	fs.BoolVar(&f.pprof, "enable-pprof", false, "Serve Go's /debug/pprof profiles on the metrics address.")
 	fs.IntVar(&f.workers, "workers", 4, "Number of workers syncing GPURequests.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "Run only while holding the leader Lease, so replicas can stand by.")
 	fs.StringVar(&f.leaseName, "lease-name", "gpu-operator", "Name of the leader election Lease.")
@@ -153,7 +156,7 @@ func runOperator(args []string) int {
 		return 1
 	}
 
-	srv, err := serveMetrics(f.metricsAddr, registry, ctrl.Ready)
+	srv, err := serveMetrics(f.metricsAddr, registry, ctrl.Ready, f.pprof)
 	if err != nil {
 		logger.Error(err, "starting the metrics server")
 		return 1
@@ -242,8 +245,15 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 }
 
-func serveMetrics(addr string, reg *prometheus.Registry, ready func() bool) (*http.Server, error) {
+func serveMetrics(addr string, reg *prometheus.Registry, ready func() bool, withPprof bool) (*http.Server, error) {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
