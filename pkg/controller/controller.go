@@ -319,7 +319,11 @@ func (c *Controller) onCatalogRefresh(provider string, err error) {
 	if err != nil {
 		return
 	}
-	// New offers: requests waiting for one look again now.
+	c.enqueuePending() // new offers: requests waiting for one look again now
+}
+
+// enqueuePending enqueues every request waiting for an offer.
+func (c *Controller) enqueuePending() {
 	reqs, _ := c.requests.List(labelsEverything)
 	for _, r := range reqs {
 		if r.Status.Phase == tgpv1.PhasePending {

@@ -202,9 +202,11 @@ func (c *Controller) isUnavailable(key providers.OfferingKey) bool {
 	return c.unavailable.IsUnavailable(key)
 }
 
-// UnblockProviders lifts authentication blocks, for when credentials change.
+// UnblockProviders lifts authentication blocks when credentials change, and
+// wakes the requests that were waiting for an offer.
 func (c *Controller) UnblockProviders() {
 	c.blockMu.Lock()
-	defer c.blockMu.Unlock()
 	c.blocked = nil
+	c.blockMu.Unlock()
+	c.enqueuePending()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"text/template"
@@ -63,14 +64,21 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 	if len(res.Ranked) == 0 {
 		return c.noOffers(ctx, req, res, summary)
 	}
-	var failures []string
+	var (
+		failures []string
+		// skip holds providers not to ask again in this sync (rate limited
+		// or rejecting our credentials); their other offers are passed over.
+		skip      = map[string]bool{}
+		throttled time.Duration
+		launches  int
+	)
 	newName := st.MachineName == ""
-	for i, offer := range res.Ranked {
-		if i >= c.cfg.MaxLaunchesPerSync {
+	for _, offer := range res.Ranked {
+		if launches >= c.cfg.MaxLaunchesPerSync {
 			break
 		}
 		p, ok := c.providers[offer.Provider]
-		if !ok {
+		if !ok || skip[offer.Provider] || c.isUnavailable(offer.Key()) {
 			continue
 		}
 		if newName {
@@ -103,6 +111,9 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		}
 		req, st = out, &out.Status
 
+		if launches++; len(failures) > 0 {
+			c.metrics.Failovers.Inc() // the previous offer failed; this is the next
+		}
 		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Tags: c.machineTags(req)})
 		c.metrics.observeCall(offer.Provider, "launch", err)
 		result := "success"
@@ -118,16 +129,16 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		failures = append(failures, fmt.Sprintf("%s: %s", offer.ID(), providers.ClassOf(err)))
 		switch providers.ClassOf(err) {
 		case providers.ClassRateLimited:
-			// Nothing was created; retry this offer once the provider allows.
+			// Nothing was created. Try other providers now, this one when
+			// it allows.
 			wait, _ := providers.RetryAfterOf(err)
-			st.Message = fmt.Sprintf("%s is rate limiting launches; retrying in %s", offer.Provider, wait)
-			if _, err := c.writeStatus(ctx, req); err != nil {
-				return 0, err
-			}
-			return max(wait, time.Second), nil
+			throttled = max(throttled, wait, time.Second)
+			skip[offer.Provider] = true
 		case providers.ClassUnauthorized:
-			c.unavailable.Mark(offer.Key(), string(providers.ClassUnauthorized))
+			// The offer is fine, the key is not: skip the provider until the
+			// block expires or the credentials Secret changes.
 			c.blockProvider(offer.Provider, c.cfg.AuthRetryDelay)
+			skip[offer.Provider] = true
 		case providers.ClassTransient:
 			// The outcome is unknown: the provider may have created the
 			// machine. Never reuse the name; the collector reaps it if so.
@@ -136,17 +147,22 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		default:
 			c.unavailable.Mark(offer.Key(), string(providers.ClassOf(err)))
 		}
-		if i+1 < len(res.Ranked) {
-			c.metrics.Failovers.Inc()
-		}
 	}
 	msg := fmt.Sprintf("launch failed on %d offer(s): %s", len(failures), joinMax(failures, 4))
+	if len(failures) == 0 {
+		msg = "every eligible offer's provider is rate limiting or rejecting the credentials; retrying"
+	}
 	st.Phase, st.Message = tgpv1.PhasePending, msg
 	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "LaunchFailed", msg)
 	if _, err := c.writeStatus(ctx, req); err != nil {
 		return 0, err
 	}
-	return c.retryDelay(), nil
+	delay := c.retryDelay()
+	if throttled > 0 {
+		// Spread the retries of requests throttled together.
+		delay = min(delay, throttled+rand.N(throttled/2+time.Millisecond))
+	}
+	return delay, nil
 }
 
 func setOffer(st *tgpv1.GPURequestStatus, o providers.Offer) {

@@ -253,3 +253,20 @@ func waitNoLive(t *testing.T, r *rig) {
 		time.Sleep(50 * time.Millisecond) // polling the simulator, not synchronising
 	}
 }
+
+// An explicit spotInstance: false survives the operator's metadata writes
+// (the finalizer is patched, never sent back through the Go types).
+func TestExplicitFalseSpotInstance(t *testing.T) {
+	r := a6000Rig(t, controller.Config{})
+	r.create(`
+metadata: {name: explicit-false}
+spec: {gpuType: A6000, spotInstance: false, maxPrice: 2.0}`)
+	req := r.waitPhase("explicit-false", tgpv1.PhaseReady, readyTimeout)
+	if req.Status.Spot || len(req.Finalizers) != 1 {
+		t.Errorf("spot %v finalizers %v", req.Status.Spot, req.Finalizers)
+	}
+	if err := r.client.TgpV1().GPURequests(r.ns).Delete(t.Context(), "explicit-false", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitNoLive(t, r)
+}

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -39,8 +40,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 		return c.finalize(ctx, req)
 	}
 	if !hasFinalizer(req) {
-		req.Finalizers = append(req.Finalizers, tgpv1.Finalizer)
-		if req, err = c.client.TgpV1().GPURequests(req.Namespace).Update(ctx, req, metav1.UpdateOptions{}); err != nil {
+		if req, err = c.patchFinalizers(ctx, req, append(req.Finalizers, tgpv1.Finalizer)); err != nil {
 			return 0, err
 		}
 	}
@@ -83,18 +83,30 @@ func (c *Controller) finalize(ctx context.Context, req *tgpv1.GPURequest) (time.
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, req *tgpv1.GPURequest) error {
-	kept := req.Finalizers[:0]
+	kept := make([]string, 0, len(req.Finalizers))
 	for _, f := range req.Finalizers {
 		if f != tgpv1.Finalizer {
 			kept = append(kept, f)
 		}
 	}
-	req.Finalizers = kept
-	_, err := c.client.TgpV1().GPURequests(req.Namespace).Update(ctx, req, metav1.UpdateOptions{})
+	_, err := c.patchFinalizers(ctx, req, kept)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
+}
+
+// patchFinalizers sets metadata.finalizers with a merge patch guarded by the
+// resourceVersion: only the finalizers are sent, never the spec (an Update
+// would round-trip the spec through the Go types and their omitempty fields).
+func (c *Controller) patchFinalizers(ctx context.Context, req *tgpv1.GPURequest, finalizers []string) (*tgpv1.GPURequest, error) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"finalizers": finalizers, "resourceVersion": req.ResourceVersion,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return c.client.TgpV1().GPURequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 }
 
 // writeStatus brings cost up to date, stamps observedGeneration and writes

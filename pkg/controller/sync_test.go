@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -162,12 +163,11 @@ func newRequest(name string, mutate ...func(*tgpv1.GPURequest)) *tgpv1.GPUReques
 func TestSyncNewRequestWithoutOffers(t *testing.T) {
 	f := newFixture(t, newRequest("gpu", func(r *tgpv1.GPURequest) { r.Spec.GPUType = "B200" }))
 	f.sync("gpu")
-	if diff := cmp.Diff([]string{"update gpurequests", "update gpurequests/status"}, f.verbs()); diff != "" {
+	if diff := cmp.Diff([]string{"patch gpurequests", "update gpurequests/status"}, f.verbs()); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	upd := f.client.Actions()[0].(core.UpdateAction).GetObject().(*tgpv1.GPURequest)
-	if diff := cmp.Diff([]string{tgpv1.Finalizer}, upd.Finalizers); diff != "" {
-		t.Errorf("finalizers (-want +got):\n%s", diff)
+	if patch := string(f.client.Actions()[0].(core.PatchAction).GetPatch()); !strings.Contains(patch, `"finalizers":["tgp.solanyn.com/instance"]`) || strings.Contains(patch, "spec") {
+		t.Errorf("finalizer patch %s, want only metadata.finalizers", patch)
 	}
 	st := f.statusWrites()[0].Status
 	if st.Phase != tgpv1.PhasePending || st.ObservedGeneration != 1 {
@@ -252,11 +252,11 @@ func TestSyncDeletionWithoutMachineRemovesFinalizer(t *testing.T) {
 		r.Status.Phase = tgpv1.PhasePending
 	}))
 	f.sync("gpu")
-	if diff := cmp.Diff([]string{"update gpurequests"}, f.verbs()); diff != "" {
+	if diff := cmp.Diff([]string{"patch gpurequests"}, f.verbs()); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	if fin := f.client.Actions()[0].(core.UpdateAction).GetObject().(*tgpv1.GPURequest).Finalizers; len(fin) != 0 {
-		t.Errorf("finalizers %v, want none", fin)
+	if patch := string(f.client.Actions()[0].(core.PatchAction).GetPatch()); !strings.Contains(patch, `"finalizers":[]`) {
+		t.Errorf("finalizer patch %s, want an empty list", patch)
 	}
 }
 

@@ -52,7 +52,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.maxSpotPrice) || (has(self.spotInstance) && self.spotInstance)",message="maxSpotPrice requires spotInstance: true",fieldPath=".maxSpotPrice"
 // +kubebuilder:validation:XValidation:rule="!has(self.maxSpotPrice) || !has(self.maxPrice) || self.maxSpotPrice <= self.maxPrice",message="maxSpotPrice must not be greater than maxPrice",fieldPath=".maxSpotPrice"
 // +kubebuilder:validation:XValidation:rule="!(has(self.region) && has(self.regionPreference))",message="set at most one of region and regionPreference",fieldPath=".regionPreference"
-// +kubebuilder:validation:XValidation:rule="has(self.spotInstance) == has(oldSelf.spotInstance) && (!has(self.spotInstance) || self.spotInstance == oldSelf.spotInstance)",message="spotInstance is immutable",fieldPath=".spotInstance"
+// +kubebuilder:validation:XValidation:rule="(has(self.spotInstance) && self.spotInstance) == (has(oldSelf.spotInstance) && oldSelf.spotInstance)",message="spotInstance is immutable",fieldPath=".spotInstance"
 // +kubebuilder:validation:XValidation:rule="has(self.regionPreference) == has(oldSelf.regionPreference) && (!has(self.regionPreference) || self.regionPreference == oldSelf.regionPreference)",message="regionPreference is immutable",fieldPath=".regionPreference"
 // +kubebuilder:validation:XValidation:rule="has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)",message="region is immutable",fieldPath=".region"
 // +kubebuilder:validation:XValidation:rule="has(self.provider) == has(oldSelf.provider) && (!has(self.provider) || self.provider == oldSelf.provider)",message="provider is immutable",fieldPath=".provider"
