@@ -129,7 +129,10 @@ func runOperator(args []string) int {
 	}
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	// Events get their own client (and rate limiter): a burst of them never
+	// delays the writes that move requests along.
+	eventKube := kubernetes.NewForConfigOrDie(cfg)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventKube.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	_ = tgpscheme.AddToScheme(tgpscheme.Scheme)
 	recorder := broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator"})

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -74,11 +75,18 @@ type Agent struct {
 	Simulators []cloudsim.Simulator
 	// Interval between passes (default 200ms).
 	Interval time.Duration
-	Clock    clock.WithTicker
+	// Workers register and remove Nodes in parallel (default 8), as many
+	// kubelets would.
+	Workers int
+	Clock   clock.WithTicker
 
-	mu    sync.Mutex
-	nodes map[string]bool // node name -> the readiness last registered
-	// Paused machines keep their Node but it reports NotReady (tests).
+	mu sync.Mutex
+	// nodes maps a registered Node's name to the readiness last registered.
+	nodes map[string]bool
+	// names caches each machine's (provider/id) Node name: user data never
+	// changes, so it is parsed once.
+	names map[string]string
+	// notReady Nodes keep existing but report NotReady (tests).
 	notReady map[string]bool
 }
 
@@ -117,52 +125,70 @@ func (a *Agent) SetNotReady(node string, notReady bool) {
 
 // Sync makes one pass: a Node for every active machine, none for the rest.
 func (a *Agent) Sync(ctx context.Context) error {
+	if a.Clock == nil {
+		a.Clock = clock.RealClock{}
+	}
 	a.mu.Lock()
 	if a.nodes == nil {
-		a.nodes = map[string]bool{}
+		a.nodes, a.names = map[string]bool{}, map[string]string{}
 	}
-	a.mu.Unlock()
 	active := map[string]cloudsim.Machine{}
 	for _, s := range a.Simulators {
 		for _, m := range s.Machines() {
-			if m.Active {
-				active[NodeName(m)] = m
+			if !m.Active {
+				continue
 			}
+			key := m.Provider + "/" + m.ID
+			name, ok := a.names[key]
+			if !ok {
+				name = NodeName(m)
+				a.names[key] = name
+			}
+			active[name] = m
 		}
 	}
+	var jobs []func(context.Context) error
 	for name, m := range active {
-		a.mu.Lock()
-		ready, known := a.nodes[name]
-		wantReady := !a.notReady[name]
-		a.mu.Unlock()
-		if known && ready == wantReady {
+		want := !a.notReady[name]
+		if ready, known := a.nodes[name]; known && ready == want {
 			continue
 		}
-		if err := a.register(ctx, name, m, wantReady); err != nil {
-			return err
-		}
-		a.mu.Lock()
-		a.nodes[name] = wantReady
-		a.mu.Unlock()
+		jobs = append(jobs, func(ctx context.Context) error {
+			if err := a.register(ctx, name, m, want); err != nil {
+				return err
+			}
+			a.mu.Lock()
+			a.nodes[name] = want
+			a.mu.Unlock()
+			return nil
+		})
 	}
-	a.mu.Lock()
-	var gone []string
 	for name := range a.nodes {
-		if _, ok := active[name]; !ok {
-			gone = append(gone, name)
+		if _, ok := active[name]; ok {
+			continue
 		}
+		jobs = append(jobs, func(ctx context.Context) error {
+			err := a.Kube.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			a.mu.Lock()
+			delete(a.nodes, name)
+			a.mu.Unlock()
+			return nil
+		})
 	}
 	a.mu.Unlock()
-	for _, name := range gone {
-		err := a.Kube.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return err
-		}
-		a.mu.Lock()
-		delete(a.nodes, name)
-		a.mu.Unlock()
+	workers := a.Workers
+	if workers <= 0 {
+		workers = 8
 	}
-	return nil
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, job := range jobs {
+		g.Go(func() error { return job(ctx) })
+	}
+	return g.Wait()
 }
 
 // register creates the Node (if needed) and sets its Ready condition. Like

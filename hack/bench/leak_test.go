@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+)
+
+// leakMarker is in every key of this test, right and wrong.
+const leakMarker = "sk-test-4f9a1c2b7e"
+
+// TestNoCredentialLeak runs the operator with known keys from the
+// credentials Secret, exercises launches, an authentication failure (one
+// key rotated to a wrong one and back) and a rate limit, then searches the
+// operator's full log (-v=4), every Event, every GPURequest and a /metrics
+// scrape for the keys and their base64 encodings.
+func TestNoCredentialLeak(t *testing.T) {
+	bin := operatorBin(t)
+	ctx := t.Context()
+	keys := map[string]string{
+		providers.LambdaLabs: leakMarker + "-lambda-0001",
+		providers.RunPod:     leakMarker + "-runpod-0002",
+		providers.Paperspace: leakMarker + "-paperspace-03",
+	}
+	wrongKey := leakMarker + "-runpod-WRONG"
+	c, err := startCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stop()
+	s := startSims(simConfigs(benchCatalog(), keys, cloudsim.Faults{}, 1))
+	defer s.close()
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+
+	secrets := c.kube.CoreV1().Secrets(operatorNamespace)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gpu-operator-credentials", Namespace: operatorNamespace},
+		StringData: keys}
+	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	setKey := func(provider, key string) {
+		t.Helper()
+		patch, _ := json.Marshal(map[string]any{"stringData": map[string]string{provider: key}})
+		if _, err := secrets.Patch(ctx, secret.Name, "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No key in the environment: the Secret is the only source.
+	// --unavailable-ttl 15s: an auth failure also marks the offer unavailable
+	// for this long (pkg/controller/provision.go) and a rotated key only
+	// lifts the provider block (UnblockProviders), not that mark, so with the
+	// default 3 minutes the request would wait that long after the fix.
+	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
+		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", "4"}, s.operatorArgs()...)
+	op, err := startOperator(bin, args, []string{"LAMBDA_API_KEY=", "RUNPOD_API_KEY=", "PAPERSPACE_API_KEY="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.stop(5 * time.Second)
+	if err := op.waitReady(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w, err := watchRequests(actx, c.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf := testLogf(t)
+	create := func(name, gpuType, provider string) {
+		t.Helper()
+		r := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: requestNamespace},
+			Spec: tgpv1.GPURequestSpec{GPUType: gpuType, GPUCount: 1, Provider: provider}}
+		if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, r, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
+			return cond(), nil
+		}); err != nil {
+			t.Fatalf("%s: %v\n%s", what, err, tail(op.logs.String(), 30))
+		}
+	}
+	get := func(name string) *tgpv1.GPURequest {
+		r, err := c.client.TgpV1().GPURequests(requestNamespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return &tgpv1.GPURequest{}
+		}
+		return r
+	}
+
+	// Launches on every provider.
+	for i, gt := range benchGPUTypes {
+		create(fmt.Sprintf("launch-%d", i), gt, "")
+	}
+	poll("three requests Ready", func() bool { return w.countReady() == 3 })
+	logf("launched on all three providers")
+
+	// An authentication failure: RunPod's key rotated to a wrong one, a
+	// request pinned to RunPod, then the right key back.
+	setKey(providers.RunPod, wrongKey)
+	create("auth", "RTX4090", providers.RunPod)
+	poll("the auth failure shows in the request's status or Events", func() bool {
+		r := get("auth")
+		if mentionsAuth(r.Status.Message) {
+			return true
+		}
+		for _, cnd := range r.Status.Conditions {
+			if mentionsAuth(cnd.Message) {
+				return true
+			}
+		}
+		evs, err := c.kube.CoreV1().Events(requestNamespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=auth"})
+		if err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if mentionsAuth(e.Message) {
+				return true
+			}
+		}
+		return false
+	})
+	logf("auth failure reported; restoring the key")
+	setKey(providers.RunPod, keys[providers.RunPod])
+	poll("the auth request Ready after the key is restored", func() bool { return get("auth").Status.Phase == tgpv1.PhaseReady })
+
+	// A rate limit: Paperspace answers 429 to everything for a while.
+	ps := s.byName[providers.Paperspace].Core()
+	ps.SetFaults(cloudsim.Faults{RateLimitRate: 1, RetryAfter: time.Second})
+	create("limited", "A4000", providers.Paperspace)
+	poll("Paperspace sends 429s", func() bool { return ps.Counters().RateLimited >= 3 })
+	ps.SetFaults(cloudsim.Faults{})
+	poll("the rate-limited request Ready", func() bool { return get("limited").Status.Phase == tgpv1.PhaseReady })
+	logf("rate limit exercised (%d 429s)", ps.Counters().RateLimited)
+
+	// Collect everything the operator wrote or serves.
+	metrics, err := httpGet(ctx, "http://"+op.metricsAddr+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := c.kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evJSON, _ := json.Marshal(evs)
+	reqs, err := c.client.TgpV1().GPURequests("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqJSON, _ := json.Marshal(reqs)
+	op.stop(10 * time.Second)
+	logs := op.logs.String()
+	if len(evs.Items) == 0 || len(reqs.Items) != 5 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
+		t.Fatalf("nothing to search: %d events, %d requests, %d bytes of log, metrics %d bytes", len(evs.Items), len(reqs.Items), len(logs), len(metrics))
+	}
+	needles := []string{leakMarker}
+	for _, k := range append([]string{wrongKey}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
+		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(k)), base64.RawURLEncoding.EncodeToString([]byte(k)))
+	}
+	// The marker's base64 at every alignment, for a key inside a longer
+	// encoded string (a whole header or JSON body).
+	for pad := range 3 {
+		enc := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", pad) + leakMarker))
+		needles = append(needles, enc[(pad*4+2)/3+1:len(enc)-4])
+	}
+	for _, src := range []struct{ name, text string }{
+		{"operator log (-v=4)", logs}, {"Events", string(evJSON)}, {"GPURequests", string(reqJSON)}, {"/metrics", metrics},
+	} {
+		for _, n := range needles {
+			if i := strings.Index(src.text, n); i >= 0 {
+				lo, hi := max(0, i-200), min(len(src.text), i+len(n)+50)
+				t.Errorf("%s contains %q: ...%s...", src.name, n, src.text[lo:hi])
+			}
+		}
+	}
+	t.Logf("searched %d bytes of log, %d Events, %d GPURequests and %d bytes of metrics for %d needles",
+		len(logs), len(evs.Items), len(reqs.Items), len(metrics), len(needles))
+}
+
+func mentionsAuth(s string) bool {
+	s = strings.ToLower(s)
+	for _, w := range []string{"auth", "api key", "credential", "401", "forbidden"} {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,111 @@
+// Command bench is the scale and reliability harness of gpu-operator. It
+// runs the real operator binary (built into a temporary directory, a
+// separate process) against a real etcd and kube-apiserver and the
+// provider simulators (in this process, instant boot), and measures:
+//
+//   - scale: N GPURequests created at once (-n 100,1000,10000), wall time
+//     until all are Ready against a floor of the unavoidable API writes at
+//     the same client QPS, provider API calls per endpoint, launches, and
+//     the operator's peak RSS and CPU;
+//   - chaos (-chaos): two leader-elected replicas, the leader SIGKILLed at
+//     random moments, random spot preemptions; nothing lost, leaked or
+//     launched twice;
+//   - faults (-faults): 5xx, 429 with Retry-After and latency on every
+//     provider and one provider down for a while; everything still Ready,
+//     no call inside a Retry-After window, no launch on the down provider.
+//
+// Usage:
+//
+//	go run ./hack/bench -write BENCHMARKS.md
+//	go run ./hack/bench -n 100 -chaos=false -faults=false
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var (
+		sizes    = flag.String("n", "100,1000,10000", "Comma-separated numbers of GPURequests for the scale runs (empty: none).")
+		poll     = flag.Duration("poll-interval", 2*time.Second, "The operator's --poll-interval in the scale runs.")
+		chaos    = flag.Bool("chaos", true, "Run the full-size chaos run (300 requests, 20 leader kills).")
+		faults   = flag.Bool("faults", true, "Run the full-size provider fault run (300 requests, one provider down for 2 minutes).")
+		write    = flag.String("write", "", "Write the results as Markdown to this file (BENCHMARKS.md).")
+		requests = flag.Int("chaos-requests", 300, "Requests in the chaos and fault runs.")
+		kills    = flag.Int("kills", 20, "Leader kills in the chaos run.")
+		down     = flag.Duration("down", 2*time.Minute, "How long one provider is down in the fault run.")
+	)
+	flag.StringVar(&logDir, "logs", "", "Keep each operator process's log in this directory.")
+	flag.Parse()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	cmdline := "go run ./hack/bench " + strings.Join(os.Args[1:], " ")
+
+	bin, err := buildOperator()
+	if err != nil {
+		logf("%v", err)
+		os.Exit(1)
+	}
+	rep := &report{Command: strings.TrimSpace(cmdline), Started: time.Now()}
+	failed := false
+	for _, s := range strings.Split(*sizes, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			logf("bad -n entry %q", s)
+			os.Exit(2)
+		}
+		res := runScale(ctx, bin, n, *poll, logf)
+		rep.Scale = append(rep.Scale, res)
+		fmt.Println(res.table())
+		if res.Err != nil {
+			logf("N=%d: %v", n, res.Err)
+			failed = true
+		}
+	}
+	if *chaos {
+		res := runChaos(ctx, bin, chaosConfig{Requests: *requests, Kills: *kills, SpotShare: 0.2,
+			PreemptEvery: 3 * time.Second, KillGap: [2]time.Duration{4 * time.Second, 10 * time.Second},
+			Settle: 10 * time.Minute, Seed: time.Now().UnixNano(), Logf: logf})
+		rep.Chaos = &res
+		fmt.Println(res.table())
+		if res.Err != nil {
+			logf("chaos: %v", res.Err)
+			failed = true
+		}
+	}
+	if *faults {
+		res := runFaults(ctx, bin, faultConfig{Requests: *requests, Pinned: *requests / 10, Down: *down,
+			Settle: 10 * time.Minute, Seed: uint64(time.Now().UnixNano()), Logf: logf})
+		rep.Faults = &res
+		fmt.Println(res.table())
+		if res.Err != nil {
+			logf("faults: %v", res.Err)
+			failed = true
+		}
+	}
+	if *write != "" {
+		if err := os.WriteFile(*write, []byte(rep.markdown()), 0o644); err != nil {
+			logf("writing %s: %v", *write, err)
+			os.Exit(1)
+		}
+		logf("wrote %s", *write)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
