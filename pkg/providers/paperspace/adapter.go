@@ -109,6 +109,9 @@ type Adapter struct {
 	// process (one per launched name, a few hundred bytes) so that a late
 	// retry of a name can never create a second machine.
 	launches map[string]*launchState
+	// lastAvailable keeps the latest answer per machine type and region, so
+	// a refresh where some availability calls fail still reports the rest.
+	lastAvailable map[Availability]bool
 }
 
 // launchState is what the adapter knows about one machine name it was asked
@@ -193,7 +196,9 @@ func (a *Adapter) SetPrices(t *PriceTable) {
 
 // Offers asks machine-availability for every priced GPU machine type in
 // every region (see the package doc for the call count) and returns the
-// on-demand offers. Any failed call fails the whole refresh.
+// on-demand offers. A pair whose call fails keeps its last known answer (or
+// counts as unavailable); the refresh fails only when every call fails, or
+// when the credentials are rejected.
 func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 	prices := a.Prices()
 	types := offerTypes(prices)
@@ -203,27 +208,51 @@ func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 			avail = append(avail, Availability{MachineType: mt, Region: r})
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(avail))
+	var g errgroup.Group
 	g.SetLimit(availabilityConcurrency)
 	for i := range avail {
 		g.Go(func() error {
 			params := &paperspaceapi.MachineAvailabilityListParams{MachineType: avail[i].MachineType, Region: avail[i].Region}
-			body, err := a.call(gctx, "machine-availability", func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
+			body, err := a.call(ctx, "machine-availability", func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
 				return a.api.MachineAvailabilityList(ctx, params, auth)
 			})
-			if err != nil {
-				return err
+			if err == nil {
+				var ok bool
+				if ok, err = DecodeAvailability(body); err != nil {
+					err = decodeError("machine-availability", err)
+				}
+				avail[i].Available = ok
 			}
-			ok, err := DecodeAvailability(body)
-			if err != nil {
-				return decodeError("machine-availability", err)
-			}
-			avail[i].Available = ok
+			errs[i] = err
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	_ = g.Wait()
+	var firstErr error
+	failed := 0
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lastAvailable == nil {
+		a.lastAvailable = map[Availability]bool{}
+	}
+	for i, err := range errs {
+		key := Availability{MachineType: avail[i].MachineType, Region: avail[i].Region}
+		if err == nil {
+			a.lastAvailable[key] = avail[i].Available
+			continue
+		}
+		if providers.IsClass(err, providers.ClassUnauthorized) {
+			return nil, err
+		}
+		failed++
+		if firstErr == nil {
+			firstErr = err
+		}
+		avail[i].Available = a.lastAvailable[key]
+	}
+	if failed == len(avail) && failed > 0 {
+		return nil, firstErr
 	}
 	return NormalizeOffers(prices, avail), nil
 }

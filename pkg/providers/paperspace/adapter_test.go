@@ -603,3 +603,29 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// A refresh in which some availability calls fail still reports every
+// offer: the failed pairs keep their last known answer.
+func TestOffersSurvivePartialFailures(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{Seed: 7, Catalog: []cloudsim.CatalogEntry{entry("H100", "ny2", -1), entry("A6000", "ca1", -1)}}, nil)
+	if _, err := e.a.Offers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Core().SetFaults(cloudsim.Faults{ErrorRate: 0.5})
+	offers, err := e.a.Offers(context.Background())
+	if err != nil {
+		t.Fatalf("a partly failed refresh failed: %v", err)
+	}
+	if e.sim.Core().Counters().Injected == 0 {
+		t.Fatal("no call failed; the test shows nothing")
+	}
+	for _, want := range [][2]string{{"H100", "ny2"}, {"A6000", "ca1"}} {
+		if o, ok := findOffer(offers, want[0], want[1]); !ok || !o.Available {
+			t.Errorf("%s in %s: %+v (found %v), want it still available from the last answer", want[0], want[1], o, ok)
+		}
+	}
+	e.sim.Core().SetFaults(cloudsim.Faults{ErrorRate: 1})
+	if _, err := e.a.Offers(context.Background()); !providers.IsClass(err, providers.ClassTransient) {
+		t.Errorf("every call failed: err %v, want a transient error", err)
+	}
+}
