@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -426,6 +427,31 @@ type operator struct {
 // logDir, when set (-logs), keeps every operator process's log there as
 // gpu-operator-<pid>.log.
 var logDir string
+
+// heapProfile, when set (-heap-profile), makes the scale runs start the
+// operator with --enable-pprof and save its heap profile, when all requests
+// are Ready, to <heapProfile>.<N> (read it with `go tool pprof`).
+var heapProfile string
+
+func saveHeapProfile(metricsAddr, path string) error {
+	resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/heap")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET heap profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
 
 // startOperator runs bin with args (plus --metrics-addr on a free port)
 // and the extra environment.

@@ -44,6 +44,7 @@ func main() {
 		down     = flag.Duration("down", 2*time.Minute, "How long one provider is down in the fault run.")
 	)
 	flag.StringVar(&logDir, "logs", "", "Keep each operator process's log in this directory.")
+	flag.StringVar(&heapProfile, "heap-profile", "", "Save the operator's heap profile when all requests are Ready to FILE.<N>.")
 	flag.Parse()
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()

@@ -220,6 +220,9 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst),
 		"--poll-interval", poll.String()}, s.operatorArgs()...)
+	if heapProfile != "" {
+		args = append(args, "--enable-pprof")
+	}
 	op, err := startOperator(bin, args, keyEnv(simKeys))
 	if err != nil {
 		res.Err = err
@@ -253,6 +256,11 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 	_, last := w.everReady()
 	res.Wall = last.Sub(start)
 	res.PeakRSS, res.CPU = op.usage()
+	if heapProfile != "" {
+		if err := saveHeapProfile(op.metricsAddr, fmt.Sprintf("%s.%d", heapProfile, n)); err != nil {
+			logf("  heap profile: %v", err)
+		}
+	}
 	api1, etcd1 := c.controlPlaneCPU()
 	self1, _ := procCPU(selfPID())
 	res.APICPU, res.EtcdCPU, res.HarnessCPU = api1-api0, etcd1-etcd0, self1-self0

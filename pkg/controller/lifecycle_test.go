@@ -307,6 +307,9 @@ spec: {gpuType: A6000}`)
 	if err == nil && !node.Spec.Unschedulable {
 		t.Errorf("node not cordoned during the drain")
 	}
+	if err == nil && (len(node.Status.Conditions) == 0 || node.Status.Capacity == nil) {
+		t.Errorf("cordoning from the trimmed cache lost the Node's status: %+v", node.Status)
+	}
 	err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
 		_, err := r.client.TgpV1().GPURequests(r.ns).Get(ctx, "del", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil

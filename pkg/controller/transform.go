@@ -7,15 +7,21 @@ import (
 
 // TrimForCache is an informer transform that keeps the caches small: it drops
 // managedFields from every object (nil is left out of writes, so the server
-// keeps its own), and keeps of a Pod only what idle detection and draining
-// read (Pods are never written back).
+// keeps its own); it keeps of a Pod only what idle detection and draining
+// read (Pods are never written back), and of a Node's status only its
+// conditions (the operator updates Nodes through the main resource, whose
+// writes never change status; images, capacity and addresses are the bulk
+// of a real Node).
 func TrimForCache(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
 	}
-	if p, ok := obj.(*corev1.Pod); ok {
-		p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName}
-		p.Status = corev1.PodStatus{Phase: p.Status.Phase}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		o.Spec = corev1.PodSpec{NodeName: o.Spec.NodeName}
+		o.Status = corev1.PodStatus{Phase: o.Status.Phase}
+	case *corev1.Node:
+		o.Status = corev1.NodeStatus{Conditions: o.Status.Conditions}
 	}
 	return obj, nil
 }
