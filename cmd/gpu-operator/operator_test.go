@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,15 +38,6 @@ func buildOperator(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func kubectl(t *testing.T, env *testenv.Env, args ...string) string {
 	t.Helper()
@@ -115,7 +105,10 @@ func TestOperatorBinary(t *testing.T) {
 	}
 	defer sims.Close()
 
-	metricsAddr := freeAddr(t)
+	metricsAddr, err := testenv.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "--kubeconfig", env.Kubeconfig, "--namespace", "gpu-operator",
 		"--metrics-addr", metricsAddr, "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
 		"--providers", "runpod", "--runpod-rest-url", sims.URL("runpod")+"/v1", "--runpod-api-url", sims.URL("runpod"),

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -456,7 +455,7 @@ func saveHeapProfile(metricsAddr, path string) error {
 // startOperator runs bin with args (plus --metrics-addr on a free port)
 // and the extra environment.
 func startOperator(bin string, args, env []string) (*operator, error) {
-	addr, err := freeAddr()
+	addr, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -574,14 +573,6 @@ func procCPU(pid int) (time.Duration, error) {
 
 // ---- small helpers ----
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
 
 func httpOK(ctx context.Context, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

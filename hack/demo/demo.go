@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -145,7 +144,7 @@ func (d *demo) start(ctx context.Context) (err error) {
 		return err
 	}
 
-	metricsAddr, err := freeAddr()
+	metricsAddr, err := testenv.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -464,15 +463,6 @@ func exampleNames(dir string) ([]string, error) {
 	return names, nil
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
 
 func httpOK(ctx context.Context, u string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -313,6 +313,16 @@ func readCRDs(dir string) ([]*unstructured.Unstructured, error) {
 	return out, nil
 }
 
+// FreeAddr returns a loopback address ("127.0.0.1:port") whose port is free
+// right now, for a server a test or the demo is about to start.
+func FreeAddr() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0]), nil
+}
+
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
