@@ -38,7 +38,6 @@ func buildOperator(t *testing.T) string {
 	return bin
 }
 
-
 func kubectl(t *testing.T, env *testenv.Env, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(env.Root, "bin", "kubectl"), append([]string{"--kubeconfig", env.Kubeconfig}, args...)...).CombinedOutput()

@@ -573,7 +573,6 @@ func procCPU(pid int) (time.Duration, error) {
 
 // ---- small helpers ----
 
-
 func httpOK(ctx context.Context, url string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

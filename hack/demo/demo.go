@@ -463,7 +463,6 @@ func exampleNames(dir string) ([]string, error) {
 	return names, nil
 }
 
-
 func httpOK(ctx context.Context, u string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
