@@ -128,6 +128,10 @@ type Controller struct {
 	index        *selector.Index
 	indexVersion uint64
 
+	// launchedHere maps machine names this process launched to when the
+	// launch returned (a few dozen bytes each, for the process's life).
+	launchedHere sync.Map
+
 	blockMu sync.Mutex
 	blocked map[string]time.Time
 

@@ -122,7 +122,12 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		}
 		c.metrics.Launches.WithLabelValues(offer.Provider, offer.Region, fmt.Sprint(offer.Capacity == providers.Spot), result).Inc()
 		if err == nil {
-			return c.launched(ctx, req, offer, inst)
+			// The name and offer are in status already; the instance is
+			// recorded when the poller first lists it, in the same write as
+			// its state (one status write per launch instead of two).
+			c.launchedHere.Store(st.MachineName, c.clock.Now())
+			c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
+			return c.cfg.PollInterval, nil
 		}
 		logger.Info("launch failed", "offer", offer.ID(), "machine", st.MachineName, "err", err)
 		c.event(req, corev1.EventTypeWarning, "LaunchFailed", "%s: %v", offer.ID(), err)
@@ -212,32 +217,34 @@ func (c *Controller) noOffers(ctx context.Context, req *tgpv1.GPURequest, res se
 	return c.retryDelay(), nil
 }
 
-// launched records a successful launch: the instance exists.
-func (c *Controller) launched(ctx context.Context, req *tgpv1.GPURequest, offer providers.Offer, inst providers.Instance) (time.Duration, error) {
+// recordLaunch records, in memory, that the request's machine exists: the
+// caller's next status write persists it.
+func (c *Controller) recordLaunch(req *tgpv1.GPURequest, inst providers.Instance, launchedAt time.Time) {
 	st := &req.Status
-	now := metav1.NewTime(c.clock.Now())
+	at := metav1.NewTime(launchedAt)
 	st.Phase, st.InstanceID, st.PublicIP = tgpv1.PhaseBooting, inst.ID, inst.PublicIP
-	st.LaunchedAt = &now
+	st.LaunchedAt = &at
 	if st.ProvisionedAt == nil {
-		st.ProvisionedAt = &now
+		st.ProvisionedAt = &at
 	}
-	st.CostUpdatedAt = &now
+	st.CostUpdatedAt = &at // billing starts at the launch
 	if st.AccumulatedCost == nil {
 		st.AccumulatedCost = ptr(0.0)
 	}
-	st.Message = fmt.Sprintf("%s instance %s launched, booting", offer.Provider, inst.ID)
-	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionTrue, "Launched",
-		fmt.Sprintf("%s %s in %s (%s) at $%.2f/h as %s", offer.Provider, offer.InstanceType, offer.Region, offer.Capacity, offer.HourlyPrice, st.MachineName))
-	c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
-	if _, err := c.writeStatus(ctx, req); err != nil {
-		return 0, err
+	st.Message = fmt.Sprintf("%s instance %s launched, booting", st.Provider, inst.ID)
+	price := 0.0
+	if st.HourlyPrice != nil {
+		price = *st.HourlyPrice
 	}
-	return c.cfg.JoinTimeout, nil
+	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionTrue, "Launched",
+		fmt.Sprintf("%s %s in %s (%s) at $%.2f/h as %s", st.Provider, st.InstanceType, st.Region, capacity(st.Spot), price, st.MachineName))
 }
 
 // resumeProvisioning continues a request whose status names a machine but no
-// instance: after a crash or a rate-limited launch. The machine is adopted
-// when the provider lists it, and launched (under the same name) otherwise.
+// instance: launched by this process and not listed yet, or found after a
+// crash, or not launched (a rate-limited attempt, or a crash before the
+// call). A listed machine is recorded (adopted if another process launched
+// it); an unlaunched name is launched.
 func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
 	st := &req.Status
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
@@ -245,13 +252,21 @@ func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPUReque
 		// The provider has not been listed since this process started.
 		return c.cfg.PollInterval, nil
 	}
-	if found && inst.State.Alive() {
-		offer := providers.Offer{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.Region, ProviderRegion: st.ProviderRegion, Capacity: capacity(st.Spot)}
-		if st.HourlyPrice != nil {
-			offer.HourlyPrice = *st.HourlyPrice
+	at, ours := c.launchedHere.Load(st.MachineName)
+	switch {
+	case found && inst.State.Alive():
+		launchedAt := c.clock.Now()
+		if ours {
+			launchedAt = at.(time.Time)
+		} else {
+			c.event(req, corev1.EventTypeNormal, "Adopted", "found instance %s launched as %s; adopting it", inst.ID, st.MachineName)
 		}
-		c.event(req, corev1.EventTypeNormal, "Adopted", "found instance %s launched as %s; adopting it", inst.ID, st.MachineName)
-		return c.launched(ctx, req, offer, inst)
+		c.recordLaunch(req, inst, launchedAt)
+		return c.track(ctx, req, true)
+	case ours && listedAt.After(at.(time.Time).Add(listMargin)):
+		return c.interrupt(ctx, req, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
+	case ours:
+		return c.cfg.PollInterval, nil // the poller enqueues the request when it lists the machine
 	}
 	return c.provision(ctx, req)
 }

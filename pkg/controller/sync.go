@@ -50,7 +50,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 	case tgpv1.PhaseProvisioning:
 		return c.resumeProvisioning(ctx, req)
 	case tgpv1.PhaseBooting, tgpv1.PhaseJoining, tgpv1.PhaseReady:
-		return c.track(ctx, req)
+		return c.track(ctx, req, false)
 	case tgpv1.PhaseTerminating:
 		return c.terminate(ctx, req, req.Status.TerminationReason)
 	default: // Terminated and Failed are final; keep observedGeneration current.
@@ -199,7 +199,8 @@ func (c *Controller) event(req *tgpv1.GPURequest, typ, reason, format string, ar
 // track follows a launched machine: Booting until the provider says running,
 // Joining until its Node is Ready and labelled, then Ready, watching for
 // interruption, the end of its lifetime or idle time, and accruing cost.
-func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+// dirty says the in-memory status already differs from the stored one.
+func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty bool) (time.Duration, error) {
 	st := &req.Status
 	now := c.clock.Now()
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
@@ -217,7 +218,7 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest) (time.Dur
 		return c.interrupt(ctx, req, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
 	}
 
-	changed := false
+	changed := dirty
 	if found && inst.PublicIP != "" && st.PublicIP != inst.PublicIP {
 		st.PublicIP, changed = inst.PublicIP, true
 	}

@@ -211,15 +211,43 @@ func TestSyncWritesMachineNameBeforeLaunch(t *testing.T) {
 	if atLaunch.MachineName != want || atLaunch.Phase != tgpv1.PhaseProvisioning || atLaunch.Provider != "runpod" || atLaunch.InstanceID != "" {
 		t.Errorf("status at launch time %+v, want Provisioning with machine name %s", atLaunch, want)
 	}
-	if diff := cmp.Diff([]string{"update gpurequests/status", "update gpurequests/status"}, f.verbs()); diff != "" {
+	// One write per launch: the instance is recorded once the poller lists it.
+	if diff := cmp.Diff([]string{"update gpurequests/status"}, f.verbs()); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
 	}
-	st := f.statusWrites()[1].Status
-	if st.Phase != tgpv1.PhaseBooting || st.InstanceID != "pod-1" || !st.ProvisionedAt.Time.Equal(t0) || !st.Spot || *st.HourlyPrice != 0.22 {
-		t.Errorf("status after launch %+v", st)
+	if after != 15*time.Second {
+		t.Errorf("requeue after %s, want the poll interval", after)
 	}
-	if after != 15*time.Minute {
-		t.Errorf("requeue after %s, want the join timeout", after)
+	if ev := <-f.recorder.Events; !strings.HasPrefix(ev, "Normal Launched launched runpod/") {
+		t.Errorf("event %q, want Launched", ev)
+	}
+
+	// The poller lists the machine; the next sync records it, with the
+	// launch time, without launching again or calling it adopted.
+	launchedAt := f.clock.Now()
+	f.clock.Step(3 * time.Second)
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	obj, err := f.client.Tracker().Get(tgpv1.SchemeGroupVersion.WithResource("gpurequests"), "default", "gpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ctrl.requestIdx.Update(obj); err != nil {
+		t.Fatal(err)
+	}
+	f.client.ClearActions()
+	f.sync("gpu")
+	if len(f.provider.launches) != 1 {
+		t.Errorf("launched again: %v", f.provider.launches)
+	}
+	st := f.statusWrites()[0].Status
+	if st.Phase != tgpv1.PhaseBooting || st.InstanceID != "pod-1" || !st.LaunchedAt.Time.Equal(launchedAt) || !st.ProvisionedAt.Time.Equal(launchedAt) ||
+		!st.Spot || *st.HourlyPrice != 0.22 {
+		t.Errorf("status after the poll %+v", st)
+	}
+	select {
+	case ev := <-f.recorder.Events:
+		t.Errorf("unexpected event %q", ev)
+	default:
 	}
 }
 
