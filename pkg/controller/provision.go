@@ -267,6 +267,9 @@ func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPUReque
 		return c.interrupt(ctx, req, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
 	case ours:
 		return c.cfg.PollInterval, nil // the poller enqueues the request when it lists the machine
+	case found:
+		// Launched once already and gone: a name is never launched twice.
+		st.MachineName = ""
 	}
 	return c.provision(ctx, req)
 }

@@ -342,3 +342,19 @@ func TestAccumulatedCostAfterASimulatedHour(t *testing.T) {
 		t.Errorf("requeue after %s, want the 1m cost interval", after)
 	}
 }
+
+func TestSyncNeverRelaunchesAGoneName(t *testing.T) {
+	// After a restart the status names a machine the provider lists as
+	// terminated: that name was launched once, so a new attempt gets a new one.
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) {
+		r.Finalizers = []string{tgpv1.Finalizer}
+		r.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: "gpur-0f8fad5bd9cb469f-1", Attempt: 1, Provider: "runpod"}
+	})
+	f := newFixture(t, req)
+	f.provider.instances = []providers.Instance{{Provider: "runpod", ID: "pod-7", Name: "gpur-0f8fad5bd9cb469f-1", State: providers.StateTerminated}}
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	f.sync("gpu")
+	if diff := cmp.Diff([]string{"gpur-0f8fad5bd9cb469f-2"}, f.provider.launches); diff != "" {
+		t.Errorf("launches (-want +got):\n%s", diff)
+	}
+}
