@@ -23,8 +23,9 @@ import (
 // summaryLen keeps the selection summary short enough for kubectl describe.
 const summaryLen = 320
 
-// Select ranks the current offers for a request, the same ranking the
-// controller launches from (the offers CLI uses it too).
+// Select ranks the cached offers for a request exactly as the controller
+// launches from them (the offers CLI ranks with the same specreq mapping and
+// selector, over a catalog it fetches itself).
 func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector.Result {
 	offers, version := c.catalog.Current(ctx)
 	c.indexMu.Lock()
