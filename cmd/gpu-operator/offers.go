@@ -239,7 +239,7 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 		}
 		catalogs = append(catalogs, c)
 	}
-	res := selector.Select(req, offers, nil)
+	res := selector.Select(req, offers, selector.Unavailable{})
 
 	switch f.output {
 	case "json":
@@ -364,9 +364,10 @@ func formatPrice(p float64) string {
 func writeOffersTable(out io.Writer, res selector.Result, verbose bool) error {
 	out = &trimWriter{w: out}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	if len(res.Ranked) > 0 {
+	rejected := res.Rejected()
+	if res.Eligible > 0 {
 		fmt.Fprintln(w, "RANK\t"+offerColumns+"\t")
-		for i, o := range res.Ranked {
+		for i, o := range res.RankedOffers() {
 			marker := ""
 			if i == 0 {
 				marker = "<- CHOSEN"
@@ -379,11 +380,11 @@ func writeOffersTable(out io.Writer, res selector.Result, verbose bool) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if verbose && len(res.Rejected) > 0 {
+	if verbose && len(rejected) > 0 {
 		fmt.Fprintln(out)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "NOT ELIGIBLE\t"+offerColumns+"\tREASON\tDETAIL")
-		for _, r := range res.Rejected {
+		for _, r := range rejected {
 			fmt.Fprintf(w, "-\t%s\t%s\t%s\n", offerCells(r.Offer), r.Reason, r.Detail)
 		}
 		if err := w.Flush(); err != nil {
@@ -392,8 +393,8 @@ func writeOffersTable(out io.Writer, res selector.Result, verbose bool) error {
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, res.Summary(0))
-	if !verbose && len(res.Rejected) > 0 {
-		fmt.Fprintf(out, "(-v lists the %d losing %s offers and why)\n", len(res.Rejected), res.Request.GPUType)
+	if !verbose && len(rejected) > 0 {
+		fmt.Fprintf(out, "(-v lists the %d losing %s offers and why)\n", len(rejected), res.Request.GPUType)
 	}
 	return nil
 }
@@ -438,11 +439,12 @@ type catalogJSON struct {
 
 func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON) error {
 	r := res.Request
+	rejected := res.Rejected()
 	doc := offersJSON{
 		Request: requestJSON{GPUType: r.GPUType, GPUCount: r.GPUCount, Regions: r.Regions, RegionPolicy: string(r.Policy),
 			Spot: r.Spot, MaxSpotPrice: r.MaxSpotPrice, MaxPrice: r.MaxPrice, Provider: r.Provider},
-		Ranked:     res.Ranked,
-		Rejected:   make([]rejectionJSON, 0, len(res.Rejected)),
+		Ranked:     res.RankedOffers(),
+		Rejected:   make([]rejectionJSON, 0, len(rejected)),
 		Considered: res.Considered,
 		Counts:     res.Counts,
 		Summary:    res.Summary(0),
@@ -460,7 +462,7 @@ func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON)
 	if best, ok := res.Best(); ok {
 		doc.Chosen = &best
 	}
-	for _, rej := range res.Rejected {
+	for _, rej := range rejected {
 		doc.Rejected = append(doc.Rejected, rejectionJSON{Offer: rej.Offer, Reason: rej.Reason, Detail: rej.Detail})
 	}
 	enc := json.NewEncoder(out)

@@ -11,6 +11,7 @@ import (
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
 // Labels the operator puts on every Node it provisions.
@@ -190,6 +191,21 @@ func (c *Controller) blockProvider(provider string, d time.Duration) {
 		c.blocked = map[string]time.Time{}
 	}
 	c.blocked[provider] = c.clock.Now().Add(d)
+}
+
+// unavailableNow is what selection passes over right now: the offerings that
+// recently failed to launch and the providers blocked for their credentials.
+func (c *Controller) unavailableNow() selector.Unavailable {
+	u := selector.Unavailable{Offerings: c.unavailable.Keys()}
+	now := c.clock.Now()
+	c.blockMu.Lock()
+	defer c.blockMu.Unlock()
+	for provider, until := range c.blocked {
+		if now.Before(until) {
+			u.Providers = append(u.Providers, provider)
+		}
+	}
+	return u
 }
 
 func (c *Controller) isUnavailable(key providers.OfferingKey) bool {

@@ -35,7 +35,7 @@ func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector
 	}
 	idx := c.index
 	c.indexMu.Unlock()
-	return idx.Select(specreq.RequestFromSpec(req.Spec), c.isUnavailable)
+	return idx.Select(specreq.RequestFromSpec(req.Spec), c.unavailableNow())
 }
 
 // publishOfferPrices exports the lowest price per offer group.
@@ -62,7 +62,7 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 	c.ensureConditions(req)
 	res := c.Select(ctx, req)
 	summary := res.Summary(summaryLen)
-	if len(res.Ranked) == 0 {
+	if res.Eligible == 0 {
 		return c.noOffers(ctx, req, res, summary)
 	}
 	var (
@@ -74,7 +74,9 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		launches  int
 	)
 	newName := st.MachineName == ""
-	for _, offer := range res.Ranked {
+	// Ranked merges the offers lazily: a sync that launches after a few
+	// attempts never ranks the rest.
+	for offer := range res.Ranked() {
 		if launches >= c.cfg.MaxLaunchesPerSync {
 			break
 		}

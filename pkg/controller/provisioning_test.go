@@ -117,7 +117,7 @@ func TestMultiGPUTraining(t *testing.T) {
 	}
 	res := r.ctrl.Select(t.Context(), req)
 	reasons := map[string]string{}
-	for _, rej := range res.Rejected {
+	for _, rej := range res.Rejected() {
 		reasons[rej.Offer.InstanceType] = string(rej.Reason)
 	}
 	if reasons["gpu_8x_a100"] != "WrongGPUCount" || reasons["gpu_4x_a100_sxm4"] != "OverOnDemandCap" || reasons["gpu_1x_a100"] != "WrongGPUCount" {
@@ -147,7 +147,7 @@ func TestRegionAwareJob(t *testing.T) {
 		r := newRig(t, rigOptions{sims: stack.Config{RunPod: h100Catalog()}, noStart: true})
 		// The catalog is read while us-west-1 still shows capacity; the
 		// launch then finds none, as when capacity goes between refreshes.
-		if res := r.ctrl.Select(t.Context(), &tgpv1.GPURequest{Spec: tgpv1.GPURequestSpec{GPUType: "H100", GPUCount: 1}}); len(res.Ranked) == 0 {
+		if res := r.ctrl.Select(t.Context(), &tgpv1.GPURequest{Spec: tgpv1.GPURequestSpec{GPUType: "H100", GPUCount: 1}}); res.Eligible == 0 {
 			t.Fatal("no H100 offers in the catalog")
 		}
 		r.stack.RunPod.Core().SetCapacity("NVIDIA H100 80GB HBM3", "US-CA-2", 0)

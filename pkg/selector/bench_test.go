@@ -66,7 +66,7 @@ func benchmarkSelect(b *testing.B, n int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, ok := ix.Select(benchRequest, cache.IsUnavailable).Best(); !ok {
+		if _, ok := ix.Select(benchRequest, Unavailable{Offerings: cache.Keys()}).Best(); !ok {
 			b.Fatal("no eligible offer")
 		}
 	}

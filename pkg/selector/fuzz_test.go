@@ -35,7 +35,7 @@ var (
 
 // decodeFuzzCase turns bytes into a request (valid or not), a catalog of up
 // to 64 offers with unique ids and a set of unavailable offerings.
-func decodeFuzzCase(data []byte) (Request, []providers.Offer, map[providers.OfferingKey]bool) {
+func decodeFuzzCase(data []byte) (Request, []providers.Offer, refUnavailable) {
 	in := fuzzInput(data)
 	flags := in.next()
 	req := Request{
@@ -51,7 +51,10 @@ func decodeFuzzCase(data []byte) (Request, []providers.Offer, map[providers.Offe
 		req.Regions = append(req.Regions, pickByte(in.next(), fuzzRegions))
 	}
 	var catalog []providers.Offer
-	unavailable := map[providers.OfferingKey]bool{}
+	unavailable := refUnavailable{keys: map[providers.OfferingKey]bool{}, providers: map[string]bool{}}
+	if flags&0x80 != 0 {
+		unavailable.providers[pickByte(flags>>5, fuzzPins)] = true
+	}
 	for i := 0; len(in) > 0 && i < 64; i++ {
 		b0, b1, b2 := in.next(), in.next(), in.next()
 		o := providers.Offer{
@@ -69,7 +72,7 @@ func decodeFuzzCase(data []byte) (Request, []providers.Offer, map[providers.Offe
 			o.Capacity = providers.Spot
 		}
 		if b2&4 != 0 {
-			unavailable[o.Key()] = true
+			unavailable.keys[o.Key()] = true
 		}
 		catalog = append(catalog, o)
 	}
@@ -79,8 +82,7 @@ func decodeFuzzCase(data []byte) (Request, []providers.Offer, map[providers.Offe
 func FuzzSelect(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, catalog, unavailable := decodeFuzzCase(data)
-		isUnavailable := func(k providers.OfferingKey) bool { return unavailable[k] }
-		res := Select(req, catalog, isUnavailable)
+		res := Select(req, catalog, unavailable.selectorInput(nil))
 		if s := res.Summary(80); len(s) > 80 {
 			t.Errorf("Summary(80) is %d bytes long: %q", len(s), s)
 		}
@@ -91,8 +93,8 @@ func FuzzSelect(f *testing.F) {
 		checkResult(t, req, catalog, unavailable, res)
 		reversed := slices.Clone(catalog)
 		slices.Reverse(reversed)
-		got := Select(res.Request, reversed, isUnavailable)
-		if diff := cmp.Diff(res, got); diff != "" {
+		got := Select(res.Request, reversed, unavailable.selectorInput(nil))
+		if diff := cmp.Diff(observe(res), observe(got)); diff != "" {
 			t.Errorf("the result depends on the catalog's order (-original +reversed):\n%s", diff)
 		}
 	})

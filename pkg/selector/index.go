@@ -4,17 +4,20 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
-// Index is one catalog prepared for fast selection: offers grouped by GPU
-// type, then by GPU count, each group sorted by provider and offer id, with
-// regions and providers interned per GPU type. Offers of other GPU types are
-// never visited by Select, only counted. An Index is immutable and safe for
-// concurrent use.
+// Index is one catalog prepared for selection whose cost does not grow with
+// the number of offers. Offers are grouped by GPU type, then GPU count; each
+// count group is cut into runs of offers that every rule but the price cap
+// treats alike (same provider, capacity type, region and provider-reported
+// capacity), and each run is sorted by price. A decision then costs a
+// binary search per run for the price cap, a lookup per unavailable
+// offering and a merge of the runs' heads; offers of other GPU types and
+// counts are only counted. An Index is immutable and safe for concurrent
+// use.
 type Index struct {
 	total int
 	// perProvider counts the catalog's offers by provider name.
@@ -24,13 +27,9 @@ type Index struct {
 
 // typeGroup holds every offer of one GPU type.
 type typeGroup struct {
-	// entries holds the offers sorted by GPU count, then offerOrder;
-	// counts slices it into one run per count.
-	entries []entry
-	counts  []countGroup
-	// wrongCount holds, in the order of entries, each offer rejected for
-	// its GPU count, ready to be copied in bulk into a Result.
-	wrongCount []Rejection
+	size int
+	// counts holds one group per GPU count, by ascending count.
+	counts []countGroup
 	// providers are the provider names in the group, perProvider[i] the
 	// number of the group's offers from providers[i].
 	providers   []string
@@ -39,11 +38,29 @@ type typeGroup struct {
 	regions []string
 }
 
-// countGroup is the run of a typeGroup's offers with one GPU count.
+// countGroup is every offer of one GPU type with one GPU count.
 type countGroup struct {
-	count      int
-	entries    []entry
-	wrongCount []Rejection
+	count int
+	// entries are the offers ordered by run, then price, then the
+	// contract's final tie-break (provider, offer id).
+	entries []entry
+	runs    []run
+	// perProvider[i] is the number of offers from the type group's
+	// providers[i].
+	perProvider []int
+	// byKey holds the positions in entries ordered by offering key, to find
+	// the offers an unavailable offering names without a scan.
+	byKey []int32
+}
+
+// run is the entries of a countGroup from one provider, capacity type and
+// region, with one provider-reported availability, sorted by price.
+type run struct {
+	start, end int32 // entries[start:end]
+	provider   int32 // index into typeGroup.providers
+	region     int32 // index into typeGroup.regions
+	spot       bool
+	available  bool
 }
 
 // entry is an offer with what Select needs precomputed.
@@ -51,10 +68,11 @@ type entry struct {
 	offer providers.Offer
 	// price is the offer's price with NaN as +Inf, so a NaN price ranks
 	// last and fails every cap.
-	price    float64
-	provider int32 // index into typeGroup.providers
-	region   int32 // index into typeGroup.regions
-	spot     bool
+	price float64
+	// ord is the offer's position in the contract's final tie-break
+	// (provider, offer id) among the offers of its count group.
+	ord int32
+	run int32 // index into countGroup.runs
 }
 
 // NewIndex prepares a catalog for Select. It copies the offers; the slice may
@@ -86,61 +104,129 @@ func NewIndex(offers []providers.Offer) *Index {
 		}
 		return offerOrder(a, b, ids[i], ids[j])
 	})
-	// All groups share one array of entries and one of rejections.
+	// All groups share one array of entries and one of key positions.
 	entries := make([]entry, len(offers))
-	wrongCount := make([]Rejection, len(offers))
+	byKey := make([]int32, len(offers))
 	for start := 0; start < len(order); {
 		gpuType := offers[order[start]].GPUType
 		end := start + 1
 		for end < len(order) && offers[order[end]].GPUType == gpuType {
 			end++
 		}
-		g := &typeGroup{entries: entries[start:end:end], wrongCount: wrongCount[start:end:end]}
-		g.fill(offers, order[start:end])
+		g := &typeGroup{size: end - start}
+		g.fill(offers, order[start:end], entries[start:end:end], byKey[start:end:end])
 		ix.byType[gpuType] = g
 		start = end
 	}
 	return ix
 }
 
-// fill sets the group's entries and wrongCount from the offers at order,
-// which are of one GPU type and sorted by GPU count then offerOrder.
-func (g *typeGroup) fill(offers []providers.Offer, order []int32) {
+// fill builds the group from the offers at order, which are of one GPU type
+// and sorted by GPU count then offerOrder, into entries and byKey.
+func (g *typeGroup) fill(offers []providers.Offer, order []int32, entries []entry, byKey []int32) {
 	providerIDs := make(map[string]int32)
 	regionIDs := make(map[string]int32)
+	provider := make([]int32, len(order))
+	region := make([]int32, len(order))
 	for i, oi := range order {
 		o := &offers[oi]
-		p := intern(providerIDs, &g.providers, o.Provider)
-		if int(p) == len(g.perProvider) {
-			g.perProvider = append(g.perProvider, 0)
-		}
-		g.perProvider[p]++
-		price := o.HourlyPrice
-		if math.IsNaN(price) {
-			price = math.Inf(1)
-		}
-		g.entries[i] = entry{
-			offer:    *o,
-			price:    price,
-			provider: p,
-			region:   intern(regionIDs, &g.regions, o.Region),
-			spot:     o.Capacity == providers.Spot,
-		}
+		provider[i] = intern(providerIDs, &g.providers, o.Provider)
+		region[i] = intern(regionIDs, &g.regions, o.Region)
 	}
-	for start := 0; start < len(g.entries); {
-		count := g.entries[start].offer.GPUCount
-		detail := "has " + strconv.Itoa(count) + " GPUs"
-		end := start
-		for ; end < len(g.entries) && g.entries[end].offer.GPUCount == count; end++ {
-			g.wrongCount[end] = Rejection{Offer: g.entries[end].offer, Reason: WrongGPUCount, Detail: detail}
+	g.perProvider = make([]int, len(g.providers))
+	for _, p := range provider {
+		g.perProvider[p]++
+	}
+	for start := 0; start < len(order); {
+		count := offers[order[start]].GPUCount
+		end := start + 1
+		for end < len(order) && offers[order[end]].GPUCount == count {
+			end++
 		}
-		g.counts = append(g.counts, countGroup{
-			count:      count,
-			entries:    g.entries[start:end:end],
-			wrongCount: g.wrongCount[start:end:end],
-		})
+		cg := countGroup{count: count, perProvider: make([]int, len(g.providers))}
+		for _, p := range provider[start:end] {
+			cg.perProvider[p]++
+		}
+		cg.fill(offers, order[start:end], provider[start:end], region[start:end], entries[start:end:end], byKey[start:end:end])
+		g.counts = append(g.counts, cg)
 		start = end
 	}
+}
+
+// fill sets the count group's entries, runs and byKey from the offers at
+// order (sorted by offerOrder) with their interned provider and region.
+func (cg *countGroup) fill(offers []providers.Offer, order, provider, region []int32, entries []entry, byKey []int32) {
+	// runOf sorts the positions in order by run, then price, then order.
+	price := func(o *providers.Offer) float64 {
+		if math.IsNaN(o.HourlyPrice) {
+			return math.Inf(1)
+		}
+		return o.HourlyPrice
+	}
+	byRun := make([]int32, len(order))
+	for i := range byRun {
+		byRun[i] = int32(i)
+	}
+	slices.SortFunc(byRun, func(i, j int32) int {
+		a, b := &offers[order[i]], &offers[order[j]]
+		return cmp.Or(
+			cmp.Compare(provider[i], provider[j]),
+			boolCompare(a.Capacity == providers.Spot, b.Capacity == providers.Spot),
+			cmp.Compare(region[i], region[j]),
+			boolCompare(a.Available, b.Available),
+			cmp.Compare(price(a), price(b)),
+			cmp.Compare(i, j),
+		)
+	})
+	for pos, i := range byRun {
+		o := &offers[order[i]]
+		r := run{
+			provider:  provider[i],
+			region:    region[i],
+			spot:      o.Capacity == providers.Spot,
+			available: o.Available,
+		}
+		if n := len(cg.runs); n == 0 || !r.sameKey(&cg.runs[n-1]) {
+			r.start = int32(pos)
+			cg.runs = append(cg.runs, r)
+		}
+		cg.runs[len(cg.runs)-1].end = int32(pos) + 1
+		entries[pos] = entry{offer: *o, price: price(o), ord: i, run: int32(len(cg.runs) - 1)}
+	}
+	cg.entries = entries
+	for i := range byKey {
+		byKey[i] = int32(i)
+	}
+	slices.SortFunc(byKey, func(i, j int32) int {
+		return cmp.Or(compareKeys(entries[i].offer.Key(), entries[j].offer.Key()), cmp.Compare(i, j))
+	})
+	cg.byKey = byKey
+}
+
+func (r *run) sameKey(o *run) bool {
+	return r.provider == o.provider && r.spot == o.spot && r.region == o.region && r.available == o.available
+}
+
+// compareKeys orders offering keys field by field.
+func compareKeys(a, b providers.OfferingKey) int {
+	return cmp.Or(
+		strings.Compare(a.Provider, b.Provider),
+		strings.Compare(a.InstanceType, b.InstanceType),
+		strings.Compare(a.Region, b.Region),
+		strings.Compare(string(a.Capacity), string(b.Capacity)),
+	)
+}
+
+// withKey returns the positions in cg.entries of the offers whose
+// offering key is key.
+func (cg *countGroup) withKey(key providers.OfferingKey) []int32 {
+	cmpKey := func(pos int32, key providers.OfferingKey) int { return compareKeys(cg.entries[pos].offer.Key(), key) }
+	lo, _ := slices.BinarySearchFunc(cg.byKey, key, cmpKey)
+	hi := lo
+	for hi < len(cg.byKey) && cmpKey(cg.byKey[hi], key) == 0 {
+		hi++
+	}
+	return cg.byKey[lo:hi]
 }
 
 // intern returns the id of s in names, appending it when new.
@@ -185,329 +271,3 @@ func boolCompare(a, b bool) int {
 
 // Len returns the number of offers in the catalog.
 func (ix *Index) Len() int { return ix.total }
-
-// Select builds an Index of offers and selects against it. Callers deciding
-// repeatedly against one catalog should build the Index once instead.
-func Select(req Request, offers []providers.Offer, unavailable func(providers.OfferingKey) bool) Result {
-	return NewIndex(offers).Select(req, unavailable)
-}
-
-// capRule is how a request treats one capacity type.
-type capRule struct {
-	allowed    bool
-	notAllowed reason // when !allowed
-	capped     bool
-	cap        float64
-	over       reason // when over cap
-}
-
-// plan is a request compiled against one typeGroup.
-type plan struct {
-	pinned bool
-	pin    int32 // provider id when pinned; -1 when the pinned provider has no offer here
-	// regionPos is the request position of each of the group's regions, -1
-	// for none.
-	regionPos   []int32
-	onDemand    capRule
-	spot        capRule
-	unavailable func(providers.OfferingKey) bool
-}
-
-// reason is a Reason as a small integer: its index in reasonOrder.
-type reason uint8
-
-const (
-	rProviderPinnedElsewhere reason = iota
-	rWrongGPUType
-	rWrongGPUCount
-	rRegionNotPreferred
-	rSpotNotRequested
-	rOnDemandNotAllowed
-	rOverSpotCap
-	rOverOnDemandCap
-	rMarkedUnavailable
-	rNoCapacity
-	numReasons
-	eligible = numReasons
-)
-
-// check returns why e is not eligible under the plan, or eligible. The GPU
-// type and count are already known to match.
-func (p *plan) check(e *entry) reason {
-	if p.pinned && e.provider != p.pin {
-		return rProviderPinnedElsewhere
-	}
-	if p.regionPos[e.region] < 0 {
-		return rRegionNotPreferred
-	}
-	rule := &p.onDemand
-	if e.spot {
-		rule = &p.spot
-	}
-	if !rule.allowed {
-		return rule.notAllowed
-	}
-	if rule.capped && !(e.price <= rule.cap) {
-		return rule.over
-	}
-	if p.unavailable != nil && p.unavailable(e.offer.Key()) {
-		return rMarkedUnavailable
-	}
-	if !e.offer.Available {
-		return rNoCapacity
-	}
-	return eligible
-}
-
-// candidate is an eligible offer with its region position.
-type candidate struct {
-	e   *entry
-	pos int32
-}
-
-// Select ranks the catalog's offers for req. unavailable reports offerings
-// to skip (typically (*UnavailableCache).IsUnavailable); nil skips none. It
-// is called only for offers that pass every other rule but capacity.
-func (ix *Index) Select(req Request, unavailable func(providers.OfferingKey) bool) Result {
-	g := ix.byType[req.GPUType]
-	if g == nil {
-		g = &typeGroup{}
-	}
-	p := plan{pinned: req.Provider != "", pin: -1, unavailable: unavailable}
-	pinnedInGroup := 0
-	if i := slices.Index(g.providers, req.Provider); p.pinned && i >= 0 {
-		p.pin, pinnedInGroup = int32(i), g.perProvider[i]
-	}
-	// Offers of other GPU types are only counted. With a pin, those of other
-	// providers lose to the pin first.
-	var counts [numReasons]int
-	counts[rWrongGPUType] = ix.total - len(g.entries)
-	if p.pinned {
-		pinnedOthers := ix.perProvider[req.Provider] - pinnedInGroup
-		counts[rProviderPinnedElsewhere] = counts[rWrongGPUType] - pinnedOthers
-		counts[rWrongGPUType] = pinnedOthers
-	}
-	// A catalog rarely has more regions per GPU type than fit on the stack.
-	var posBuf [32]int32
-	p.regionPos = regionPositions(posBuf[:0], g.regions, req.Regions)
-	p.spot, p.onDemand = capRules(req)
-	res := Result{Request: req, Considered: ix.total}
-	res.Ranked, res.Rejected = p.run(g, req, &counts)
-	nonzero := 0
-	for _, n := range counts {
-		if n > 0 {
-			nonzero++
-		}
-	}
-	res.Counts = make(map[Reason]int, nonzero)
-	for r, n := range counts {
-		if n > 0 {
-			res.Counts[reasonOrder[r]] = n
-		}
-	}
-	return res
-}
-
-// capRules returns how req treats spot and on-demand offers.
-func capRules(req Request) (spot, onDemand capRule) {
-	spot = capRule{allowed: req.Spot, notAllowed: rSpotNotRequested, over: rOverSpotCap}
-	switch {
-	case req.MaxSpotPrice > 0:
-		spot.capped, spot.cap = true, req.MaxSpotPrice
-	case req.MaxPrice > 0:
-		spot.capped, spot.cap = true, req.MaxPrice
-	}
-	onDemand = capRule{
-		allowed:    !req.Spot || req.MaxPrice > 0,
-		notAllowed: rOnDemandNotAllowed,
-		capped:     req.MaxPrice > 0,
-		cap:        req.MaxPrice,
-		over:       rOverOnDemandCap,
-	}
-	return spot, onDemand
-}
-
-// regionPositions appends to dst the position in prefs of each region, -1
-// when it matches none. With no prefs every region is at position 0.
-func regionPositions(dst []int32, regions, prefs []string) []int32 {
-	for _, r := range regions {
-		pos := int32(-1)
-		if len(prefs) == 0 {
-			pos = 0
-		}
-		for i, pref := range prefs {
-			if regionMatches(r, pref) {
-				pos = int32(i)
-				break
-			}
-		}
-		dst = append(dst, pos)
-	}
-	return dst
-}
-
-// regionMatches reports whether region is pref or continues it at a "-".
-func regionMatches(region, pref string) bool {
-	rest, ok := strings.CutPrefix(region, pref)
-	return ok && (rest == "" || rest[0] == '-')
-}
-
-// run classifies every offer of g, counting reasons into counts, and returns
-// the eligible offers ranked and the rest with their reasons.
-func (p *plan) run(g *typeGroup, req Request, counts *[numReasons]int) ([]providers.Offer, []Rejection) {
-	// Classify the offers of the requested count first, so that every slice
-	// of the result is allocated once at its final size.
-	var match *countGroup
-	var verdicts []reason
-	nEligible := 0
-	if i := slices.IndexFunc(g.counts, func(cg countGroup) bool { return cg.count == req.GPUCount }); i >= 0 {
-		match = &g.counts[i]
-		verdicts = make([]reason, len(match.entries))
-		for i := range match.entries {
-			verdicts[i] = p.check(&match.entries[i])
-			if verdicts[i] == eligible {
-				nEligible++
-			}
-		}
-	}
-	var pinDetail string
-	if p.pinned {
-		pinDetail = "pinned to " + req.Provider
-	}
-	var rejected []Rejection
-	if n := len(g.entries) - nEligible; n > 0 {
-		rejected = make([]Rejection, 0, n)
-	}
-	for ci := range g.counts {
-		cg := &g.counts[ci]
-		if cg == match {
-			rejected = p.appendRejected(rejected, g, cg, verdicts, pinDetail, counts)
-			continue
-		}
-		first := len(rejected)
-		rejected = append(rejected, cg.wrongCount...)
-		counts[rWrongGPUCount] += len(cg.wrongCount)
-		if p.pinned {
-			for i := range cg.entries {
-				if cg.entries[i].provider != p.pin {
-					rejected[first+i].Reason, rejected[first+i].Detail = ProviderPinnedElsewhere, pinDetail
-					counts[rWrongGPUCount]--
-					counts[rProviderPinnedElsewhere]++
-				}
-			}
-		}
-	}
-	if nEligible == 0 {
-		return nil, rejected
-	}
-	return rank(match, verdicts, nEligible, p.regionPos, req.Policy), rejected
-}
-
-// appendRejected appends the offers of cg that lost, as verdicts says, and
-// counts their reasons.
-func (p *plan) appendRejected(rejected []Rejection, g *typeGroup, cg *countGroup, verdicts []reason, pinDetail string, counts *[numReasons]int) []Rejection {
-	// Details are written into one buffer and cut from one string, so the
-	// number of allocations does not grow with the number of rejections;
-	// spans holds each one's index in rejected, start and end in buf.
-	buf := make([]byte, 0, 32*len(verdicts))
-	spans := make([]int32, 0, 3*len(verdicts))
-	for i, r := range verdicts {
-		if r == eligible {
-			continue
-		}
-		e := &cg.entries[i]
-		counts[r]++
-		if r == rProviderPinnedElsewhere {
-			rejected = append(rejected, Rejection{Offer: e.offer, Reason: ProviderPinnedElsewhere, Detail: pinDetail})
-			continue
-		}
-		start := int32(len(buf))
-		buf = p.appendDetail(buf, r, e, g)
-		spans = append(spans, int32(len(rejected)), start, int32(len(buf)))
-		rejected = append(rejected, Rejection{Offer: e.offer, Reason: reasonOrder[r]})
-	}
-	details := string(buf)
-	for i := 0; i < len(spans); i += 3 {
-		rejected[spans[i]].Detail = details[spans[i+1]:spans[i+2]]
-	}
-	return rejected
-}
-
-// rank returns the nEligible offers of cg that verdicts finds eligible, best
-// first.
-func rank(cg *countGroup, verdicts []reason, nEligible int, regionPos []int32, policy Policy) []providers.Offer {
-	cands := make([]candidate, 0, nEligible)
-	for i, r := range verdicts {
-		if r == eligible {
-			e := &cg.entries[i]
-			cands = append(cands, candidate{e: e, pos: regionPos[e.region]})
-		}
-	}
-	byPolicy := byRegionThenPrice
-	if policy == LowestPrice {
-		byPolicy = byPriceThenRegion
-	}
-	// cands are in offerOrder, the final tie-break, which a stable sort keeps.
-	slices.SortStableFunc(cands, func(a, b candidate) int {
-		return cmp.Or(boolCompare(b.e.spot, a.e.spot), byPolicy(a, b))
-	})
-	ranked := make([]providers.Offer, len(cands))
-	for i := range cands {
-		ranked[i] = cands[i].e.offer
-	}
-	return ranked
-}
-
-func byRegionThenPrice(a, b candidate) int {
-	return cmp.Or(cmp.Compare(a.pos, b.pos), cmp.Compare(a.e.price, b.e.price))
-}
-
-func byPriceThenRegion(a, b candidate) int {
-	return cmp.Or(cmp.Compare(a.e.price, b.e.price), cmp.Compare(a.pos, b.pos))
-}
-
-// appendDetail appends the explanation of why e lost for r, a reason found
-// by check other than the provider pin.
-func (p *plan) appendDetail(buf []byte, r reason, e *entry, g *typeGroup) []byte {
-	switch r {
-	case rRegionNotPreferred:
-		buf = append(append(buf, "region "...), g.regions[e.region]...)
-		return append(buf, " not requested"...)
-	case rSpotNotRequested:
-		return append(buf, "spot offer, spot not requested"...)
-	case rOnDemandNotAllowed:
-		return append(buf, "spot requested without maxPrice for an on-demand fallback"...)
-	case rOverSpotCap:
-		return appendOverCap(buf, e.offer.HourlyPrice, p.spot.cap)
-	case rOverOnDemandCap:
-		return appendOverCap(buf, e.offer.HourlyPrice, p.onDemand.cap)
-	case rMarkedUnavailable:
-		return append(buf, "recently failed to launch, marked unavailable"...)
-	default: // rNoCapacity
-		return append(buf, "provider reports no capacity"...)
-	}
-}
-
-func appendOverCap(buf []byte, price, limit float64) []byte {
-	buf = appendPrice(buf, price)
-	buf = append(buf, " > cap "...)
-	return appendPrice(buf, limit)
-}
-
-// appendPrice formats a price with at least two decimals and as many more
-// as it needs to be exact, so 2.1 reads "2.10" and 0.225 stays "0.225".
-func appendPrice(buf []byte, price float64) []byte {
-	start := len(buf)
-	buf = strconv.AppendFloat(buf, price, 'f', -1, 64)
-	if math.IsInf(price, 0) || math.IsNaN(price) {
-		return buf
-	}
-	dot := slices.Index(buf[start:], '.')
-	if dot < 0 {
-		return append(buf, ".00"...)
-	}
-	for decimals := len(buf) - start - dot - 1; decimals < 2; decimals++ {
-		buf = append(buf, '0')
-	}
-	return buf
-}

@@ -28,8 +28,50 @@ func refPosition(req Request, region string) int {
 	return -1
 }
 
+// refUnavailable is the reference's view of what Select passes over.
+type refUnavailable struct {
+	keys      map[providers.OfferingKey]bool
+	providers map[string]bool
+}
+
+func (u refUnavailable) has(o providers.Offer) bool {
+	return u.keys[o.Key()] || u.providers[o.Provider]
+}
+
+// selectorInput returns u as Select takes it, keys in a random order and
+// some repeated.
+func (u refUnavailable) selectorInput(r *rand.Rand) Unavailable {
+	var in Unavailable
+	for k := range u.keys {
+		in.Offerings = append(in.Offerings, k)
+		if r != nil && r.IntN(4) == 0 {
+			in.Offerings = append(in.Offerings, k)
+		}
+	}
+	for p := range u.providers {
+		in.Providers = append(in.Providers, p)
+	}
+	return in
+}
+
+// observed is everything a Result tells a caller.
+type observed struct {
+	Request    Request
+	Considered int
+	Counts     map[Reason]int
+	Eligible   int
+	Best       providers.Offer
+	Ranked     []providers.Offer
+	Rejected   []Rejection
+}
+
+func observe(res Result) observed {
+	best, _ := res.Best()
+	return observed{res.Request, res.Considered, res.Counts, res.Eligible, best, res.RankedOffers(), res.Rejected()}
+}
+
 // refReason is why o is not eligible for req, or "" when it is.
-func refReason(req Request, o providers.Offer, unavailable map[providers.OfferingKey]bool) Reason {
+func refReason(req Request, o providers.Offer, unavailable refUnavailable) Reason {
 	isSpot := o.Capacity == providers.Spot
 	spotCap := req.MaxSpotPrice
 	if spotCap <= 0 {
@@ -52,7 +94,7 @@ func refReason(req Request, o providers.Offer, unavailable map[providers.Offerin
 		return OverSpotCap
 	case !isSpot && req.MaxPrice > 0 && o.HourlyPrice > req.MaxPrice:
 		return OverOnDemandCap
-	case unavailable[o.Key()]:
+	case unavailable.has(o):
 		return MarkedUnavailable
 	case !o.Available:
 		return NoCapacity
@@ -85,7 +127,7 @@ func refOutranks(req Request, a, b providers.Offer) bool {
 
 // checkResult checks res = Select(req, catalog, unavailable) against the
 // reference. Offer ids in catalog must be unique.
-func checkResult(t testing.TB, req Request, catalog []providers.Offer, unavailable map[providers.OfferingKey]bool, res Result) {
+func checkResult(t testing.TB, req Request, catalog []providers.Offer, unavailable refUnavailable, res Result) {
 	t.Helper()
 	if res.Considered != len(catalog) {
 		t.Errorf("Considered = %d, want %d", res.Considered, len(catalog))
@@ -108,20 +150,25 @@ func checkResult(t testing.TB, req Request, catalog []providers.Offer, unavailab
 	if diff := cmp.Diff(wantCounts, res.Counts); diff != "" {
 		t.Errorf("Counts (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(wantRejected, reasonsByID(res.Rejected)); diff != "" || len(res.Rejected) != len(wantRejected) {
-		t.Errorf("Rejected (%d entries) differs from the reference (-want +got):\n%s", len(res.Rejected), diff)
+	rejected := res.Rejected()
+	if diff := cmp.Diff(wantRejected, reasonsByID(rejected)); diff != "" || len(rejected) != len(wantRejected) {
+		t.Errorf("Rejected (%d entries) differs from the reference (-want +got):\n%s", len(rejected), diff)
 	}
-	for _, o := range res.Ranked {
+	ranked := res.RankedOffers()
+	if res.Eligible != len(ranked) {
+		t.Errorf("Eligible = %d, Ranked yields %d offers", res.Eligible, len(ranked))
+	}
+	for _, o := range ranked {
 		if r := refReason(req, o, unavailable); r != "" {
 			t.Errorf("ranked offer %s is not eligible: %s", o.ID(), r)
 		}
 	}
-	if len(res.Ranked) != len(eligible) {
-		t.Errorf("ranked %d offers, the reference finds %d eligible", len(res.Ranked), len(eligible))
+	if len(ranked) != len(eligible) {
+		t.Errorf("ranked %d offers, the reference finds %d eligible", len(ranked), len(eligible))
 	}
-	for i := 1; i < len(res.Ranked); i++ {
-		if !refOutranks(req, res.Ranked[i-1], res.Ranked[i]) {
-			t.Errorf("%s is ranked above %s", res.Ranked[i-1].ID(), res.Ranked[i].ID())
+	for i := 1; i < len(ranked); i++ {
+		if !refOutranks(req, ranked[i-1], ranked[i]) {
+			t.Errorf("%s is ranked above %s", ranked[i-1].ID(), ranked[i].ID())
 		}
 	}
 	best, ok := res.Best()
@@ -147,7 +194,7 @@ func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
 
 // randomCase returns a random request, a catalog with unique offer ids and
 // a random set of unavailable offerings. Small pools make ties frequent.
-func randomCase(r *rand.Rand) (Request, []providers.Offer, map[providers.OfferingKey]bool) {
+func randomCase(r *rand.Rand) (Request, []providers.Offer, refUnavailable) {
 	req := Request{
 		GPUType:  pick(r, propGPUTypes),
 		GPUCount: pick(r, propCounts),
@@ -168,7 +215,10 @@ func randomCase(r *rand.Rand) (Request, []providers.Offer, map[providers.Offerin
 	}
 	var catalog []providers.Offer
 	seen := map[string]bool{}
-	unavailable := map[providers.OfferingKey]bool{}
+	unavailable := refUnavailable{keys: map[providers.OfferingKey]bool{}, providers: map[string]bool{}}
+	if r.IntN(6) == 0 {
+		unavailable.providers[pick(r, append(propProviders, "nowhere"))] = true
+	}
 	for range r.IntN(40) {
 		o := providers.Offer{
 			Provider:     pick(r, propProviders),
@@ -188,7 +238,7 @@ func randomCase(r *rand.Rand) (Request, []providers.Offer, map[providers.Offerin
 		seen[o.ID()] = true
 		catalog = append(catalog, o)
 		if r.IntN(8) == 0 {
-			unavailable[o.Key()] = true
+			unavailable.keys[o.Key()] = true
 		}
 	}
 	return req, catalog, unavailable
@@ -198,13 +248,12 @@ func TestSelectProperties(t *testing.T) {
 	for seed := range uint64(5000) {
 		r := rand.New(rand.NewPCG(seed, 0x5e1ec7))
 		req, catalog, unavailable := randomCase(r)
-		isUnavailable := func(k providers.OfferingKey) bool { return unavailable[k] }
-		res := Select(req, catalog, isUnavailable)
+		res := Select(req, catalog, unavailable.selectorInput(r))
 		checkResult(t, req, catalog, unavailable, res)
 
 		shuffled := slices.Clone(catalog)
 		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		if diff := cmp.Diff(res, Select(req, shuffled, isUnavailable)); diff != "" {
+		if diff := cmp.Diff(observe(res), observe(Select(req, shuffled, unavailable.selectorInput(r)))); diff != "" {
 			t.Errorf("the result depends on the catalog's order (-original +shuffled):\n%s", diff)
 		}
 		if t.Failed() {

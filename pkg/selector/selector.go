@@ -131,28 +131,41 @@ type Rejection struct {
 	Detail string
 }
 
-// Result is the outcome of one selection. Its slices and map belong to the
-// caller; they share no memory with the Index.
+// Unavailable is what Select passes over as MarkedUnavailable: offerings
+// that recently failed to launch and providers blocked as a whole (for
+// example while they reject the credentials). Select reads it once; the
+// Result does not see later changes.
+type Unavailable struct {
+	// Offerings are unavailable one by one; a key names every offer it
+	// matches, whatever its GPU count or price.
+	Offerings []providers.OfferingKey
+	// Providers have every offering unavailable.
+	Providers []string
+}
+
+// Result is the outcome of one selection: the counts of why offers lost,
+// how many are eligible and the best of them, computed by Select; the full
+// ranking and the per-offer rejections are produced on demand, so that a
+// decision does not pay for listing every offer. A Result reads its Index,
+// which is immutable, and shares no mutable memory with the caller.
 type Result struct {
 	// Request is the request the offers were ranked for.
 	Request Request
-	// Ranked are the eligible offers, best first.
-	Ranked []providers.Offer
-	// Rejected lists every ineligible offer of the requested GPU type,
-	// ordered by GPU count, provider, then offer id. Offers of other GPU
-	// types are only counted, in Counts.
-	Rejected []Rejection
 	// Considered is the number of offers in the catalog.
 	Considered int
 	// Counts is the number of offers in the whole catalog that lost for
 	// each reason; reasons no offer lost for are absent.
 	Counts map[Reason]int
+	// Eligible is the number of eligible offers, the length of Ranked.
+	Eligible int
+
+	d *decision
 }
 
 // Best returns the best eligible offer, if there is one.
 func (r Result) Best() (providers.Offer, bool) {
-	if len(r.Ranked) == 0 {
+	if r.Eligible == 0 {
 		return providers.Offer{}, false
 	}
-	return r.Ranked[0], true
+	return r.d.cg.entries[r.d.best].offer, true
 }

@@ -2,6 +2,7 @@ package selector
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,6 +85,7 @@ func TestSelect(t *testing.T) {
 		req          Request
 		offers       []providers.Offer
 		unavailable  []providers.OfferingKey
+		blocked      []string
 		wantRanked   []string
 		wantRejected map[string]Reason
 		wantCounts   map[Reason]int
@@ -350,18 +352,14 @@ func TestSelect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			unavailable := make(map[providers.OfferingKey]bool)
-			for _, k := range tt.unavailable {
-				unavailable[k] = true
-			}
-			res := Select(tt.req, tt.offers, func(k providers.OfferingKey) bool { return unavailable[k] })
-			if diff := cmp.Diff(tt.wantRanked, ids(res.Ranked)); diff != "" {
+			res := Select(tt.req, tt.offers, Unavailable{Offerings: tt.unavailable, Providers: tt.blocked})
+			if diff := cmp.Diff(tt.wantRanked, ids(res.RankedOffers())); diff != "" {
 				t.Errorf("Ranked (-want +got):\n%s", diff)
 			}
 			if tt.wantRejected == nil {
 				tt.wantRejected = map[string]Reason{}
 			}
-			if diff := cmp.Diff(tt.wantRejected, reasonsByID(res.Rejected)); diff != "" {
+			if diff := cmp.Diff(tt.wantRejected, reasonsByID(res.Rejected())); diff != "" {
 				t.Errorf("Rejected (-want +got):\n%s", diff)
 			}
 			if res.Considered != len(tt.offers) {
@@ -390,10 +388,10 @@ func TestSelectRejectionOrderAndDetails(t *testing.T) {
 		mk("runpod", "A100", 2, "us-east-1", onDemand, 1.00),
 		mk("lambdalabs", "A100", 4, "us-east-1", onDemand, 1.00),
 	}
-	res := Select(req, offers, nil)
+	res := Select(req, offers, Unavailable{})
 	type rejection struct{ ID, Reason, Detail string }
 	var got []rejection
-	for _, r := range res.Rejected {
+	for _, r := range res.Rejected() {
 		got = append(got, rejection{r.Offer.ID(), string(r.Reason), r.Detail})
 	}
 	want := []rejection{
@@ -406,7 +404,7 @@ func TestSelectRejectionOrderAndDetails(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Rejected (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(offers[5:], res.Ranked); diff != "" {
+	if diff := cmp.Diff(offers[5:], res.RankedOffers()); diff != "" {
 		t.Errorf("Ranked (-want +got):\n%s", diff)
 	}
 }
@@ -425,15 +423,19 @@ func TestSelectDetails(t *testing.T) {
 		{Request{GPUType: "H100", GPUCount: 1}, soldOut(mk("runpod", "H100", 1, "us-west-1", onDemand, 1)), "provider reports no capacity"},
 	}
 	for _, tt := range tests {
-		res := Select(tt.req, []providers.Offer{tt.offer}, nil)
-		if len(res.Rejected) != 1 || res.Rejected[0].Detail != tt.want {
-			t.Errorf("Select(%+v, %s).Rejected = %+v, want one with detail %q", tt.req, tt.offer.ID(), res.Rejected, tt.want)
+		res := Select(tt.req, []providers.Offer{tt.offer}, Unavailable{})
+		if rejected := res.Rejected(); len(rejected) != 1 || rejected[0].Detail != tt.want {
+			t.Errorf("Select(%+v, %s).Rejected() = %+v, want one with detail %q", tt.req, tt.offer.ID(), rejected, tt.want)
 		}
 	}
 	offer := mk("runpod", "H100", 1, "us-west-1", onDemand, 1)
-	res := Select(Request{GPUType: "H100", GPUCount: 1}, []providers.Offer{offer}, func(providers.OfferingKey) bool { return true })
-	if diff := cmp.Diff([]Rejection{{Offer: offer, Reason: MarkedUnavailable, Detail: "recently failed to launch, marked unavailable"}}, res.Rejected); diff != "" {
+	res := Select(Request{GPUType: "H100", GPUCount: 1}, []providers.Offer{offer}, Unavailable{Offerings: []providers.OfferingKey{offer.Key()}})
+	if diff := cmp.Diff([]Rejection{{Offer: offer, Reason: MarkedUnavailable, Detail: "recently failed to launch, marked unavailable"}}, res.Rejected()); diff != "" {
 		t.Errorf("Rejected (-want +got):\n%s", diff)
+	}
+	res = Select(Request{GPUType: "H100", GPUCount: 1}, []providers.Offer{offer}, Unavailable{Providers: []string{"runpod"}})
+	if diff := cmp.Diff([]Rejection{{Offer: offer, Reason: MarkedUnavailable, Detail: "provider unavailable, e.g. rejecting the credentials"}}, res.Rejected()); diff != "" {
+		t.Errorf("Rejected with the provider blocked (-want +got):\n%s", diff)
 	}
 }
 
@@ -445,24 +447,32 @@ func TestIndexReuse(t *testing.T) {
 		t.Errorf("Len() = %d, want 3", ix.Len())
 	}
 	for range 2 {
-		best, ok := ix.Select(spotTrainingJob, nil).Best()
+		best, ok := ix.Select(spotTrainingJob, Unavailable{}).Best()
 		if !ok || best != rtxSpotWest2 {
 			t.Errorf("Best() = %s, %v; want %s", best.ID(), ok, rtxSpotWest2.ID())
 		}
 	}
-	if best, ok := ix.Select(Request{GPUType: "A100", GPUCount: 1}, nil).Best(); !ok || best != a100West {
+	if best, ok := ix.Select(Request{GPUType: "A100", GPUCount: 1}, Unavailable{}).Best(); !ok || best != a100West {
 		t.Errorf("Best() = %s, %v; want %s", best.ID(), ok, a100West.ID())
 	}
 
-	// A caller may modify a Result without affecting the Index.
-	req := Request{GPUType: "RTX4090", GPUCount: 2, Spot: true}
-	first := ix.Select(req, nil)
-	want := ix.Select(req, nil)
-	for i := range first.Rejected {
-		first.Rejected[i] = Rejection{}
+	// A Result reads the unavailable offerings once, and what it returns
+	// belongs to the caller: modifying either changes no later answer.
+	req := Request{GPUType: "RTX4090", GPUCount: 1, Spot: true, MaxPrice: 0.50}
+	unavailable := Unavailable{Offerings: []providers.OfferingKey{rtxODWest1.Key()}}
+	first := ix.Select(req, unavailable)
+	want := observe(ix.Select(req, unavailable))
+	unavailable.Offerings[0] = rtxSpotWest2.Key()
+	for _, s := range [][]Rejection{first.Rejected(), want.Rejected} {
+		clear(s)
 	}
-	if diff := cmp.Diff(want, ix.Select(req, nil)); diff != "" || len(want.Rejected) != 2 {
-		t.Errorf("Select after modifying an earlier Result (-want +got):\n%s", diff)
+	clear(first.RankedOffers())
+	want = observe(ix.Select(req, Unavailable{Offerings: []providers.OfferingKey{rtxODWest1.Key()}}))
+	if diff := cmp.Diff(want, observe(first)); diff != "" {
+		t.Errorf("a Result after its inputs and outputs were modified (-want +got):\n%s", diff)
+	}
+	if len(want.Ranked) != 1 || want.Ranked[0] != rtxSpotWest2 || want.Counts[MarkedUnavailable] != 1 {
+		t.Errorf("Select(%+v) = %+v, want %s ranked and one offer marked unavailable", req, want, rtxSpotWest2.ID())
 	}
 }
 
@@ -502,23 +512,22 @@ func TestValidate(t *testing.T) {
 func TestSummary(t *testing.T) {
 	chosen := mk("runpod", "RTX4090", 1, "us-west-2", spot, 0.22)
 	chosen.InstanceType, chosen.ProviderRegion = "NVIDIA RTX 4090", "US-CA-2"
-	won := Result{
-		Ranked:     []providers.Offer{chosen},
-		Considered: 14,
-		Counts:     map[Reason]int{WrongGPUType: 9, OverSpotCap: 2, RegionNotPreferred: 1},
+	catalog := []providers.Offer{chosen, mk("runpod", "RTX4090", 1, "us-west-1", spot, 0.30), mk("runpod", "RTX4090", 1, "us-west-3", spot, 0.40)}
+	catalog = append(catalog, mk("runpod", "RTX4090", 1, "eu-west-1", spot, 0.20))
+	for i := range 9 {
+		catalog = append(catalog, withInstanceType(a100West, fmt.Sprint(i)))
 	}
-	lost := Result{
-		Request:    Request{GPUType: "RTX4090", GPUCount: 1},
-		Considered: 14,
-		Counts:     map[Reason]int{WrongGPUType: 9, OverSpotCap: 2, OverOnDemandCap: 2, RegionNotPreferred: 1},
-	}
+	won := Select(spotTrainingJob, catalog, Unavailable{})
+	lost := Select(Request{GPUType: "RTX4090", GPUCount: 1, Spot: true, MaxSpotPrice: 0.10, MaxPrice: 0.20, Regions: []string{"us-west"}},
+		append(slices.Delete(slices.Clone(catalog), 2, 3), mk("lambdalabs", "RTX4090", 1, "us-west-1", onDemand, 0.45), mk("paperspace", "RTX4090", 1, "us-west-2", onDemand, 0.50)),
+		Unavailable{})
 	tests := []struct {
 		name   string
 		res    Result
 		maxLen int
 		want   string
 	}{
-		{"chosen", won, 0, "chose runpod/NVIDIA RTX 4090/US-CA-2 spot at $0.22/h; 14 offers considered: 9 WrongGPUType, 2 OverSpotCap, 1 RegionNotPreferred"},
+		{"chosen", won, 0, "chose runpod/NVIDIA RTX 4090/US-CA-2 spot at $0.22/h; 13 offers considered: 9 WrongGPUType, 2 OverSpotCap, 1 RegionNotPreferred"},
 		{"none eligible, equal counts in checking order", lost, 200, "no eligible offer among 14 for RTX4090 x1: 9 WrongGPUType, 2 OverSpotCap, 2 OverOnDemandCap, 1 RegionNotPreferred"},
 		{"exactly maxLen", lost, 113, "no eligible offer among 14 for RTX4090 x1: 9 WrongGPUType, 2 OverSpotCap, 2 OverOnDemandCap, 1 RegionNotPreferred"},
 		{"drops whole reasons", lost, 112, "no eligible offer among 14 for RTX4090 x1: 9 WrongGPUType, 2 OverSpotCap, 2 OverOnDemandCap, ..."},
@@ -563,7 +572,7 @@ func TestSelectManyTies(t *testing.T) {
 			}
 		}
 	}
-	if diff := cmp.Diff(ids(want), ids(Select(Request{GPUType: "H100", GPUCount: 1}, offers, nil).Ranked)); diff != "" {
+	if diff := cmp.Diff(ids(want), ids(Select(Request{GPUType: "H100", GPUCount: 1}, offers, Unavailable{}).RankedOffers())); diff != "" {
 		t.Errorf("Ranked (-want +got):\n%s", diff)
 	}
 }

@@ -54,10 +54,26 @@ func (c *UnavailableCache) Mark(key providers.OfferingKey, reason string) {
 }
 
 // IsUnavailable reports whether key is marked and its TTL has not run out.
-// Its signature fits the unavailable argument of Select.
 func (c *UnavailableCache) IsUnavailable(key providers.OfferingKey) bool {
 	_, ok := c.Reason(key)
 	return ok
+}
+
+// Keys returns the offerings currently unavailable, in no particular
+// order, for Unavailable.Offerings; nil when there are none.
+func (c *UnavailableCache) Keys() []providers.OfferingKey {
+	now := c.clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruneLocked(now)
+	if len(c.entries) == 0 {
+		return nil
+	}
+	keys := make([]providers.OfferingKey, 0, len(c.entries))
+	for k := range c.entries {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // Reason returns why key is unavailable, if it is.

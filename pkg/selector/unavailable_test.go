@@ -102,17 +102,20 @@ func TestUnavailableCacheWithSelect(t *testing.T) {
 	ix := NewIndex([]providers.Offer{rtxSpotWest2, rtxODWest1, a100West})
 
 	c.Mark(rtxSpotWest2.Key(), "insufficient capacity")
-	res := ix.Select(spotTrainingJob, c.IsUnavailable)
-	if diff := cmp.Diff([]string{rtxODWest1.ID()}, ids(res.Ranked)); diff != "" {
+	res := ix.Select(spotTrainingJob, Unavailable{Offerings: c.Keys()})
+	if diff := cmp.Diff([]string{rtxODWest1.ID()}, ids(res.RankedOffers())); diff != "" {
 		t.Errorf("Ranked while the spot offering is unavailable (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]Reason{rtxSpotWest2.ID(): MarkedUnavailable}, reasonsByID(res.Rejected)); diff != "" {
+	if diff := cmp.Diff(map[string]Reason{rtxSpotWest2.ID(): MarkedUnavailable}, reasonsByID(res.Rejected())); diff != "" {
 		t.Errorf("Rejected (-want +got):\n%s", diff)
 	}
 
 	clk.SetTime(start.Add(DefaultUnavailableTTL))
-	res = ix.Select(spotTrainingJob, c.IsUnavailable)
-	if diff := cmp.Diff([]string{rtxSpotWest2.ID(), rtxODWest1.ID()}, ids(res.Ranked)); diff != "" {
+	if keys := c.Keys(); keys != nil {
+		t.Errorf("Keys() after the TTL = %v, want none", keys)
+	}
+	res = ix.Select(spotTrainingJob, Unavailable{Offerings: c.Keys()})
+	if diff := cmp.Diff([]string{rtxSpotWest2.ID(), rtxODWest1.ID()}, ids(res.RankedOffers())); diff != "" {
 		t.Errorf("Ranked after the TTL (-want +got):\n%s", diff)
 	}
 }
@@ -127,6 +130,7 @@ func TestUnavailableCacheConcurrent(t *testing.T) {
 				key := providers.OfferingKey{Provider: "runpod", InstanceType: string(rune('a' + g)), Region: string(rune('a' + i%10))}
 				c.Mark(key, "capacity")
 				c.IsUnavailable(key)
+				c.Keys()
 				c.Len()
 				c.NextExpiry()
 			}
