@@ -56,13 +56,21 @@ func benchCatalog(n int) []providers.Offer {
 	return offers
 }
 
-func benchmarkSelect(b *testing.B, n int) {
+// benchIndex returns an index of benchCatalog(n) and a cache with 20 of its
+// offerings marked unavailable, some of them of the requested GPU type.
+func benchIndex(n int) (*Index, *UnavailableCache) {
 	offers := benchCatalog(n)
-	ix := NewIndex(offers)
 	cache := NewUnavailableCache(clocktesting.NewFakePassiveClock(time.Now()), 0)
 	for _, o := range offers[:20] {
 		cache.Mark(o.Key(), "capacity")
 	}
+	return NewIndex(offers), cache
+}
+
+// benchmarkSelect measures one decision as the controller makes it: a
+// snapshot of the unavailable offerings, Select and the best offer.
+func benchmarkSelect(b *testing.B, n int) {
+	ix, cache := benchIndex(n)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -75,6 +83,60 @@ func benchmarkSelect(b *testing.B, n int) {
 func BenchmarkSelect1k(b *testing.B)   { benchmarkSelect(b, 1_000) }
 func BenchmarkSelect10k(b *testing.B)  { benchmarkSelect(b, 10_000) }
 func BenchmarkSelect100k(b *testing.B) { benchmarkSelect(b, 100_000) }
+func BenchmarkSelect1M(b *testing.B)   { benchmarkSelect(b, 1_000_000) }
+
+// benchmarkSelectTop5 adds taking the first five ranked offers, the most
+// one sync launches (MaxLaunchesPerSync).
+func benchmarkSelectTop5(b *testing.B, n int) {
+	ix, cache := benchIndex(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		taken := 0
+		for range ix.Select(benchRequest, Unavailable{Offerings: cache.Keys()}).Ranked() {
+			if taken++; taken == 5 {
+				break
+			}
+		}
+		if taken != 5 {
+			b.Fatalf("ranked %d offers, want 5", taken)
+		}
+	}
+}
+
+func BenchmarkSelectTop5_10k(b *testing.B)  { benchmarkSelectTop5(b, 10_000) }
+func BenchmarkSelectTop5_100k(b *testing.B) { benchmarkSelectTop5(b, 100_000) }
+
+// BenchmarkRejected10k is the cost of explaining a decision offer by offer
+// (the offers CLI's -v), which is linear in the offers of the GPU type.
+func BenchmarkRejected10k(b *testing.B) {
+	ix, cache := benchIndex(10_000)
+	res := ix.Select(benchRequest, Unavailable{Offerings: cache.Keys()})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if len(res.Rejected()) == 0 {
+			b.Fatal("nothing rejected")
+		}
+	}
+}
+
+// TestSelectAllocations holds the allocation target of a decision, which,
+// unlike its time, is exact: under 20 whatever the catalog's size.
+func TestSelectAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 100,000-offer index")
+	}
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		ix, cache := benchIndex(n)
+		allocs := testing.AllocsPerRun(20, func() {
+			ix.Select(benchRequest, Unavailable{Offerings: cache.Keys()}).Best()
+		})
+		if allocs >= 20 {
+			t.Errorf("a decision over %d offers allocates %.0f times, want < 20", n, allocs)
+		}
+	}
+}
 
 func BenchmarkNewIndex10k(b *testing.B) {
 	offers := benchCatalog(10_000)

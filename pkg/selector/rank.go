@@ -19,7 +19,7 @@ func (r Result) Ranked() iter.Seq[providers.Offer] {
 		if r.Eligible == 0 {
 			return
 		}
-		m := merge{d: r.d}
+		m := merge{d: r.d, heads: make([]cursor, 0, len(r.d.cg.runs))}
 		for i := range r.d.cg.runs {
 			if head, ok := r.d.head(i, r.d.cg.runs[i].start); ok {
 				m.heads = append(m.heads, cursor{pos: head, run: int32(i)})

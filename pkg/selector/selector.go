@@ -1,14 +1,18 @@
 // Package selector ranks GPU offers for a request following the selection
 // order of the product contract: it filters the eligible offers (provider
 // pin, GPU type and exact count, region, capacity type and price cap,
-// unavailable-offerings cache, provider capacity), ranks spot before
-// on-demand, then by region position and price as the region policy says,
-// and breaks the remaining ties by provider name and offer id.
+// unavailable offerings, provider capacity), ranks spot before on-demand,
+// then by region position and price as the region policy says, and breaks
+// the remaining ties by provider name and offer id.
 //
 // The package is pure: offers in, a ranked choice and the reasons every other
 // offer lost out. It does no I/O and starts no goroutines. Build an Index once
-// per catalog and call Select for every decision; the UnavailableCache
-// remembers offerings that recently failed to launch.
+// per catalog and call Select for every decision: a decision costs time in
+// the number of distinct (provider, capacity type, region) runs of the
+// requested GPU type and count, not in the number of offers, and ranks or
+// explains the rest only when asked (Result.Ranked, Result.Rejected). The
+// UnavailableCache remembers offerings that recently failed to launch; its
+// Keys are what Select passes over.
 package selector
 
 import (
