@@ -55,7 +55,7 @@ type decision struct {
 	// regionPos is the request position of each of the group's regions, -1
 	// for none; posBuf backs it for the usual handful of regions.
 	regionPos      []int32
-	posBuf         [16]int32
+	posBuf         [32]int32
 	onDemand, spot capRule
 	// blocked marks the group's providers that are unavailable as a whole;
 	// nil when none is.
