@@ -25,6 +25,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/fake"
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -356,5 +357,37 @@ func TestSyncNeverRelaunchesAGoneName(t *testing.T) {
 	f.sync("gpu")
 	if diff := cmp.Diff([]string{"gpur-0f8fad5bd9cb469f-2"}, f.provider.launches); diff != "" {
 		t.Errorf("launches (-want +got):\n%s", diff)
+	}
+}
+
+func TestSyncUnauthorizedBlocksTheProviderInSelection(t *testing.T) {
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) { r.Finalizers = []string{tgpv1.Finalizer} })
+	f := newFixture(t, req)
+	calls := 0
+	f.provider.onLaunch = func(providers.LaunchRequest) { calls++ }
+	f.provider.launchErr = &providers.Error{Provider: "runpod", Operation: "launch", Class: providers.ClassUnauthorized}
+	f.sync("gpu")
+	if calls != 1 || f.ctrl.unavailable.Len() != 0 {
+		t.Fatalf("%d launch calls, %d offerings marked; want 1 call and the provider blocked, not the offering", calls, f.ctrl.unavailable.Len())
+	}
+	res := f.ctrl.Select(t.Context(), req)
+	if res.Eligible != 0 || res.Counts[selector.MarkedUnavailable] != 1 {
+		t.Errorf("while blocked: %d eligible, counts %v; want the offer marked unavailable", res.Eligible, res.Counts)
+	}
+	if rejected := res.Rejected(); len(rejected) != 1 || !strings.Contains(rejected[0].Detail, "provider unavailable") {
+		t.Errorf("while blocked: rejected %+v, want the offer with the provider named unavailable", rejected)
+	}
+	f.sync("gpu")
+	if calls != 1 {
+		t.Errorf("%d launch calls while the provider is blocked, want 1", calls)
+	}
+	f.clock.Step(f.ctrl.cfg.AuthRetryDelay)
+	if res := f.ctrl.Select(t.Context(), req); res.Eligible != 1 {
+		t.Errorf("after the block expired: %d eligible, counts %v; want the offer back", res.Eligible, res.Counts)
+	}
+	f.ctrl.blockProvider("runpod", time.Hour)
+	f.ctrl.UnblockProviders()
+	if res := f.ctrl.Select(t.Context(), req); res.Eligible != 1 {
+		t.Errorf("after the credentials changed: %d eligible, want the offer back", res.Eligible)
 	}
 }
