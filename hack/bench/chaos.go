@@ -151,9 +151,14 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 	defer cancel()
 	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
 
+	// --unavailable-ttl 10s: the spot requests have one spot offering and
+	// no on-demand fallback, and a preemption marks that offering
+	// unavailable, so a request preempted near the end of the chaos phase
+	// waits out the TTL before relaunching; at the default 3 minutes that
+	// wait alone would use up the settle time.
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace,
 		"--leader-elect=true", "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
-		"--gc-interval", "2s", "--gc-grace", "10s", "--poll-interval", "1s",
+		"--gc-interval", "2s", "--gc-grace", "10s", "--poll-interval", "1s", "--unavailable-ttl", "10s",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)}, s.operatorArgs()...)
 	start := func(r *replica) error {
 		op, err := startOperator(bin, args, keyEnv(simKeys))

@@ -250,7 +250,7 @@ const methodology = `## How these figures are made
   operator builds its own clients. The ratio is operator wall time / floor wall time.
 - **RSS and CPU**: VmHWM from ` + "`/proc/<pid>/status`" + ` and utime+stime from ` + "`/proc/<pid>/stat`" + ` when all are Ready (ru_maxrss after exit as a cross-check);
   kube-apiserver and etcd CPU likewise, over the same interval.
-- **Chaos**: two replicas with ` + "`--leader-elect=true --lease-duration 4s --renew-deadline 3s --retry-period 500ms --gc-interval 2s --gc-grace 10s`" + `;
+- **Chaos**: two replicas with ` + "`--leader-elect=true --lease-duration 4s --renew-deadline 3s --retry-period 500ms --gc-interval 2s --gc-grace 10s --unavailable-ttl 10s`" + ` (a preempted spot-only request waits out the TTL of its one spot offering);
   the leader (Lease holderIdentity matched against the replicas' "became leader" log lines) is SIGKILLed at random moments and restarted;
   a random live RunPod spot machine is preempted every few seconds; 20% of requests are spot (RunPod RTX4090 spot only).
 - **Faults**: every simulator answers 10% 500s, 5% 429s with Retry-After 1 or 2 s, and adds 200 ms latency; Lambda is down (503) for a while.
