@@ -51,7 +51,6 @@ type decision struct {
 	policy Policy
 	pinned bool
 	pin    int32 // provider id when pinned; -1 when the pinned provider has no offer here
-	pinTo  string
 	// regionPos is the request position of each of the group's regions, -1
 	// for none; posBuf backs it for the usual handful of regions.
 	regionPos      []int32
@@ -79,7 +78,7 @@ func (ix *Index) Select(req Request, unavailable Unavailable) Result {
 	if g == nil {
 		g = &typeGroup{}
 	}
-	d := &decision{g: g, policy: req.Policy, pinned: req.Provider != "", pin: -1, pinTo: req.Provider}
+	d := &decision{g: g, policy: req.Policy, pinned: req.Provider != "", pin: -1}
 	pinnedInGroup := 0
 	if i := slices.Index(g.providers, req.Provider); d.pinned && i >= 0 {
 		d.pin, pinnedInGroup = int32(i), g.perProvider[i]

@@ -94,7 +94,7 @@ func (r Result) Rejected() []Rejection {
 	out := make([]Rejection, 0, d.g.size-r.Eligible)
 	var pinDetail string
 	if d.pinned {
-		pinDetail = "pinned to " + d.pinTo
+		pinDetail = "pinned to " + r.Request.Provider
 	}
 	for ci := range d.g.counts {
 		cg := &d.g.counts[ci]
