@@ -16,7 +16,14 @@ CONTROLLER_TOOLS_VERSION=v0.23.0
 export GOBIN="${ROOT}/bin/codegen"
 mkdir -p "${GOBIN}"
 
+# On a fresh machine the module is not in the cache yet, and `go list -m`
+# then prints an empty Dir: download it first (a no-op when cached).
+go mod download k8s.io/code-generator
 CODEGEN_PKG=$(go list -m -f '{{.Dir}}' k8s.io/code-generator)
+if [ ! -f "${CODEGEN_PKG}/kube_codegen.sh" ]; then
+  echo "k8s.io/code-generator not found in the module cache (${CODEGEN_PKG:-empty})" >&2
+  exit 1
+fi
 # shellcheck source=/dev/null
 source "${CODEGEN_PKG}/kube_codegen.sh"
 

@@ -115,7 +115,7 @@ func (c *Controller) labelNode(ctx context.Context, req *tgpv1.GPURequest, node 
 		}
 	}
 	for _, t := range req.Spec.NodeTaints {
-		if !hasTaint(n.Spec.Taints, t) {
+		if t := (corev1.Taint{Key: t.Key, Value: t.Value, Effect: t.Effect}); !hasTaint(n.Spec.Taints, t) {
 			n.Spec.Taints, changed = append(n.Spec.Taints, t), true
 		}
 	}

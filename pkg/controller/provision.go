@@ -293,7 +293,7 @@ type bootstrapData struct {
 	Provider         string
 	Region           string
 	Labels           map[string]string
-	Taints           []corev1.Taint
+	Taints           []tgpv1.NodeTaint
 	// KubeletLabels and KubeletTaints are Labels and Taints in the form of
 	// kubelet's --node-labels and --register-with-taints flags, so the Node
 	// registers already labelled and tainted (no workload lands on it first).
@@ -324,7 +324,7 @@ func kubeletLabels(labels map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-func kubeletTaints(taints []corev1.Taint) string {
+func kubeletTaints(taints []tgpv1.NodeTaint) string {
 	parts := make([]string, len(taints))
 	for i, t := range taints {
 		parts[i] = t.Key + "=" + t.Value + ":" + string(t.Effect)

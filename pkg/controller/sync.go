@@ -292,8 +292,8 @@ func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, no
 	st := &req.Status
 	var due time.Duration
 	reason, ok := "", false
-	if lt := req.Spec.MaxLifetime; lt != nil && st.ProvisionedAt != nil {
-		at := metav1.NewTime(st.ProvisionedAt.Add(lt.Duration))
+	if lt, ok := parsed(req.Spec.MaxLifetime); ok && st.ProvisionedAt != nil {
+		at := metav1.NewTime(st.ProvisionedAt.Add(lt))
 		if st.TerminationScheduledAt == nil || !st.TerminationScheduledAt.Equal(&at) {
 			st.TerminationScheduledAt, *changed = &at, true
 		}
@@ -301,7 +301,7 @@ func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, no
 	} else if st.TerminationScheduledAt != nil {
 		st.TerminationScheduledAt, *changed = nil, true
 	}
-	if it := req.Spec.IdleTimeout; it != nil {
+	if it, ok := parsed(req.Spec.IdleTimeout); ok {
 		if c.nodeBusy(node.Name) {
 			if st.IdleSince != nil {
 				st.IdleSince, *changed = nil, true
@@ -310,7 +310,7 @@ func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, no
 			if st.IdleSince == nil {
 				st.IdleSince, *changed = ptr(metav1.NewTime(now)), true
 			}
-			idle := st.IdleSince.Add(it.Duration).Sub(now)
+			idle := st.IdleSince.Add(it).Sub(now)
 			if !ok || idle < due {
 				due, reason, ok = idle, "IdleTimeout", true
 			}
@@ -418,4 +418,15 @@ func machineName(uid types.UID, attempt int32) string {
 		id = id[:16]
 	}
 	return fmt.Sprintf("%s%s-%d", providers.MachineNamePrefix, id, attempt)
+}
+
+// parsed is a spec duration when it is set and valid; an invalid one (only
+// possible in an object stored before admission refused it) counts as unset
+// and is reported by validation.
+func parsed(d *tgpv1.Duration) (time.Duration, bool) {
+	if d == nil {
+		return 0, false
+	}
+	v, err := d.Parse()
+	return v, err == nil
 }

@@ -40,6 +40,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &tgpv1.GPURequestSpecApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequestStatus"):
 		return &tgpv1.GPURequestStatusApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("NodeTaint"):
+		return &tgpv1.NodeTaintApplyConfiguration{}
 
 	}
 	return nil

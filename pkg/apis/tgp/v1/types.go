@@ -1,6 +1,9 @@
 package v1
 
 import (
+	"fmt"
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -119,11 +122,11 @@ type GPURequestSpec struct {
 
 	// maxLifetime terminates the machine this long after it was provisioned (for example "8h"); mutable.
 	// +optional
-	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+	MaxLifetime *Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout terminates the machine after its Node has run no non-DaemonSet pod for this long; mutable.
 	// +optional
-	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
 	// bootstrap names the Secret key holding the user-data template (cloud-init or Talos config) that joins the machine to the cluster.
 	// +optional
@@ -136,7 +139,39 @@ type GPURequestSpec struct {
 	// nodeTaints are added to the joined Node.
 	// +optional
 	// +listType=atomic
-	NodeTaints []corev1.Taint `json:"nodeTaints,omitempty"`
+	NodeTaints []NodeTaint `json:"nodeTaints,omitempty"`
+}
+
+// Duration is a Go duration string ("90m", "8h", "1h30m"). It is kept as
+// the user wrote it, so a value that slipped past admission (stored before
+// the rules existed, or written straight to etcd) never fails decoding and
+// never stops an informer from listing the other objects; Parse reports it
+// and the controller turns it into a condition on that one object.
+type Duration string
+
+// Parse returns the duration, or an error when it is not a positive Go duration.
+func (d Duration) Parse() (time.Duration, error) {
+	v, err := time.ParseDuration(string(d))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a Go duration (use h, m, s: for example 36h, not 1d)", string(d))
+	}
+	if v <= 0 {
+		return 0, fmt.Errorf("%q must be positive", string(d))
+	}
+	return v, nil
+}
+
+// NodeTaint is a taint put on the joined Node (the kubelet registers with it).
+type NodeTaint struct {
+	// key is the taint key, a qualified name (optional DNS prefix and "/", then up to 63 characters).
+	// +required
+	Key string `json:"key"`
+	// value is the taint value, a valid label value (may be empty).
+	// +optional
+	Value string `json:"value,omitempty"`
+	// effect is NoSchedule, PreferNoSchedule or NoExecute.
+	// +required
+	Effect corev1.TaintEffect `json:"effect"`
 }
 
 // BootstrapSource points at a user-data template in a Secret in the

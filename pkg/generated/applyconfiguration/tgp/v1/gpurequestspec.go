@@ -20,8 +20,6 @@ package v1
 
 import (
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // GPURequestSpecApplyConfiguration represents a declarative configuration of the GPURequestSpec type for use
@@ -48,15 +46,15 @@ type GPURequestSpecApplyConfiguration struct {
 	// provider pins the request to one provider: lambdalabs, runpod or paperspace.
 	Provider *string `json:"provider,omitempty"`
 	// maxLifetime terminates the machine this long after it was provisioned (for example "8h"); mutable.
-	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+	MaxLifetime *tgpv1.Duration `json:"maxLifetime,omitempty"`
 	// idleTimeout terminates the machine after its Node has run no non-DaemonSet pod for this long; mutable.
-	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+	IdleTimeout *tgpv1.Duration `json:"idleTimeout,omitempty"`
 	// bootstrap names the Secret key holding the user-data template (cloud-init or Talos config) that joins the machine to the cluster.
 	Bootstrap *BootstrapSourceApplyConfiguration `json:"bootstrap,omitempty"`
 	// nodeLabels are added to the joined Node.
 	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
 	// nodeTaints are added to the joined Node.
-	NodeTaints []corev1.Taint `json:"nodeTaints,omitempty"`
+	NodeTaints []NodeTaintApplyConfiguration `json:"nodeTaints,omitempty"`
 }
 
 // GPURequestSpecApplyConfiguration constructs a declarative configuration of the GPURequestSpec type for use with
@@ -142,7 +140,7 @@ func (b *GPURequestSpecApplyConfiguration) WithProvider(value string) *GPUReques
 // WithMaxLifetime sets the MaxLifetime field in the declarative configuration to the given value
 // and returns the receiver, so that objects can be built by chaining "With" function invocations.
 // If called multiple times, the MaxLifetime field is set to the value of the last call.
-func (b *GPURequestSpecApplyConfiguration) WithMaxLifetime(value metav1.Duration) *GPURequestSpecApplyConfiguration {
+func (b *GPURequestSpecApplyConfiguration) WithMaxLifetime(value tgpv1.Duration) *GPURequestSpecApplyConfiguration {
 	b.MaxLifetime = &value
 	return b
 }
@@ -150,7 +148,7 @@ func (b *GPURequestSpecApplyConfiguration) WithMaxLifetime(value metav1.Duration
 // WithIdleTimeout sets the IdleTimeout field in the declarative configuration to the given value
 // and returns the receiver, so that objects can be built by chaining "With" function invocations.
 // If called multiple times, the IdleTimeout field is set to the value of the last call.
-func (b *GPURequestSpecApplyConfiguration) WithIdleTimeout(value metav1.Duration) *GPURequestSpecApplyConfiguration {
+func (b *GPURequestSpecApplyConfiguration) WithIdleTimeout(value tgpv1.Duration) *GPURequestSpecApplyConfiguration {
 	b.IdleTimeout = &value
 	return b
 }
@@ -180,9 +178,12 @@ func (b *GPURequestSpecApplyConfiguration) WithNodeLabels(entries map[string]str
 // WithNodeTaints adds the given value to the NodeTaints field in the declarative configuration
 // and returns the receiver, so that objects can be build by chaining "With" function invocations.
 // If called multiple times, values provided by each call will be appended to the NodeTaints field.
-func (b *GPURequestSpecApplyConfiguration) WithNodeTaints(values ...corev1.Taint) *GPURequestSpecApplyConfiguration {
+func (b *GPURequestSpecApplyConfiguration) WithNodeTaints(values ...*NodeTaintApplyConfiguration) *GPURequestSpecApplyConfiguration {
 	for i := range values {
-		b.NodeTaints = append(b.NodeTaints, values[i])
+		if values[i] == nil {
+			panic("nil value passed to WithNodeTaints")
+		}
+		b.NodeTaints = append(b.NodeTaints, *values[i])
 	}
 	return b
 }
