@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -100,6 +101,10 @@ func runOperator(args []string) int {
 	f.providers.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if err := checkVerbosity(fs); err != nil {
+		fmt.Fprintf(os.Stderr, "gpu-operator: %v\n", err)
+		return exitUsage
 	}
 
 	ctx := signalContext()
@@ -218,6 +223,29 @@ func runOperator(args []string) int {
 	}
 	logger.Info("stopped")
 	return 0
+}
+
+// maxVerbosity is the highest klog verbosity the operator accepts: from 8
+// on, client-go's REST client logs API request and response bodies (hex
+// dumps of protobuf included), and the operator reads Secrets (bootstrap
+// templates, provider credentials).
+const maxVerbosity = 7
+
+// checkVerbosity refuses, after parsing, a -v or a -vmodule level (klog's
+// flags on fs) above maxVerbosity.
+func checkVerbosity(fs *flag.FlagSet) error {
+	const why = "would make client-go log API request and response bodies, including Secrets; the highest accepted verbosity is"
+	if v, ok := fs.Lookup("v").Value.(flag.Getter).Get().(klog.Level); ok && v > maxVerbosity {
+		return fmt.Errorf("-v=%d %s %d", v, why, maxVerbosity)
+	}
+	for _, pat := range strings.Split(fs.Lookup("vmodule").Value.String(), ",") {
+		if _, level, _ := strings.Cut(pat, "="); level != "" {
+			if v, err := strconv.Atoi(level); err == nil && v > maxVerbosity {
+				return fmt.Errorf("-vmodule=%s %s %d", pat, why, maxVerbosity)
+			}
+		}
+	}
+	return nil
 }
 
 // signalContext is cancelled by the first SIGTERM or SIGINT (drain and

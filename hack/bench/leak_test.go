@@ -3,8 +3,13 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,14 +27,30 @@ import (
 // leakMarker is in every key of this test, right and wrong.
 const leakMarker = "sk-test-4f9a1c2b7e"
 
+// bootstrapMarker is a comment line of the bootstrap template this test
+// puts in a Secret of the requests' namespace.
+const bootstrapMarker = "bootstrap-secret-9c1e2d"
+
+// leakVerbosity is the highest -v the operator accepts (main.go refuses
+// more: from -v=8 client-go logs API response bodies, Secrets included).
+const leakVerbosity = 7
+
 // TestNoCredentialLeak runs the operator with known keys from the
-// credentials Secret, exercises launches, an authentication failure (one
-// key rotated to a wrong one and back) and a rate limit, then searches the
-// operator's full log (-v=4), every Event, every GPURequest and a /metrics
-// scrape for the keys and their base64 encodings.
+// credentials Secret, exercises launches (one with a bootstrap template
+// from a Secret), an authentication failure (one key rotated to a wrong one
+// and back) and a rate limit, then searches the operator's full log at the
+// highest verbosity it accepts, every Event, every GPURequest and a
+// /metrics scrape for the keys, the template's marker and their base64
+// encodings.
 func TestNoCredentialLeak(t *testing.T) {
 	bin := operatorBin(t)
 	ctx := t.Context()
+	// leakVerbosity is the highest the binary accepts: one more is refused
+	// (exit 2) before the operator does anything.
+	refused := exec.CommandContext(ctx, bin, "--kubeconfig", "/nonexistent", fmt.Sprintf("-v=%d", leakVerbosity+1))
+	if out, err := refused.CombinedOutput(); refused.ProcessState == nil || refused.ProcessState.ExitCode() != 2 {
+		t.Fatalf("the operator at -v=%d: %v, want exit status 2\n%s", leakVerbosity+1, err, out)
+	}
 	keys := map[string]string{
 		providers.LambdaLabs: leakMarker + "-lambda-0001",
 		providers.RunPod:     leakMarker + "-runpod-0002",
@@ -53,6 +74,15 @@ func TestNoCredentialLeak(t *testing.T) {
 	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// A bootstrap template with a marker line, consented to by the label;
+	// the node agent still names the Node from its hostname line.
+	bootstrapTemplate := "#cloud-config\n# " + bootstrapMarker + "\nhostname: {{ .NodeName }}\n"
+	bootstrap := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-bootstrap", Namespace: requestNamespace,
+		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
+		StringData: map[string]string{"userdata": bootstrapTemplate}}
+	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, bootstrap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	setKey := func(provider, key string) {
 		t.Helper()
 		patch, _ := json.Marshal(map[string]any{"stringData": map[string]string{provider: key}})
@@ -67,7 +97,7 @@ func TestNoCredentialLeak(t *testing.T) {
 	// lifts the provider block (UnblockProviders), not that mark, so with the
 	// default 3 minutes the request would wait that long after the fix.
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
-		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", "4"}, s.operatorArgs()...)
+		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", strconv.Itoa(leakVerbosity)}, s.operatorArgs()...)
 	op, err := startOperator(bin, args, []string{"LAMBDA_API_KEY=", "RUNPOD_API_KEY=", "PAPERSPACE_API_KEY="})
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +135,28 @@ func TestNoCredentialLeak(t *testing.T) {
 		return r
 	}
 
-	// Launches on every provider.
+	// Launches on every provider, and one with the bootstrap template.
 	for i, gt := range benchGPUTypes {
 		create(fmt.Sprintf("launch-%d", i), gt, "")
 	}
-	poll("three requests Ready", func() bool { return w.countReady() == 3 })
-	logf("launched on all three providers")
+	boot := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "bootstrap", Namespace: requestNamespace},
+		Spec: tgpv1.GPURequestSpec{GPUType: benchGPUTypes[0], GPUCount: 1,
+			Bootstrap: &tgpv1.BootstrapSource{SecretName: bootstrap.Name, Key: "userdata"}}}
+	if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, boot, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll("four requests Ready", func() bool { return w.countReady() == 4 })
+	if r := get(boot.Name); r.Status.Phase != tgpv1.PhaseReady {
+		t.Fatalf("request %s is %q, not Ready", boot.Name, r.Status.Phase)
+	}
+	// The template was really rendered into a machine's user data, so its
+	// marker passed through the operator.
+	if !slices.ContainsFunc(s.machines(), func(m cloudsim.Machine) bool {
+		return strings.Contains(m.UserData, bootstrapMarker) && !strings.Contains(m.UserData, "{{")
+	}) {
+		t.Fatal("no machine carries the rendered bootstrap template")
+	}
+	logf("launched on all three providers, one with the bootstrap template")
 
 	// An authentication failure: RunPod's key rotated to a wrong one, a
 	// request pinned to RunPod, then the right key back.
@@ -167,21 +213,26 @@ func TestNoCredentialLeak(t *testing.T) {
 	reqJSON, _ := json.Marshal(reqs)
 	op.stop(10 * time.Second)
 	logs := op.logs.String()
-	if len(evs.Items) == 0 || len(reqs.Items) != 5 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
+	if len(evs.Items) == 0 || len(reqs.Items) != 6 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
 		t.Fatalf("nothing to search: %d events, %d requests, %d bytes of log, metrics %d bytes", len(evs.Items), len(reqs.Items), len(logs), len(metrics))
 	}
-	needles := []string{leakMarker}
-	for _, k := range append([]string{wrongKey}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
+	needles := []string{leakMarker, bootstrapMarker}
+	for _, k := range append([]string{wrongKey, bootstrapTemplate}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
 		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(k)), base64.RawURLEncoding.EncodeToString([]byte(k)))
 	}
-	// The marker's base64 at every alignment, for a key inside a longer
-	// encoded string (a whole header or JSON body).
-	for pad := range 3 {
-		enc := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", pad) + leakMarker))
-		needles = append(needles, enc[(pad*4+2)/3+1:len(enc)-4])
+	// The markers' base64 at every alignment, for a key or template inside
+	// a longer encoded string (a whole header, a Secret's data in a JSON
+	// body).
+	for _, marker := range []string{leakMarker, bootstrapMarker} {
+		for pad := range 3 {
+			enc := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", pad) + marker))
+			needles = append(needles, enc[(pad*4+2)/3+1:len(enc)-4])
+		}
 	}
 	for _, src := range []struct{ name, text string }{
-		{"operator log (-v=4)", logs}, {"Events", string(evJSON)}, {"GPURequests", string(reqJSON)}, {"/metrics", metrics},
+		{fmt.Sprintf("operator log (-v=%d)", leakVerbosity), logs},
+		{"operator log's hex dumps (protobuf bodies), decoded", undumpHex(logs)},
+		{"Events", string(evJSON)}, {"GPURequests", string(reqJSON)}, {"/metrics", metrics},
 	} {
 		for _, n := range needles {
 			if i := strings.Index(src.text, n); i >= 0 {
@@ -192,6 +243,36 @@ func TestNoCredentialLeak(t *testing.T) {
 	}
 	t.Logf("searched %d bytes of log, %d Events, %d GPURequests and %d bytes of metrics for %d needles",
 		len(logs), len(evs.Items), len(reqs.Items), len(metrics), len(needles))
+}
+
+// hexDumpLine is one line of encoding/hex.Dump output (client-go's form for
+// a protobuf body, one klog value line per 16 bytes): offset, the bytes in
+// hex, then their printable characters between bars (or, on the last line
+// of a truncated body, client-go's "[truncated N chars]").
+var hexDumpLine = regexp.MustCompile(`^\s*[0-9a-f]{8}  ([0-9a-f ]*)`)
+
+// undumpHex returns the bytes of every hex dump in log, one dump a line, so
+// a value that a dump splits across lines can still be found.
+func undumpHex(log string) string {
+	var out []byte
+	inDump := false
+	for _, line := range strings.Split(log, "\n") {
+		m := hexDumpLine.FindStringSubmatch(line)
+		if m == nil {
+			if inDump {
+				out = append(out, '\n')
+			}
+			inDump = false
+			continue
+		}
+		inDump = true
+		for _, h := range strings.Fields(m[1]) {
+			if b, err := hex.DecodeString(h); err == nil && len(b) == 1 {
+				out = append(out, b...)
+			}
+		}
+	}
+	return string(out)
 }
 
 func mentionsAuth(s string) bool {
