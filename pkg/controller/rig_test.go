@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/yaml"
@@ -65,6 +67,7 @@ type rig struct {
 	registry *prometheus.Registry
 	ctx      context.Context // cancelled when the test ends
 	stopped  chan struct{}
+	opts     rigOptions
 }
 
 type rigOptions struct {
@@ -73,6 +76,18 @@ type rigOptions struct {
 	noAgent bool
 	// noStart leaves the controller stopped; call start().
 	noStart bool
+	// operatorConfig, when set, derives the client config of the controller,
+	// its informers and its event sink from a copy of env.Config (to run it
+	// as the operator's ServiceAccount, say); the rig's helpers stay admin.
+	operatorConfig func(*rest.Config) *rest.Config
+	// requestSelector, when set, makes the controller watch the GPURequests
+	// carrying this label selector in every namespace, instead of all the
+	// GPURequests of the rig's namespace.
+	requestSelector string
+	// stopTimeout, when set, bounds the wait for the controller to stop when
+	// the test ends: one still running then (a stuck worker) fails the test
+	// instead of hanging it.
+	stopTimeout time.Duration
 }
 
 func simConfig(entries ...cloudsim.CatalogEntry) *cloudsim.Config {
@@ -93,7 +108,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	r := &rig{t: t, ns: ns, kube: kube, client: client, stack: st}
+	r := &rig{t: t, ns: ns, kube: kube, client: client, stack: st, opts: o}
 	if !o.noAgent {
 		r.agent = &nodeagent.Agent{Kube: kube, Simulators: st.Simulators(), Interval: 50 * time.Millisecond}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -117,17 +132,26 @@ func (r *rig) build(cfg controller.Config) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	kubeFactory := informers.NewSharedInformerFactoryWithOptions(r.kube, 0, informers.WithTransform(controller.TrimForCache))
-	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(r.client, 0, tgpinformers.WithNamespace(r.ns),
+	kube, client := r.kube, r.client
+	if r.opts.operatorConfig != nil {
+		cfg := r.opts.operatorConfig(rest.CopyConfig(env.Config))
+		kube, client = kubernetes.NewForConfigOrDie(cfg), versioned.NewForConfigOrDie(cfg)
+	}
+	scope := tgpinformers.WithNamespace(r.ns)
+	if sel := r.opts.requestSelector; sel != "" {
+		scope = tgpinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel })
+	}
+	kubeFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTransform(controller.TrimForCache))
+	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(client, 0, scope,
 		tgpinformers.WithTransform(controller.TrimForCache))
 	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	r.t.Cleanup(broadcaster.Shutdown)
 	r.registry = prometheus.NewRegistry()
 	r.ctrl, err = controller.New(controller.Options{
 		Config:     cfg,
-		KubeClient: r.kube,
-		Client:     r.client,
+		KubeClient: kube,
+		Client:     client,
 		Requests:   tgpFactory.Tgp().V1().GPURequests(),
 		Nodes:      kubeFactory.Core().V1().Nodes(),
 		Pods:       kubeFactory.Core().V1().Pods(),
@@ -146,11 +170,30 @@ func (r *rig) build(cfg controller.Config) {
 	r.t.Cleanup(func() {
 		cancel()
 		if r.stopped != nil {
-			<-r.stopped
+			r.waitStopped()
 		}
 		kubeFactory.Shutdown()
 		tgpFactory.Shutdown()
 	})
+}
+
+// waitStopped waits for Run to return, at most stopTimeout when it is set.
+func (r *rig) waitStopped() {
+	if r.opts.stopTimeout <= 0 {
+		<-r.stopped
+		return
+	}
+	select {
+	case <-r.stopped:
+	case <-time.After(r.opts.stopTimeout):
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		stuck := "no worker in text/template"
+		if strings.Contains(string(buf), "text/template.(*state)") {
+			stuck = "a goroutine is still executing a text/template"
+		}
+		r.t.Errorf("the controller did not stop within %s of its context ending (%s); abandoning it", r.opts.stopTimeout, stuck)
+	}
 }
 
 func (r *rig) start() {
