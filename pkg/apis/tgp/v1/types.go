@@ -132,21 +132,50 @@ type GPURequestSpec struct {
 	// +optional
 	Bootstrap *BootstrapSource `json:"bootstrap,omitempty"`
 
-	// nodeLabels are added to the joined Node.
+	// nodeLabels are added to the joined Node. Keys are qualified names (an
+	// optional DNS subdomain prefix and "/", then a name of at most 63
+	// characters); values are label values (at most 63 characters, may be
+	// empty). Keys under kubernetes.io/, k8s.io/, tgp.solanyn.com/ and their
+	// subdomains (node-role.kubernetes.io/, node-restriction.kubernetes.io/, ...)
+	// are reserved: the kubelet may not set them, or the operator sets them itself.
 	// +optional
-	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="keys must be qualified names (an optional DNS subdomain prefix and /, then at most 63 letters, digits, -, _ or ., beginning and ending with a letter or digit)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io|tgp[.]solanyn[.]com)/'))",message="keys under kubernetes.io/, k8s.io/, tgp.solanyn.com/ and their subdomains are reserved"
+	NodeLabels map[string]LabelValue `json:"nodeLabels,omitempty"`
 
-	// nodeTaints are added to the joined Node.
+	// nodeTaints are added to the joined Node; at most one taint per key and effect.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(u, u.key == t.key && u.effect == t.effect))",message="taints must be unique by key and effect"
 	NodeTaints []NodeTaint `json:"nodeTaints,omitempty"`
 }
 
-// Duration is a Go duration string ("90m", "8h", "1h30m"). It is kept as
-// the user wrote it, so a value that slipped past admission (stored before
-// the rules existed, or written straight to etcd) never fails decoding and
-// never stops an informer from listing the other objects; Parse reports it
-// and the controller turns it into a condition on that one object.
+// LabelValue is declared as an alias of string, so map[string]LabelValue is
+// map[string]string and Value LabelValue is a string to every caller: the
+// declaration only carries the schema (controller-gen has no markers for a
+// map's values, and the CEL cost estimator needs their maxLength).
+
+// LabelValue is a Kubernetes label value: empty, or at most 63 letters,
+// digits, '-', '_' or '.', beginning and ending with a letter or digit.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue = string
+
+// Duration is a positive Go duration string ("90m", "8h", "1h30m"; units
+// ns, us, ms, s, m, h: no d or w). It is kept as the user wrote it, so a
+// value that slipped past admission (stored before the rules existed, or
+// written straight to etcd) never fails decoding and never stops an
+// informer from listing the other objects; Parse reports it and the
+// controller turns it into a condition on that one object.
+//
+// The pattern is time.ParseDuration's grammar without a minus sign; the rule
+// then parses it (CEL's duration() is time.ParseDuration) and requires it to
+// be positive, so admission and Parse agree.
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:Pattern=`^[+]?(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`
+// +kubebuilder:validation:XValidation:rule="self.matches('^[+]?(([0-9]+([.][0-9]*)?|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+$') && duration(self) > duration('0s')",message="must be a positive Go duration such as 90m or 36h (no d or w units)"
 type Duration string
 
 // Parse returns the duration, or an error when it is not a positive Go duration.
@@ -165,12 +194,16 @@ func (d Duration) Parse() (time.Duration, error) {
 type NodeTaint struct {
 	// key is the taint key, a qualified name (optional DNS prefix and "/", then up to 63 characters).
 	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="!format.qualifiedName().validate(self).hasValue()",message="must be a qualified name (an optional DNS subdomain prefix and /, then at most 63 letters, digits, -, _ or ., beginning and ending with a letter or digit)"
 	Key string `json:"key"`
 	// value is the taint value, a valid label value (may be empty).
 	// +optional
-	Value string `json:"value,omitempty"`
+	Value LabelValue `json:"value,omitempty"`
 	// effect is NoSchedule, PreferNoSchedule or NoExecute.
 	// +required
+	// +kubebuilder:validation:Enum=NoSchedule;PreferNoSchedule;NoExecute
 	Effect corev1.TaintEffect `json:"effect"`
 }
 

@@ -51,9 +51,14 @@ type GPURequestSpecApplyConfiguration struct {
 	IdleTimeout *tgpv1.Duration `json:"idleTimeout,omitempty"`
 	// bootstrap names the Secret key holding the user-data template (cloud-init or Talos config) that joins the machine to the cluster.
 	Bootstrap *BootstrapSourceApplyConfiguration `json:"bootstrap,omitempty"`
-	// nodeLabels are added to the joined Node.
+	// nodeLabels are added to the joined Node. Keys are qualified names (an
+	// optional DNS subdomain prefix and "/", then a name of at most 63
+	// characters); values are label values (at most 63 characters, may be
+	// empty). Keys under kubernetes.io/, k8s.io/, tgp.solanyn.com/ and their
+	// subdomains (node-role.kubernetes.io/, node-restriction.kubernetes.io/, ...)
+	// are reserved: the kubelet may not set them, or the operator sets them itself.
 	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
-	// nodeTaints are added to the joined Node.
+	// nodeTaints are added to the joined Node; at most one taint per key and effect.
 	NodeTaints []NodeTaintApplyConfiguration `json:"nodeTaints,omitempty"`
 }
 
