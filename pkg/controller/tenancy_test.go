@@ -479,7 +479,7 @@ func (ts *tenancy) bobIntact(t *testing.T, bob tenant, name string, was tgpv1.GP
 	}
 	req, err := ts.get(t.Context(), bob.ns, name)
 	if err != nil || req == nil || req.Status.Phase != tgpv1.PhaseReady || req.Status.MachineName != was.MachineName || req.Status.Interruptions != was.Interruptions {
-		bad = append(bad, fmt.Sprintf("bob's request left Ready on %s: %s (err %v)", was.MachineName, describe(req), err))
+		bad = append(bad, fmt.Sprintf("bob's request is no longer Ready on its machine %s with %d interruption(s): %s (err %v)", was.MachineName, was.Interruptions, describe(req), err))
 	}
 	return bad
 }
