@@ -1,0 +1,122 @@
+package bootstrap
+
+import (
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+)
+
+// Data is what a bootstrap template sees. The field names are the
+// template's API: users' templates read .NodeName, .Labels, .Taints,
+// .KubeletLabels and so on. Data has no methods, so a template can call
+// none.
+type Data struct {
+	NodeName         string
+	RequestName      string
+	RequestNamespace string
+	Provider         string
+	Region           string
+	// Labels are the joined Node's labels (the request's and the
+	// operator's); Taints the request's taints. A template may range over
+	// these two only.
+	Labels map[string]string
+	Taints []tgpv1.NodeTaint
+	// KubeletLabels and KubeletTaints are Labels and Taints in the form of
+	// kubelet's --node-labels and --register-with-taints flags, so the Node
+	// registers already labelled and tainted (no workload lands on it first).
+	KubeletLabels string
+	KubeletTaints string
+}
+
+// NewData is the data for the machine nodeName of req, launched on an
+// offer of provider in region; labels are the Node's labels.
+func NewData(req *tgpv1.GPURequest, nodeName, provider, region string, labels map[string]string) Data {
+	return Data{
+		NodeName:         nodeName,
+		RequestName:      req.Name,
+		RequestNamespace: req.Namespace,
+		Provider:         provider,
+		Region:           region,
+		Labels:           labels,
+		Taints:           req.Spec.NodeTaints,
+		KubeletLabels:    KubeletLabels(labels),
+		KubeletTaints:    KubeletTaints(req.Spec.NodeTaints),
+	}
+}
+
+// KubeletLabels writes labels as kubelet's --node-labels value:
+// "k1=v1,k2=v2", sorted by key. A label whose key is not a qualified name
+// or whose value is not a label value is left out: the flag has no
+// escaping, so a "," or "=" in it would add a label, and a space a kubelet
+// flag. Admission refuses such labels; this is the second line.
+func KubeletLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k, v := range labels {
+		if validLabel(k, v) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+	}
+	return b.String()
+}
+
+// KubeletTaints writes taints as kubelet's --register-with-taints value:
+// "key=value:Effect,...", in the request's order. A taint with a key that
+// is not a qualified name, a value that is not a label value or an
+// unknown effect is left out, as in KubeletLabels.
+func KubeletTaints(taints []tgpv1.NodeTaint) string {
+	var b strings.Builder
+	n := 0
+	for _, t := range taints {
+		if !validLabel(t.Key, t.Value) || !validEffect(t.Effect) {
+			continue
+		}
+		if n++; n > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(t.Key)
+		b.WriteByte('=')
+		b.WriteString(t.Value)
+		b.WriteByte(':')
+		b.WriteString(string(t.Effect))
+	}
+	return b.String()
+}
+
+func validLabel(k, v string) bool {
+	return len(validation.IsQualifiedName(k)) == 0 && len(validation.IsValidLabelValue(v)) == 0
+}
+
+func validEffect(e corev1.TaintEffect) bool {
+	switch e {
+	case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		return true
+	}
+	return false
+}
+
+// DefaultTemplate is rendered when a request names no bootstrap Secret: it
+// names the host and hands the labels and taints to the kubelet of a
+// pre-baked image (its unit reads /etc/default/kubelet). Every value is
+// written as a YAML double-quoted scalar, so no value can end a scalar and
+// start a cloud-init key; KubeletLabels and KubeletTaints hold only valid
+// labels and taints, so no value can add a kubelet label or flag.
+const DefaultTemplate = `#cloud-config
+hostname: {{ yaml .NodeName }}
+write_files:
+  - path: /etc/default/kubelet
+    content: {{ printf "KUBELET_EXTRA_ARGS=\"--node-labels=%s --register-with-taints=%s\"\n" .KubeletLabels .KubeletTaints | yaml }}
+`

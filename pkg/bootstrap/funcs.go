@@ -1,0 +1,339 @@
+package bootstrap
+
+import (
+	"fmt"
+	"net/url"
+	"reflect"
+	"strings"
+	"text/template"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxFormatWidth is the largest width, precision or argument index a
+// printf format may give (fmt itself allows 1e6 per verb).
+const MaxFormatWidth = 4096
+
+// valueBudgetFactor × Limits.MaxBytes is what the functions of one render
+// may build in all (every result counts, also those only passed on to
+// another function or kept in a variable).
+const valueBudgetFactor = 4
+
+// renderer is the state of one Render: its output, its deadline and what
+// its functions may still build.
+type renderer struct {
+	deadline time.Time
+	maxBytes int
+	total    int // valueBudgetFactor * maxBytes
+	budget   int // bytes the functions may still build
+	out      strings.Builder
+}
+
+// Write is the template's output: it fails, and text/template stops, once
+// the output would pass maxBytes or the deadline has passed.
+func (r *renderer) Write(p []byte) (int, error) {
+	if err := r.check(); err != nil {
+		return 0, err
+	}
+	if len(p) > r.maxBytes-r.out.Len() {
+		return 0, newError(ClassOutputTooLarge, fmt.Sprintf(detailOutputFmt, r.maxBytes))
+	}
+	return r.out.Write(p)
+}
+
+func (r *renderer) check() error {
+	if time.Now().After(r.deadline) {
+		return newError(ClassTimeout, detailTimeout)
+	}
+	return nil
+}
+
+// reserve fails when a result of up to n bytes could not be built.
+func (r *renderer) reserve(n int) error {
+	if n > r.budget {
+		return newError(ClassTooComplex, fmt.Sprintf(detailValueBytesFmt, r.total))
+	}
+	return nil
+}
+
+func (r *renderer) charge(n int) { r.budget -= n }
+
+// funcs are the template's functions. They replace the builtins whose
+// work or allocation depends on their arguments' size (print, printf,
+// println, html, js, urlquery, eq, ne, lt, le, gt, ge, index) with
+// versions that check the deadline and bound what they build, refuse
+// call, and add yaml and shell. and, or, not, len and slice stay
+// text/template's: their cost does not depend on sizes.
+func (r *renderer) funcs() template.FuncMap {
+	return template.FuncMap{
+		"print":    r.print,
+		"println":  r.println,
+		"printf":   r.printf,
+		"html":     r.escaper(template.HTMLEscapeString, 5),
+		"js":       r.escaper(template.JSEscapeString, 6),
+		"urlquery": r.escaper(url.QueryEscape, 3),
+		"yaml":     r.escaper(quoteYAML, 6),
+		"shell":    r.escaper(quoteShell, 4),
+		"call":     r.call,
+		"eq":       r.eq,
+		"ne":       r.ne,
+		"lt":       r.lt,
+		"le":       r.le,
+		"gt":       r.gt,
+		"ge":       r.ge,
+		"index":    r.index,
+	}
+}
+
+func (r *renderer) call(reflect.Value, ...reflect.Value) (reflect.Value, error) {
+	return reflect.Value{}, newError(ClassForbidden, detailCall)
+}
+
+// size is an upper bound on what fmt prints for some values.
+type size struct {
+	str    int // bytes of strings: verbs like %q, % x expand them up to 6 times
+	fixed  int // numbers, punctuation, type names
+	leaves int // values a width or precision pads, one by one
+}
+
+// Per number: %f of the largest float64 prints 316 characters; complex
+// numbers print two. %b of an int64 prints 65.
+const numberBytes = 2*320 + 8
+
+// measure adds to s an upper bound for v and its elements. It stops once
+// the bound is over limit (the caller refuses then).
+func (r *renderer) measure(v reflect.Value, depth int, s *size, limit int) {
+	if s.str*6+s.fixed > limit {
+		return
+	}
+	s.leaves++
+	if depth > 8 {
+		s.fixed += limit + 1 // Data holds nothing this deep
+		return
+	}
+	switch v.Kind() {
+	case reflect.Invalid:
+		s.fixed += 16
+	case reflect.Bool:
+		s.fixed += 8
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		s.fixed += numberBytes
+	case reflect.String:
+		s.str += v.Len()
+	case reflect.Pointer, reflect.Interface:
+		s.fixed += 32
+		if !v.IsNil() {
+			r.measure(v.Elem(), depth+1, s, limit)
+		}
+	case reflect.Map:
+		s.fixed += 2*len(v.Type().String()) + 8
+		it := v.MapRange()
+		for it.Next() {
+			s.fixed += 4
+			r.measure(it.Key(), depth+1, s, limit)
+			r.measure(it.Value(), depth+1, s, limit)
+		}
+	case reflect.Slice, reflect.Array:
+		s.fixed += 2*len(v.Type().String()) + 8
+		for i := range v.Len() {
+			s.fixed += 4
+			r.measure(v.Index(i), depth+1, s, limit)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		s.fixed += 2*len(t.String()) + 8
+		for i := range v.NumField() {
+			s.fixed += len(t.Field(i).Name) + 4
+			r.measure(v.Field(i), depth+1, s, limit)
+		}
+	default: // func, chan, unsafe pointer: an address
+		s.fixed += 32
+	}
+}
+
+// argBytes bounds the bytes one verb with the given width plus precision
+// prints for each argument, and the sum over all of them; it checks the
+// deadline as it goes, and stops once the sum is over the budget.
+func (r *renderer) argBytes(args []any, mult, pad int) (each []int, sum int, err error) {
+	each = make([]int, len(args))
+	for i, a := range args {
+		if err := r.check(); err != nil {
+			return nil, 0, err
+		}
+		var s size
+		r.measure(reflect.ValueOf(a), 0, &s, r.budget)
+		each[i] = mult*s.str + s.fixed + s.leaves*(pad+8)
+		if sum += each[i]; sum > r.budget {
+			return nil, 0, r.reserve(sum)
+		}
+	}
+	return each, sum, nil
+}
+
+// sprint is fmt.Sprint (the builtin print) within the budget.
+func (r *renderer) sprint(args []any, sep int) (string, error) {
+	_, n, err := r.argBytes(args, 2, 0)
+	if err != nil {
+		return "", err
+	}
+	if err := r.reserve(n + sep*len(args) + 16); err != nil {
+		return "", err
+	}
+	var s string
+	if sep == 0 {
+		s = fmt.Sprint(args...)
+	} else {
+		s = fmt.Sprintln(args...)
+	}
+	r.charge(len(s))
+	return s, nil
+}
+
+func (r *renderer) print(args ...any) (string, error) { return r.sprint(args, 0) }
+
+func (r *renderer) println(args ...any) (string, error) { return r.sprint(args, 1) }
+
+// printf is fmt.Sprintf with widths and precisions of at most
+// MaxFormatWidth, no "*" (a width taken from an argument), and a result
+// within the budget, known before it is built.
+func (r *renderer) printf(format string, args ...any) (string, error) {
+	if err := r.check(); err != nil {
+		return "", err
+	}
+	verbs, pad, indexed, err := scanFormat(format)
+	if err != nil {
+		return "", err
+	}
+	each, sum, err := r.argBytes(args, 6, pad)
+	if err != nil {
+		return "", err
+	}
+	// Without explicit indexes fmt prints each argument once (and the
+	// extra ones after the text); with them a verb may print any.
+	n := len(format) + verbs*(pad+64) + 64*len(args) + sum
+	if indexed {
+		m := 0
+		for _, e := range each {
+			m = max(m, e)
+		}
+		if m > 0 && verbs > r.budget/m {
+			return "", r.reserve(r.budget + 1)
+		}
+		n += verbs * m
+	}
+	if err := r.reserve(n); err != nil {
+		return "", err
+	}
+	s := fmt.Sprintf(format, args...)
+	r.charge(len(s))
+	return s, nil
+}
+
+// scanFormat counts the verbs of a printf format and finds the largest
+// width plus precision of a verb; it refuses "*" and numbers over
+// MaxFormatWidth.
+func scanFormat(f string) (verbs, pad int, indexed bool, err error) {
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		verbs++
+		sum, num := 0, -1
+		for i++; i < len(f) && strings.IndexByte("+-# 0123456789.[]*", f[i]) >= 0; i++ {
+			switch c := f[i]; {
+			case c == '*':
+				return 0, 0, false, newError(ClassForbidden, detailFormatStar)
+			case c == '[':
+				indexed = true
+			case '0' <= c && c <= '9':
+				if num < 0 {
+					num = 0
+				}
+				if num = num*10 + int(c-'0'); num > MaxFormatWidth {
+					return 0, 0, false, newError(ClassForbidden, detailFormatWidth)
+				}
+				continue
+			}
+			if num > 0 {
+				sum += num
+			}
+			num = -1
+		}
+		if num > 0 {
+			sum += num
+		}
+		pad = max(pad, sum)
+		// f[i] is the verb; the loop's i++ passes it (a multi-byte verb's
+		// other bytes are never '%').
+	}
+	return verbs, pad, indexed, nil
+}
+
+// escaper wraps an escaping function that makes at most grow bytes of
+// each input byte, applied to its arguments as text/template's html, js
+// and urlquery are: one string as is, anything else through print.
+func (r *renderer) escaper(esc func(string) string, grow int) func(...any) (string, error) {
+	return func(args ...any) (string, error) {
+		if err := r.check(); err != nil {
+			return "", err
+		}
+		s, ok := "", false
+		if len(args) == 1 {
+			s, ok = args[0].(string)
+		}
+		if !ok {
+			var err error
+			if s, err = r.sprint(args, 0); err != nil {
+				return "", err
+			}
+		}
+		if err := r.reserve(grow*len(s) + 2); err != nil {
+			return "", err
+		}
+		out := esc(s)
+		r.charge(len(out))
+		return out, nil
+	}
+}
+
+// quoteYAML writes s as a double-quoted scalar that is both a JSON string
+// and a YAML 1.1 and 1.2 scalar: quotes, backslashes, control characters,
+// the C1 range, line and paragraph separators, BOM and non-characters are
+// escaped (PyYAML, which cloud-init uses, rejects some of them even
+// quoted); invalid UTF-8 becomes U+FFFD. Nothing in s can end the scalar.
+func quoteYAML(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); {
+		c, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && n == 1:
+			b.WriteString(`\ufffd`)
+		case c == '"':
+			b.WriteString(`\"`)
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c < 0x20, 0x7f <= c && c <= 0x9f, c == 0x2028, c == 0x2029, c == 0xfeff, c == 0xfffe, c == 0xffff:
+			fmt.Fprintf(&b, `\u%04x`, c)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// quoteShell writes s as one single-quoted POSIX shell word.
+func quoteShell(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
