@@ -119,7 +119,7 @@ func prescan(text string) *Error {
 				q++
 			}
 		}
-		if code += q - start; code > maxActionBytes {
+		if code += q + 2 - start; code > maxActionBytes {
 			return newError(ClassTooComplex, detailCode).at(lineAt(text, start))
 		}
 		if q >= len(text) {

@@ -174,7 +174,7 @@ func (r *renderer) argBytes(args []any, mult, pad int) (each []int, sum int, err
 
 // sprint is fmt.Sprint (the builtin print) within the budget.
 func (r *renderer) sprint(args []any, sep int) (string, error) {
-	_, n, err := r.argBytes(args, 2, 0)
+	_, n, err := r.argBytes(args, 1, 0)
 	if err != nil {
 		return "", err
 	}
@@ -202,11 +202,15 @@ func (r *renderer) printf(format string, args ...any) (string, error) {
 	if err := r.check(); err != nil {
 		return "", err
 	}
-	verbs, pad, indexed, err := scanFormat(format)
+	verbs, pad, indexed, quotes, err := scanFormat(format)
 	if err != nil {
 		return "", err
 	}
-	each, sum, err := r.argBytes(args, 6, pad)
+	mult := 1 // %v, %s, %d... print a string as it is
+	if quotes {
+		mult = 6 // %q, %x, %X and # quote or hex-encode it: at most 6 bytes a byte
+	}
+	each, sum, err := r.argBytes(args, mult, pad)
 	if err != nil {
 		return "", err
 	}
@@ -231,10 +235,11 @@ func (r *renderer) printf(format string, args ...any) (string, error) {
 	return s, nil
 }
 
-// scanFormat counts the verbs of a printf format and finds the largest
-// width plus precision of a verb; it refuses "*" and numbers over
-// MaxFormatWidth.
-func scanFormat(f string) (verbs, pad int, indexed bool, err error) {
+// scanFormat counts the verbs of a printf format, finds the largest width
+// plus precision of a verb, whether a verb has an argument index and
+// whether one may expand a string (q, x, X, the # flag); it refuses "*"
+// and numbers over MaxFormatWidth.
+func scanFormat(f string) (verbs, pad int, indexed, quotes bool, err error) {
 	for i := 0; i < len(f); i++ {
 		if f[i] != '%' {
 			continue
@@ -244,15 +249,17 @@ func scanFormat(f string) (verbs, pad int, indexed bool, err error) {
 		for i++; i < len(f) && strings.IndexByte("+-# 0123456789.[]*", f[i]) >= 0; i++ {
 			switch c := f[i]; {
 			case c == '*':
-				return 0, 0, false, newError(ClassForbidden, detailFormatStar)
+				return 0, 0, false, false, newError(ClassForbidden, detailFormatStar)
 			case c == '[':
 				indexed = true
+			case c == '#':
+				quotes = true
 			case '0' <= c && c <= '9':
 				if num < 0 {
 					num = 0
 				}
 				if num = num*10 + int(c-'0'); num > MaxFormatWidth {
-					return 0, 0, false, newError(ClassForbidden, detailFormatWidth)
+					return 0, 0, false, false, newError(ClassForbidden, detailFormatWidth)
 				}
 				continue
 			}
@@ -265,10 +272,13 @@ func scanFormat(f string) (verbs, pad int, indexed bool, err error) {
 			sum += num
 		}
 		pad = max(pad, sum)
+		if i < len(f) && (f[i] == 'q' || f[i] == 'x' || f[i] == 'X') {
+			quotes = true
+		}
 		// f[i] is the verb; the loop's i++ passes it (a multi-byte verb's
 		// other bytes are never '%').
 	}
-	return verbs, pad, indexed, nil
+	return verbs, pad, indexed, quotes, nil
 }
 
 // escaper wraps an escaping function that makes at most grow bytes of
