@@ -83,8 +83,8 @@ nodeLabels: {node-role.kubernetes.io/control-plane: ""}`, field: "spec.nodeLabel
 	{name: "reserved tgp.solanyn.com/request", spec: "gpuType: A100\nnodeLabels: {tgp.solanyn.com/request: y}",
 		field: "spec.nodeLabels", goField: "spec.nodeLabels[tgp.solanyn.com/request]"},
 	{name: "reserved a.tgp.solanyn.com/x", spec: "gpuType: A100\nnodeLabels: {a.tgp.solanyn.com/x: y}", field: "spec.nodeLabels", goField: "spec.nodeLabels[a.tgp.solanyn.com/x]"},
-	{name: "64 labels", spec: "gpuType: A100\nnodeLabels: " + labels(64)},
-	{name: "65 labels", spec: "gpuType: A100\nnodeLabels: " + labels(65), field: "spec.nodeLabels"},
+	{name: "64 labels", spec: "gpuType: A100\nnodeLabels: " + labelMap(64)},
+	{name: "65 labels", spec: "gpuType: A100\nnodeLabels: " + labelMap(65), field: "spec.nodeLabels"},
 
 	// Node taints.
 	{name: "taint NoSchedule", spec: "gpuType: A100\nnodeTaints: [{key: nvidia.com/gpu, value: \"true\", effect: NoSchedule}]"},
@@ -139,7 +139,7 @@ nodeLabels: {workload: inference, example.com/team: ml}
 nodeTaints: [{key: nvidia.com/gpu, value: "true", effect: NoSchedule}]`},
 }
 
-func labels(n int) string {
+func labelMap(n int) string {
 	parts := make([]string, n)
 	for i := range parts {
 		parts[i] = fmt.Sprintf("example.com/l%d: v", i)
