@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"reflect"
 	"strings"
@@ -16,8 +17,10 @@ const MaxFormatWidth = 4096
 
 // valueBudgetFactor × Limits.MaxBytes is what the functions of one render
 // may build in all (every result counts, also those only passed on to
-// another function or kept in a variable).
-const valueBudgetFactor = 4
+// another function or kept in a variable). A template's values are
+// normally written out, so MaxBytes of them is what a template can use;
+// twice that leaves room for intermediate ones.
+const valueBudgetFactor = 2
 
 // renderer is the state of one Render: its output, its deadline and what
 // its functions may still build.
@@ -37,6 +40,11 @@ func (r *renderer) Write(p []byte) (int, error) {
 	}
 	if len(p) > r.maxBytes-r.out.Len() {
 		return 0, newError(ClassOutputTooLarge, fmt.Sprintf(detailOutputFmt, r.maxBytes))
+	}
+	if r.out.Cap()-r.out.Len() < len(p) {
+		// Grow doubles; Write alone grows large buffers by 1.25, which
+		// allocates 5 times the output on the way to it.
+		r.out.Grow(len(p))
 	}
 	return r.out.Write(p)
 }
@@ -69,8 +77,8 @@ func (r *renderer) funcs() template.FuncMap {
 		"print":    r.print,
 		"println":  r.println,
 		"printf":   r.printf,
-		"html":     r.escaper(template.HTMLEscapeString, 5),
-		"js":       r.escaper(template.JSEscapeString, 6),
+		"html":     r.escaper(escapeWith(template.HTMLEscape), 5),
+		"js":       r.escaper(escapeWith(template.JSEscape), 6),
 		"urlquery": r.escaper(url.QueryEscape, 3),
 		"yaml":     r.escaper(quoteYAML, 6),
 		"shell":    r.escaper(quoteShell, 4),
@@ -92,18 +100,28 @@ func (r *renderer) call(reflect.Value, ...reflect.Value) (reflect.Value, error) 
 // size is an upper bound on what fmt prints for some values.
 type size struct {
 	str    int // bytes of strings: verbs like %q, % x expand them up to 6 times
-	fixed  int // numbers, punctuation, type names
+	fixed  int // punctuation, type names, addresses
+	ints   int // integers and booleans
+	floats int // floats; a complex number counts two
 	leaves int // values a width or precision pads, one by one
 }
 
-// Per number: %f of the largest float64 prints 316 characters; complex
-// numbers print two. %b of an int64 prints 65.
-const numberBytes = 2*320 + 8
+// bytes bounds what printf (any verb) or print (%v) makes of s, with
+// mult bytes per string byte and pad bytes of width and precision per
+// value. %b of an int64 prints 65 characters, %f of the largest float64
+// 316; %v prints at most 20 and 24.
+func (s size) bytes(printf bool, mult, pad int) int {
+	intBytes, floatBytes := 21, 25
+	if printf {
+		intBytes, floatBytes = 72, 330
+	}
+	return mult*s.str + s.fixed + s.ints*intBytes + s.floats*floatBytes + s.leaves*(pad+8)
+}
 
 // measure adds to s an upper bound for v and its elements. It stops once
 // the bound is over limit (the caller refuses then).
 func (r *renderer) measure(v reflect.Value, depth int, s *size, limit int) {
-	if s.str*6+s.fixed > limit {
+	if s.bytes(true, 6, 0) > limit {
 		return
 	}
 	s.leaves++
@@ -114,12 +132,14 @@ func (r *renderer) measure(v reflect.Value, depth int, s *size, limit int) {
 	switch v.Kind() {
 	case reflect.Invalid:
 		s.fixed += 16
-	case reflect.Bool:
-		s.fixed += 8
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
-		s.fixed += numberBytes
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		s.ints++
+	case reflect.Float32, reflect.Float64:
+		s.floats++
+	case reflect.Complex64, reflect.Complex128:
+		s.floats += 2
+		s.fixed += 4
 	case reflect.String:
 		s.str += v.Len()
 	case reflect.Pointer, reflect.Interface:
@@ -153,10 +173,10 @@ func (r *renderer) measure(v reflect.Value, depth int, s *size, limit int) {
 	}
 }
 
-// argBytes bounds the bytes one verb with the given width plus precision
-// prints for each argument, and the sum over all of them; it checks the
-// deadline as it goes, and stops once the sum is over the budget.
-func (r *renderer) argBytes(args []any, mult, pad int) (each []int, sum int, err error) {
+// argBytes bounds the bytes a verb prints for each argument (size.bytes),
+// and their sum; it checks the deadline as it goes, and stops once the
+// sum is over the budget.
+func (r *renderer) argBytes(args []any, printf bool, mult, pad int) (each []int, sum int, err error) {
 	each = make([]int, len(args))
 	for i, a := range args {
 		if err := r.check(); err != nil {
@@ -164,7 +184,7 @@ func (r *renderer) argBytes(args []any, mult, pad int) (each []int, sum int, err
 		}
 		var s size
 		r.measure(reflect.ValueOf(a), 0, &s, r.budget)
-		each[i] = mult*s.str + s.fixed + s.leaves*(pad+8)
+		each[i] = s.bytes(printf, mult, pad)
 		if sum += each[i]; sum > r.budget {
 			return nil, 0, r.reserve(sum)
 		}
@@ -174,7 +194,7 @@ func (r *renderer) argBytes(args []any, mult, pad int) (each []int, sum int, err
 
 // sprint is fmt.Sprint (the builtin print) within the budget.
 func (r *renderer) sprint(args []any, sep int) (string, error) {
-	_, n, err := r.argBytes(args, 1, 0)
+	_, n, err := r.argBytes(args, false, 1, 0)
 	if err != nil {
 		return "", err
 	}
@@ -210,7 +230,7 @@ func (r *renderer) printf(format string, args ...any) (string, error) {
 	if quotes {
 		mult = 6 // %q, %x, %X and # quote or hex-encode it: at most 6 bytes a byte
 	}
-	each, sum, err := r.argBytes(args, mult, pad)
+	each, sum, err := r.argBytes(args, true, mult, pad)
 	if err != nil {
 		return "", err
 	}
@@ -308,39 +328,76 @@ func (r *renderer) escaper(esc func(string) string, grow int) func(...any) (stri
 	}
 }
 
+// escapeWith makes one of text/template's escaping writers a function
+// that allocates its result once: it counts the result's bytes first
+// (HTMLEscapeString and JSEscapeString grow a builder, which allocates
+// up to 5 times the result).
+func escapeWith(esc func(io.Writer, []byte)) func(string) string {
+	return func(s string) string {
+		b := []byte(s)
+		var n counter
+		esc(&n, b)
+		if int(n) == len(s) {
+			return s // every special byte expands: none was found
+		}
+		var out strings.Builder
+		out.Grow(int(n))
+		esc(&out, b)
+		return out.String()
+	}
+}
+
+type counter int
+
+func (c *counter) Write(p []byte) (int, error) {
+	*c += counter(len(p))
+	return len(p), nil
+}
+
 // quoteYAML writes s as a double-quoted scalar that is both a JSON string
 // and a YAML 1.1 and 1.2 scalar: quotes, backslashes, control characters,
 // the C1 range, line and paragraph separators, BOM and non-characters are
 // escaped (PyYAML, which cloud-init uses, rejects some of them even
 // quoted); invalid UTF-8 becomes U+FFFD. Nothing in s can end the scalar.
 func quoteYAML(s string) string {
+	n := 2
+	for i := 0; i < len(s); {
+		c, size := utf8.DecodeRuneInString(s[i:])
+		n += len(yamlEscape(c, size, s[i:i+size]))
+		i += size
+	}
 	var b strings.Builder
-	b.Grow(len(s) + 2)
+	b.Grow(n)
 	b.WriteByte('"')
 	for i := 0; i < len(s); {
-		c, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case c == utf8.RuneError && n == 1:
-			b.WriteString(`\ufffd`)
-		case c == '"':
-			b.WriteString(`\"`)
-		case c == '\\':
-			b.WriteString(`\\`)
-		case c == '\n':
-			b.WriteString(`\n`)
-		case c == '\r':
-			b.WriteString(`\r`)
-		case c == '\t':
-			b.WriteString(`\t`)
-		case c < 0x20, 0x7f <= c && c <= 0x9f, c == 0x2028, c == 0x2029, c == 0xfeff, c == 0xfffe, c == 0xffff:
-			fmt.Fprintf(&b, `\u%04x`, c)
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
+		c, size := utf8.DecodeRuneInString(s[i:])
+		b.WriteString(yamlEscape(c, size, s[i:i+size]))
+		i += size
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// yamlEscape is how quoteYAML writes the rune c, encoded as raw.
+func yamlEscape(c rune, size int, raw string) string {
+	switch {
+	case c == utf8.RuneError && size == 1:
+		return `\ufffd`
+	case c == '"':
+		return `\"`
+	case c == '\\':
+		return `\\`
+	case c == '\n':
+		return `\n`
+	case c == '\r':
+		return `\r`
+	case c == '\t':
+		return `\t`
+	case c < 0x20, 0x7f <= c && c <= 0x9f, c == 0x2028, c == 0x2029, c == 0xfeff, c == 0xfffe, c == 0xffff:
+		const hex = "0123456789abcdef"
+		return string([]byte{'\\', 'u', hex[c>>12&0xf], hex[c>>8&0xf], hex[c>>4&0xf], hex[c&0xf]})
+	}
+	return raw
 }
 
 // quoteShell writes s as one single-quoted POSIX shell word.
