@@ -518,18 +518,21 @@ spec: {gpuType: A40, provider: lambdalabs, bootstrap: {secretName: db-password, 
 	ts.assertNoLeak(t, "", []string{dbPassword, operatorKey}, nil)
 }
 
-// offeringPoison: alice's template renders 2 MiB, over Lambda's 1 MB
-// user-data limit. It is refused before any launch call, and bob's request
-// for the same offering launches right after.
+// offeringPoison: alice's template renders over 2 MiB (a 105 KiB body once
+// per label, 20 of them hers), over Lambda's 1 MB user-data limit; a simple
+// template otherwise (one range, no define). It is refused before any
+// launch call, and bob's request for the same offering launches right after.
 func (ts *tenancy) offeringPoison(t *testing.T, alice, bob tenant) {
-	chunk := strings.Repeat(fillerMarker+" ", 64<<10/(len(fillerMarker)+1))
-	tmpl := "#cloud-config\nhostname: {{ .NodeName }}\n{{define \"chunk\"}}" + chunk + "\n{{end}}" + strings.Repeat(`{{template "chunk"}}`, 32)
+	chunk := strings.Repeat(fillerMarker+" ", 105<<10/(len(fillerMarker)+1))
+	tmpl := "#cloud-config\nhostname: {{ .NodeName }}\n{{range $.Labels}}" + chunk + "\n{{end}}"
 	bootstrapSecret(t, alice.kube, alice.ns, "big-userdata", "userdata", tmpl, true)
 	calls0, made0 := ts.launchCalls()
-	req := ts.create(t, alice.client, alice.ns, `
+	req := ts.create(t, alice.client, alice.ns, fmt.Sprintf(`
 metadata: {name: alice-oversized}
-spec: {gpuType: H100, provider: lambdalabs, region: us-west-1, bootstrap: {secretName: big-userdata}}`)
-	ts.waitRefused(t, alice.ns, req.Name, refusalWithin, "user data over the provider's limit", "Bootstrap", "limit", "too large", "exceed")
+spec: {gpuType: H100, provider: lambdalabs, region: us-west-1, bootstrap: {secretName: big-userdata}, nodeLabels: {%s}}`, twentyLabels()))
+	// The reason alone (BootstrapError, say) is not enough: the refusal
+	// must be for the size.
+	ts.waitRefused(t, alice.ns, req.Name, refusalWithin, "user data over the provider's limit", "limit", "large", "exceed", "size", "bytes")
 	rejected := func() int { calls, made := ts.launchCalls(); return (calls - calls0) - (made - made0) }
 	if n := rejected(); n > 0 {
 		t.Errorf("%d launch call(s) reached Lambda and were rejected while alice's oversized request was handled: the 2 MiB user data went to the provider", n)
@@ -562,16 +565,12 @@ spec: {gpuType: H100, provider: lambdalabs, region: us-west-1}`)
 func (ts *tenancy) templateBomb(t *testing.T, alice, bob tenant) {
 	tmpl := "#cloud-config\nhostname: {{ .NodeName }}\n" + strings.Repeat(bombMarker, 8) + "x" + strings.Repeat("{{end}}", 8) + "\n"
 	bootstrapSecret(t, alice.kube, alice.ns, "bomb", "userdata", tmpl, true)
-	var labels []string
-	for i := range 20 {
-		labels = append(labels, fmt.Sprintf("l%02d: v", i))
-	}
 	const workers = 2 // rig.start runs the controller with two workers
 	var bombs []*tgpv1.GPURequest
 	for i := range workers {
 		bombs = append(bombs, ts.create(t, alice.client, alice.ns, fmt.Sprintf(`
 metadata: {name: alice-bomb-%d}
-spec: {gpuType: A100, provider: lambdalabs, bootstrap: {secretName: bomb}, nodeLabels: {%s}}`, i+1, strings.Join(labels, ", "))))
+spec: {gpuType: A100, provider: lambdalabs, bootstrap: {secretName: bomb}, nodeLabels: {%s}}`, i+1, twentyLabels())))
 	}
 	ts.create(t, bob.client, bob.ns, `
 metadata: {name: bob-after-bomb}
@@ -591,6 +590,15 @@ spec: {gpuType: A100, provider: lambdalabs}`)
 	} else {
 		t.Logf("bob's request created right after the bombs Ready after %s", took.Round(time.Millisecond))
 	}
+}
+
+// twentyLabels are nodeLabels in YAML flow form, without braces.
+func twentyLabels() string {
+	var labels []string
+	for i := range 20 {
+		labels = append(labels, fmt.Sprintf("l%02d: v", i))
+	}
+	return strings.Join(labels, ", ")
 }
 
 // assertNoLeak checks that no secret value appears in any Event, any of the
