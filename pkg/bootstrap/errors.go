@@ -101,6 +101,7 @@ const (
 	detailInternal      = "the renderer failed unexpectedly"
 	detailDepth         = "control structures or parentheses are nested more than 100 deep"
 	detailCode          = "the template has more than 32768 bytes of template actions"
+	detailVariables     = "the template declares more than 64 variables"
 	detailTextSizeFmt   = "the template text is over %d bytes"
 	detailOutputFmt     = "the rendered user data is over %d bytes, the provider's limit"
 	detailStepsFmt      = "the template may take more than %d evaluations with these labels and taints (a range runs its body once per label or taint)"

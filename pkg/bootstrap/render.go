@@ -17,7 +17,7 @@ const (
 type Limits struct {
 	// MaxBytes is the largest output: the provider's user-data limit
 	// (Lambda 1 MiB, Paperspace 16 KiB). The functions of a render may
-	// build 4 × MaxBytes in all.
+	// build 2 × MaxBytes in all.
 	MaxBytes int
 	// MaxSteps bounds the template's worst-case number of node evaluations,
 	// computed before it runs with the lengths of the data's Labels and

@@ -205,6 +205,8 @@ func TestPrescanBounds(t *testing.T) {
 		{"action code", strings.Repeat("{{1}}", 7000), ClassTooComplex},
 		{"text is cheap", strings.Repeat("x", 1<<19) + "{{1}}", ClassOutputTooLarge},
 		{"text too large", strings.Repeat("x", MaxTemplateBytes+1), ClassTemplateTooLarge},
+		{"65 variables", strings.Repeat("{{$a := 1}}", 63) + "{{range $k, $v := .Labels}}{{end}}{{$a = 2}}", ClassTooComplex},
+		{"64 variables", strings.Repeat("{{$a := 1}}", 62) + "{{range $k, $v := .Labels}}{{end}}{{$a = 2}}", ""},
 	} {
 		_, err := Render(tc.text, data, Limits{MaxBytes: 1 << 18})
 		if got := classOf(t, err); got != tc.class {

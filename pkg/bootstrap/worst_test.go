@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -26,8 +27,18 @@ var worst = []struct {
 	{"32 KiB of actions", strings.Repeat("{{1}}", maxActionBytes/5), "", ""},
 	{"32 KiB of arguments", "{{print " + strings.Repeat("1 ", maxActionBytes/2-8) + "}}", "", ClassTooComplex},
 	{"100 nested ifs", nested(100, "{{if 1}}", "x"), "", ""},
+	// Each lookup of $v000 walks back through the 63 declared after it.
+	{"variable lookups", variables(maxVariables) + nested(3, "{{range $.Labels}}", "{{if and $v000 $v000 $v000 $v000 $v000 $v000}}{{end}}"), "", ""},
 	{"1 MiB of text", strings.Repeat("x", MaxTemplateBytes-8) + "{{1}}", "", ClassOutputTooLarge},
 	{"range over an int", "{{range 100000000000}}{{printf \"%4096d\" 1}}{{end}}", ClassForbidden, ""},
+}
+
+func variables(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{{$v%03d := 1}}", i)
+	}
+	return b.String()
 }
 
 // allocated is the heap allocated by one Render of text.
