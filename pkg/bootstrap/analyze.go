@@ -41,21 +41,35 @@ var funcNames = map[string]any{
 // prescan bounds what the parser will do, before it runs: the parser has
 // no limit on the nesting of control structures (its recursion took
 // 256 MB of stack for 1 MiB of "if" actions) and allocates in proportion
-// to the action code. It finds actions as text/template's lexer does:
-// from a left delimiter to the first right delimiter outside a string,
-// raw string or character constant, comments skipped. Where the two could
-// differ the lexer stops with an error, so the parser never goes further
-// than prescan counted.
+// to the action code.
 func prescan(text string) *Error {
+	_, err := scan(text, maxDepth, maxActionBytes)
+	return err
+}
+
+// shape is what scan measures of a template.
+type shape struct {
+	depth  int // deepest nesting of control structures, "else if" counting one
+	parens int // deepest nesting of parentheses
+	code   int // bytes of actions, delimiters included
+}
+
+// scan finds actions as text/template's lexer does: from a left delimiter
+// to the first right delimiter outside a string, raw string or character
+// constant, comments skipped. Where the two could differ the lexer stops
+// with an error, so the parser never goes further than scan counted
+// (FuzzRender checks the parsed tree's depths against scan's). It stops
+// with an Error when a depth passes maxDepth or the code maxCode.
+func scan(text string, maxDepth, maxCode int) (shape, *Error) {
 	var (
+		sh    shape
 		open  []int // per open control structure, 1 + its "else if"/"else with" count
 		depth int   // sum of open
-		code  int   // bytes inside actions
 	)
 	for i := 0; ; {
 		j := strings.Index(text[i:], "{{")
 		if j < 0 {
-			return nil
+			return sh, nil
 		}
 		start := i + j
 		p := start + 2
@@ -65,7 +79,7 @@ func prescan(text string) *Error {
 		if strings.HasPrefix(text[p:], "/*") {
 			k := strings.Index(text[p+2:], "*/")
 			if k < 0 {
-				return nil // the parser reports the unclosed comment
+				return sh, nil // the parser reports the unclosed comment
 			}
 			p += 2 + k + 2
 			if len(text) > p+1 && isSpace(text[p]) && text[p+1] == '-' {
@@ -95,8 +109,8 @@ func prescan(text string) *Error {
 				depth++
 			}
 		}
-		if depth > maxDepth {
-			return newError(ClassTooComplex, detailDepth).at(lineAt(text, start))
+		if sh.depth = max(sh.depth, depth); depth > maxDepth {
+			return sh, newError(ClassTooComplex, detailDepth).at(lineAt(text, start))
 		}
 		q, parens := p, 0
 	action:
@@ -114,8 +128,9 @@ func prescan(text string) *Error {
 				}
 			case c == '(':
 				if parens++; parens > maxDepth {
-					return newError(ClassTooComplex, detailDepth).at(lineAt(text, q))
+					return sh, newError(ClassTooComplex, detailDepth).at(lineAt(text, q))
 				}
+				sh.parens = max(sh.parens, parens)
 				q++
 			case c == ')':
 				parens--
@@ -124,11 +139,11 @@ func prescan(text string) *Error {
 				q++
 			}
 		}
-		if code += q + 2 - start; code > maxActionBytes {
-			return newError(ClassTooComplex, detailCode).at(lineAt(text, start))
+		if sh.code += min(q+2, len(text)) - start; sh.code > maxCode {
+			return sh, newError(ClassTooComplex, detailCode).at(lineAt(text, start))
 		}
 		if q >= len(text) {
-			return nil // unclosed action: the parser reports it
+			return sh, nil // unclosed action: the parser reports it
 		}
 		i = q + 2
 	}

@@ -43,6 +43,7 @@ func FuzzRender(f *testing.F) {
 	data := testData(4)
 	lim := Limits{MaxBytes: 4096, MaxSteps: 20_000, Timeout: time.Second}
 	f.Fuzz(func(t *testing.T, text string) {
+		checkScan(t, text)
 		out, err := Render(text, data, lim)
 		if len(out) > lim.MaxBytes {
 			t.Fatalf("output of %d bytes, over MaxBytes %d", len(out), lim.MaxBytes)
