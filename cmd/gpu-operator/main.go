@@ -106,6 +106,7 @@ func runOperator(args []string) int {
 		fmt.Fprintf(os.Stderr, "gpu-operator: %v\n", err)
 		return exitUsage
 	}
+	f.ctrl.OperatorNamespace = f.namespace
 
 	ctx := signalContext()
 	logger := klog.FromContext(ctx)

@@ -39,7 +39,7 @@ func (c *Controller) CollectOrphans(ctx context.Context) int {
 	}
 	n := 0
 	for _, o := range c.inventory.Unclaimed(claimed, c.clock.Now().Add(-c.cfg.GCGrace)) {
-		if err := c.terminateInstance(ctx, o.Provider, o.ID); err != nil {
+		if err := c.terminateInstance(ctx, o.Instance); err != nil {
 			logger.Error(err, "terminating orphaned instance", "provider", o.Provider, "instance", o.ID, "name", o.Name)
 			continue
 		}

@@ -37,6 +37,9 @@ import (
 // QueueName names the workqueue (and its workqueue_* metrics).
 const QueueName = "gpurequests"
 
+// FieldManager names the operator's writes to Nodes.
+const FieldManager = "gpu-operator"
+
 // Indexes on the GPURequest informer.
 const (
 	byMachineName = "machineName"
@@ -66,6 +69,9 @@ type Config struct {
 	MaxLaunchesPerSync int
 	// AuthRetryDelay is how long to wait after an authentication failure.
 	AuthRetryDelay time.Duration
+	// OperatorNamespace is the operator's own namespace (its credentials
+	// live there); it is never a source of bootstrap Secrets.
+	OperatorNamespace string
 }
 
 func (c *Config) defaults() {
@@ -85,6 +91,9 @@ func (c *Config) defaults() {
 	def(&c.AuthRetryDelay, time.Minute)
 	if c.MaxLaunchesPerSync <= 0 {
 		c.MaxLaunchesPerSync = 5
+	}
+	if c.OperatorNamespace == "" {
+		c.OperatorNamespace = "gpu-operator"
 	}
 }
 
@@ -131,6 +140,9 @@ type Controller struct {
 	// launchedHere maps machine names this process launched to when the
 	// launch returned (a few dozen bytes each, for the process's life).
 	launchedHere sync.Map
+	// terminateSent maps provider/instance id to when a terminate call was
+	// last sent for it.
+	terminateSent sync.Map
 
 	blockMu sync.Mutex
 	blocked map[string]time.Time
@@ -180,12 +192,15 @@ func New(o Options) (*Controller, error) {
 
 	reqInformer := o.Requests.Informer()
 	if err := reqInformer.AddIndexers(cache.Indexers{
+		// Only a machine name derived from the request's own UID claims an
+		// instance: a name forged into status claims nothing, so the
+		// forger's real machine stays visible to the collector.
 		byMachineName: func(obj any) ([]string, error) {
 			r := obj.(*tgpv1.GPURequest)
-			if r.Status.MachineName == "" {
-				return nil, nil
+			if m := currentMachine(r); m != "" {
+				return []string{m}, nil
 			}
-			return []string{r.Status.MachineName}, nil
+			return nil, nil
 		},
 		byNodeName: func(obj any) ([]string, error) {
 			r := obj.(*tgpv1.GPURequest)
@@ -201,7 +216,7 @@ func New(o Options) (*Controller, error) {
 	if err := o.Pods.Informer().AddIndexers(cache.Indexers{podsByNode: indexPodByNode}); err != nil {
 		return nil, err
 	}
-	if err := o.Nodes.Informer().AddIndexers(cache.Indexers{nodesByProviderID: indexNodeByProviderID}); err != nil {
+	if err := o.Nodes.Informer().AddIndexers(cache.Indexers{nodesByProviderID: indexNodeByProviderID, nodesByRequestUID: indexNodeByRequestUID}); err != nil {
 		return nil, err
 	}
 	c.nodeIdx = o.Nodes.Informer().GetIndexer()

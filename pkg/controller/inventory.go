@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,11 @@ type snapshot struct {
 	// launched before it and absent from it is gone.
 	listedAt time.Time
 	byName   map[string]providers.Instance
+	// byID maps instance ids to machine names.
+	byID map[string]string
+	// byRequest maps a request's machine-name prefix (everything before the
+	// attempt number) to its machine names.
+	byRequest map[string][]string
 	// firstSeen is when the poller first saw each instance id.
 	firstSeen map[string]time.Time
 	synced    chan struct{}
@@ -88,8 +94,14 @@ func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provide
 		return
 	}
 	byName := make(map[string]providers.Instance, len(list))
+	byID := make(map[string]string, len(list))
+	byRequest := make(map[string][]string, len(list))
 	for _, in := range list {
 		byName[in.Name] = in
+		byID[in.ID] = in.Name
+		if i := strings.LastIndexByte(in.Name, '-'); i > 0 {
+			byRequest[in.Name[:i+1]] = append(byRequest[in.Name[:i+1]], in.Name)
+		}
 	}
 	var changed []string
 	inv.mu.Lock()
@@ -111,7 +123,7 @@ func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provide
 			changed = append(changed, n)
 		}
 	}
-	s.byName, s.firstSeen, s.listedAt, s.err = byName, seen, started, nil
+	s.byName, s.byID, s.byRequest, s.firstSeen, s.listedAt, s.err = byName, byID, byRequest, seen, started, nil
 	select {
 	case <-s.synced:
 	default:
@@ -150,6 +162,52 @@ func (inv *Inventory) Lookup(provider, name string) (in providers.Instance, foun
 	}
 	in, found = s.byName[name]
 	return in, found, s.listedAt
+}
+
+// ByID finds an instance by its provider id in the provider's latest list.
+func (inv *Inventory) ByID(provider, id string) (providers.Instance, bool) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	s, ok := inv.snaps[provider]
+	if !ok {
+		return providers.Instance{}, false
+	}
+	name, ok := s.byID[id]
+	if !ok {
+		return providers.Instance{}, false
+	}
+	in, ok := s.byName[name]
+	return in, ok
+}
+
+// ForRequest returns the instances of every provider's latest list whose
+// machine names are prefix followed by an attempt number (prefix ends in
+// "-": see machinePrefix).
+func (inv *Inventory) ForRequest(prefix string) []providers.Instance {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	var out []providers.Instance
+	for provider, s := range inv.snaps {
+		for _, n := range s.byRequest[prefix] {
+			in := s.byName[n]
+			if in.Provider == "" {
+				in.Provider = provider
+			}
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// ListedAt is when the provider's latest successful list started (zero:
+// never listed by this process).
+func (inv *Inventory) ListedAt(provider string) time.Time {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	if s, ok := inv.snaps[provider]; ok {
+		return s.listedAt
+	}
+	return time.Time{}
 }
 
 // Orphan is an instance that no GPURequest claims.

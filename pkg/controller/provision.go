@@ -1,20 +1,18 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sort"
-	"strings"
-	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/bootstrap"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 	"github.com/solanyn/gpu-operator/pkg/selector/specreq"
@@ -65,15 +63,23 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 	if res.Eligible == 0 {
 		return c.noOffers(ctx, req, res, summary)
 	}
+	template, err := c.bootstrapTemplate(ctx, req)
+	if err != nil {
+		return c.bootstrapError(ctx, req, err)
+	}
 	var (
 		failures []string
-		// skip holds providers not to ask again in this sync (rate limited
-		// or rejecting our credentials); their other offers are passed over.
+		// skip holds providers not to ask again in this sync (rate limited,
+		// rejecting our credentials, or an ambiguous launch answer); their
+		// other offers are passed over.
 		skip      = map[string]bool{}
 		throttled time.Duration
 		launches  int
+		invalid   int
 	)
-	newName := st.MachineName == ""
+	if currentMachine(req) == "" {
+		st.MachineName = "" // a name that is not the request's is never launched
+	}
 	// Ranked merges the offers lazily: a sync that launches after a few
 	// attempts never ranks the rest.
 	for offer := range res.Ranked() {
@@ -84,25 +90,19 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		if !ok || skip[offer.Provider] || c.isUnavailable(offer.Key()) {
 			continue
 		}
-		if newName {
-			st.Attempt++
-			st.MachineName = machineName(req.UID, st.Attempt)
-			newName = false
+		name, attempt := st.MachineName, st.Attempt
+		if name == "" {
+			attempt++
+			name = machineName(req.UID, attempt)
 		}
-		userData, err := c.renderBootstrap(ctx, req, offer)
+		userData, err := c.render(req, template, name, offer)
 		if err != nil {
-			msg := fmt.Sprintf("cannot render the bootstrap user data: %v", err)
-			st.Phase, st.Message = tgpv1.PhasePending, msg
-			c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "BootstrapError", msg)
-			c.event(req, corev1.EventTypeWarning, "BootstrapError", "%s", msg)
-			if _, err := c.writeStatus(ctx, req); err != nil {
-				return 0, err
-			}
-			return 30 * time.Second, nil
+			return c.bootstrapError(ctx, req, err)
 		}
-		// The machine name and the chosen offer reach the API server before
-		// the launch call: after a crash the instance is found by that name.
-		st.Phase = tgpv1.PhaseProvisioning
+		// The write-ahead record: the machine name and the chosen offer reach
+		// the API server before the launch call, so after a crash the
+		// instance is found by that name and adopted, never launched twice.
+		st.Phase, st.MachineName, st.Attempt = tgpv1.PhaseProvisioning, name, attempt
 		setOffer(st, offer)
 		st.InstanceID, st.NodeName, st.PublicIP, st.LaunchedAt = "", "", "", nil
 		st.Selection = summary
@@ -130,6 +130,8 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 			// its state (one status write per launch instead of two).
 			c.launchedHere.Store(st.MachineName, c.clock.Now())
 			c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
+			logger.Info("launched", "machine", st.MachineName, "provider", offer.Provider, "instanceType", offer.InstanceType,
+				"region", offer.Region, "capacity", offer.Capacity, "price", offer.HourlyPrice)
 			return c.cfg.PollInterval, nil
 		}
 		logger.Info("launch failed", "offer", offer.ID(), "machine", st.MachineName, "err", err)
@@ -147,21 +149,43 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 			// block expires or the credentials Secret changes.
 			c.blockProvider(offer.Provider, c.cfg.AuthRetryDelay)
 			skip[offer.Provider] = true
+		case providers.ClassInvalid:
+			// The provider refused this request's input (too large, a field
+			// it does not accept): that says nothing about the offering, so
+			// it is not marked unavailable for anyone else. The name was
+			// never used; the next offer may take it.
+			invalid++
 		case providers.ClassTransient:
 			// The outcome is unknown: the provider may have created the
-			// machine. Never reuse the name; the collector reaps it if so.
+			// machine (a timeout, a 500 after the create). Look for it by
+			// name before retiring the name.
+			if found, ok := c.findLaunched(ctx, p, st.MachineName); ok {
+				c.launchedHere.Store(st.MachineName, c.clock.Now())
+				c.event(req, corev1.EventTypeNormal, "Adopted", "%s answered %s, but instance %s exists as %s; adopting it", offer.Provider, providers.ClassTransient, found.ID, st.MachineName)
+				logger.Info("adopted after an ambiguous launch answer", "machine", st.MachineName, "instance", found.ID)
+				return c.cfg.PollInterval, nil
+			}
+			// Not there (yet): never reuse the name, and ask no more of this
+			// provider in this sync, so a slow provider gets at most one
+			// machine per sync; one that appears later is unclaimed and the
+			// collector reaps it.
 			c.unavailable.Mark(offer.Key(), string(providers.ClassTransient))
-			newName = true
+			skip[offer.Provider] = true
+			st.MachineName = ""
 		default:
 			c.unavailable.Mark(offer.Key(), string(providers.ClassOf(err)))
 		}
 	}
 	msg := fmt.Sprintf("launch failed on %d offer(s): %s", len(failures), joinMax(failures, 4))
+	reason := "LaunchFailed"
 	if len(failures) == 0 {
 		msg = "every eligible offer's provider is rate limiting or rejecting the credentials; retrying"
+	} else if invalid == len(failures) {
+		reason = string(providers.ClassInvalid)
+		msg = fmt.Sprintf("every provider tried refused this request as invalid: %s", joinMax(failures, 4))
 	}
 	st.Phase, st.Message = tgpv1.PhasePending, msg
-	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "LaunchFailed", msg)
+	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, reason, msg)
 	if _, err := c.writeStatus(ctx, req); err != nil {
 		return 0, err
 	}
@@ -171,6 +195,22 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		delay = min(delay, throttled+rand.N(throttled/2+time.Millisecond))
 	}
 	return delay, nil
+}
+
+// findLaunched lists the provider's instances once and returns the live one
+// launched under name, if any.
+func (c *Controller) findLaunched(ctx context.Context, p providers.Provider, name string) (providers.Instance, bool) {
+	list, err := p.Instances(ctx)
+	c.metrics.observeCall(p.Name(), "list_instances", err)
+	if err != nil {
+		return providers.Instance{}, false
+	}
+	for _, in := range list {
+		if in.Name == name && in.State.Alive() {
+			return in, true
+		}
+	}
+	return providers.Instance{}, false
 }
 
 func setOffer(st *tgpv1.GPURequestStatus, o providers.Offer) {
@@ -250,6 +290,9 @@ func (c *Controller) recordLaunch(req *tgpv1.GPURequest, inst providers.Instance
 // it); an unlaunched name is launched.
 func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
 	st := &req.Status
+	if currentMachine(req) == "" {
+		return c.provision(ctx, req)
+	}
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
 	if listedAt.IsZero() {
 		// The provider has not been listed since this process started.
@@ -267,7 +310,7 @@ func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPUReque
 		c.recordLaunch(req, inst, launchedAt)
 		return c.track(ctx, req, true)
 	case ours && listedAt.After(at.(time.Time).Add(listMargin)):
-		return c.interrupt(ctx, req, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
+		return c.interrupt(ctx, req, nil, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
 	case ours:
 		return c.cfg.PollInterval, nil // the poller enqueues the request when it lists the machine
 	case found:
@@ -285,90 +328,86 @@ func (c *Controller) machineTags(req *tgpv1.GPURequest) map[string]string {
 	}
 }
 
-// bootstrapData is what a bootstrap template sees.
-type bootstrapData struct {
-	NodeName         string
-	RequestName      string
-	RequestNamespace string
-	Provider         string
-	Region           string
-	Labels           map[string]string
-	Taints           []tgpv1.NodeTaint
-	// KubeletLabels and KubeletTaints are Labels and Taints in the form of
-	// kubelet's --node-labels and --register-with-taints flags, so the Node
-	// registers already labelled and tainted (no workload lands on it first).
-	KubeletLabels string
-	KubeletTaints string
-}
+// LabelBootstrapConsent marks a Secret whose keys may be used as a bootstrap
+// template. It is set by someone allowed to write Secrets in that namespace,
+// so a tenant who may only create GPURequests cannot make the operator read
+// (and send to a provider) a Secret they could not read themselves.
+const LabelBootstrapConsent = "tgp.solanyn.com/bootstrap"
 
-// defaultBootstrap is used without spec.bootstrap: it names the host and
-// hands the labels and taints to the kubelet of a pre-baked image.
-const defaultBootstrap = `#cloud-config
-hostname: {{ .NodeName }}
-write_files:
-  - path: /etc/default/kubelet
-    content: |
-      KUBELET_EXTRA_ARGS="--node-labels={{ .KubeletLabels }} --register-with-taints={{ .KubeletTaints }}"
-`
-
-func kubeletLabels(labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
+// bootstrapTemplate reads the request's user-data template: the Secret key
+// spec.bootstrap names, or the default. The Secret must carry the consent
+// label and may not live in the operator's own namespace. Errors name the
+// Secret and key, never their content.
+func (c *Controller) bootstrapTemplate(ctx context.Context, req *tgpv1.GPURequest) (string, error) {
+	b := req.Spec.Bootstrap
+	if b == nil {
+		return bootstrap.DefaultTemplate, nil
 	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + labels[k]
+	ref := req.Namespace + "/" + b.SecretName
+	if req.Namespace == c.cfg.OperatorNamespace {
+		return "", fmt.Errorf("Secret %s: the operator's own namespace is never a bootstrap source", ref)
 	}
-	return strings.Join(parts, ",")
-}
-
-func kubeletTaints(taints []tgpv1.NodeTaint) string {
-	parts := make([]string, len(taints))
-	for i, t := range taints {
-		parts[i] = t.Key + "=" + t.Value + ":" + string(t.Effect)
-	}
-	return strings.Join(parts, ",")
-}
-
-// renderBootstrap renders the request's user-data template for one machine.
-func (c *Controller) renderBootstrap(ctx context.Context, req *tgpv1.GPURequest, offer providers.Offer) (string, error) {
-	text := defaultBootstrap
-	if b := req.Spec.Bootstrap; b != nil {
-		secret, err := c.kube.CoreV1().Secrets(req.Namespace).Get(ctx, b.SecretName, metav1.GetOptions{})
-		if err != nil {
-			return "", fmt.Errorf("reading Secret %s/%s: %w", req.Namespace, b.SecretName, err)
-		}
-		key := b.Key
-		if key == "" {
-			key = "userdata"
-		}
-		data, ok := secret.Data[key]
-		if !ok {
-			return "", fmt.Errorf("Secret %s/%s has no key %q", req.Namespace, b.SecretName, key)
-		}
-		text = string(data)
-	}
-	tmpl, err := template.New("bootstrap").Option("missingkey=error").Parse(text)
+	secret, err := c.kube.CoreV1().Secrets(req.Namespace).Get(ctx, b.SecretName, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("parsing the template: %w", err)
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("Secret %s not found", ref)
+		}
+		if apierrors.IsForbidden(err) {
+			return "", fmt.Errorf("Secret %s cannot be read by the operator", ref)
+		}
+		return "", fmt.Errorf("reading Secret %s: %s", ref, apierrors.ReasonForError(err))
 	}
-	var buf bytes.Buffer
+	if secret.Labels[LabelBootstrapConsent] != "true" {
+		return "", fmt.Errorf("Secret %s lacks the label %s: \"true\" that allows its use as a bootstrap template", ref, LabelBootstrapConsent)
+	}
+	key := b.Key
+	if key == "" {
+		key = "userdata"
+	}
+	data, ok := secret.Data[key]
+	if !ok {
+		return "", fmt.Errorf("Secret %s has no key %q", ref, key)
+	}
+	return string(data), nil
+}
+
+// render renders a template for one machine, bounded in time, work and
+// output (the provider's user-data limit).
+func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer providers.Offer) (string, error) {
 	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
-	err = tmpl.Execute(&buf, bootstrapData{
-		NodeName:         req.Status.MachineName,
+	return bootstrap.Render(template, bootstrap.Data{
+		NodeName:         name,
 		RequestName:      req.Name,
 		RequestNamespace: req.Namespace,
 		Provider:         offer.Provider,
 		Region:           offer.Region,
 		Labels:           labels,
 		Taints:           req.Spec.NodeTaints,
-		KubeletLabels:    kubeletLabels(labels),
-		KubeletTaints:    kubeletTaints(req.Spec.NodeTaints),
-	})
-	if err != nil {
-		return "", fmt.Errorf("rendering the template: %w", err)
-	}
-	return buf.String(), nil
+		KubeletLabels:    bootstrap.KubeletLabels(labels),
+		KubeletTaints:    bootstrap.KubeletTaints(req.Spec.NodeTaints),
+	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
 }
+
+// bootstrapError reports a bootstrap that cannot be read or rendered: no
+// launch, Launched=False with reason BootstrapError, one Warning Event per
+// distinct message, and a retry after bootstrapRetry (a fixed Secret is
+// picked up then). Nothing in the message comes from the template.
+func (c *Controller) bootstrapError(ctx context.Context, req *tgpv1.GPURequest, err error) (time.Duration, error) {
+	st := &req.Status
+	msg := "cannot use the bootstrap: " + err.Error()
+	if st.Phase != tgpv1.PhasePending || st.Message != msg || st.ObservedGeneration != req.Generation {
+		st.Phase, st.Message = tgpv1.PhasePending, msg
+		c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "BootstrapError", msg)
+		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "BootstrapError", msg)
+		c.event(req, corev1.EventTypeWarning, "BootstrapError", "%s", msg)
+		klog.FromContext(ctx).Info("bootstrap refused", "err", err)
+		if _, err := c.writeStatus(ctx, req); err != nil {
+			return 0, err
+		}
+	}
+	return bootstrapRetry, nil
+}
+
+// bootstrapRetry is how often a request with an unusable bootstrap looks
+// at its Secret again.
+const bootstrapRetry = time.Minute

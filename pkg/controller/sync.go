@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -44,6 +45,19 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 			return 0, err
 		}
 	}
+	// Admission refuses invalid specs; an object stored before the rules
+	// existed still gets here. It is never launched; a running machine
+	// keeps running with the invalid fields ignored (a duration that does
+	// not parse counts as unset) until the spec is fixed or it is deleted.
+	if errs := tgpv1.ValidateSpec(&req.Spec, field.NewPath("spec")); len(errs) > 0 {
+		switch req.Status.Phase {
+		case "", tgpv1.PhasePending, tgpv1.PhaseInterrupted:
+			if len(c.ownedInstances(req)) == 0 {
+				return c.fail(ctx, req, "InvalidSpec", "the spec is invalid: "+errs.ToAggregate().Error())
+			}
+		}
+		klog.FromContext(ctx).V(2).Info("invalid spec on a running request; invalid fields are ignored", "errors", errs.ToAggregate().Error())
+	}
 	switch req.Status.Phase {
 	case "", tgpv1.PhasePending, tgpv1.PhaseInterrupted:
 		return c.provision(ctx, req)
@@ -71,12 +85,16 @@ func hasFinalizer(req *tgpv1.GPURequest) bool {
 	return false
 }
 
-// finalize handles a deleted GPURequest: terminate its machine, then let it go.
+// finalize handles a deleted GPURequest: terminate its machines, then let
+// it go. A request that never reached a launch call (no provider in its
+// write-ahead record) and has no instance listed releases at once.
 func (c *Controller) finalize(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
 	if !hasFinalizer(req) {
 		return 0, nil
 	}
-	if req.Status.MachineName != "" && req.Status.Phase != tgpv1.PhaseTerminated && req.Status.Phase != tgpv1.PhaseFailed {
+	st := &req.Status
+	launched := st.Provider != "" && currentMachine(req) != "" && st.Phase != tgpv1.PhaseTerminated && st.Phase != tgpv1.PhaseFailed
+	if launched || len(c.ownedInstances(req)) > 0 || len(c.ownedNodes(req)) > 0 {
 		return c.terminate(ctx, req, "Deleted")
 	}
 	return 0, c.removeFinalizer(ctx, req)
@@ -106,7 +124,7 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *tgpv1.GPURequest,
 	if err != nil {
 		return nil, err
 	}
-	return c.client.TgpV1().GPURequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return c.client.TgpV1().GPURequests(req.Namespace).Patch(ctx, req.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
 }
 
 // writeStatus brings cost up to date, stamps observedGeneration and writes
@@ -114,7 +132,7 @@ func (c *Controller) patchFinalizers(ctx context.Context, req *tgpv1.GPURequest,
 func (c *Controller) writeStatus(ctx context.Context, req *tgpv1.GPURequest) (*tgpv1.GPURequest, error) {
 	delta := c.accrue(req)
 	req.Status.ObservedGeneration = req.Generation
-	out, err := c.client.TgpV1().GPURequests(req.Namespace).UpdateStatus(ctx, req, metav1.UpdateOptions{})
+	out, err := c.client.TgpV1().GPURequests(req.Namespace).UpdateStatus(ctx, req, metav1.UpdateOptions{FieldManager: FieldManager})
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +221,11 @@ func (c *Controller) event(req *tgpv1.GPURequest, typ, reason, format string, ar
 func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty bool) (time.Duration, error) {
 	st := &req.Status
 	now := c.clock.Now()
-	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
+	machine := currentMachine(req)
+	if machine == "" {
+		return c.fail(ctx, req, "InvalidStatus", fmt.Sprintf("status.machineName %q is not one of this request's machine names; the operator acts only on machines it can prove are this request's", st.MachineName))
+	}
+	inst, found, listedAt := c.inventory.Lookup(st.Provider, machine)
 	// launched is when the launch call returned: a list that started after
 	// it (plus the timestamps' second precision) must show the instance.
 	launched := now
@@ -212,26 +234,50 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 	}
 	switch {
 	case !found && listedAt.After(launched.Add(listMargin)):
-		return c.interrupt(ctx, req, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", st.InstanceID, st.Provider))
+		return c.interrupt(ctx, req, nil, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", machine, st.Provider))
 	case found && (inst.State == providers.StateInterrupted || inst.State == providers.StateTerminated ||
 		inst.State == providers.StateFailed || inst.State == providers.StateTerminating):
-		return c.interrupt(ctx, req, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
+		return c.interrupt(ctx, req, &inst, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
+	}
+	var current *providers.Instance
+	if found {
+		current = &inst
 	}
 
 	changed := dirty
+	if found && st.InstanceID != inst.ID {
+		st.InstanceID, changed = inst.ID, true // the provider's record wins over status
+	}
 	if found && inst.PublicIP != "" && st.PublicIP != inst.PublicIP {
 		st.PublicIP, changed = inst.PublicIP, true
 	}
 	if st.Phase == tgpv1.PhaseBooting && found && inst.State == providers.StateRunning {
 		st.Phase, st.Message, changed = tgpv1.PhaseJoining, "instance running, waiting for its Node", true
-		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, st.MachineName)
+		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, machine)
 	}
 	node := c.findNode(req)
 	if st.Phase == tgpv1.PhaseBooting || st.Phase == tgpv1.PhaseJoining {
 		deadline := launched.Add(c.cfg.JoinTimeout)
+		if !now.Before(deadline) {
+			return c.joinTimeout(ctx, req, current)
+		}
 		if st.Phase == tgpv1.PhaseJoining && node != nil && nodeReady(node) {
 			if err := c.labelNode(ctx, req, node); err != nil {
-				return 0, err
+				if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+					return 0, err
+				}
+				// Retrying cannot help: say so once and wait for an edit or the join timeout.
+				msg := fmt.Sprintf("Node %s is Ready but its labels and taints cannot be applied: %v", node.Name, err)
+				if st.Message != msg {
+					st.Message, changed = msg, true
+					c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "%s", msg)
+				}
+				if changed {
+					if _, err := c.writeStatus(ctx, req); err != nil {
+						return 0, err
+					}
+				}
+				return clampDelay(deadline.Sub(now)), nil
 			}
 			first := st.ReadyAt == nil
 			st.Phase, st.NodeName, st.ReadyAt = tgpv1.PhaseReady, node.Name, ptr(metav1.NewTime(now))
@@ -242,12 +288,11 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 				c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
 			}
 			c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
+			klog.FromContext(ctx).Info("ready", "node", klog.KObj(node), "provider", st.Provider, "region", st.Region)
 			if first && st.Interruptions == 0 {
 				c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
 			}
 			changed = true
-		} else if !now.Before(deadline) {
-			return c.joinTimeout(ctx, req)
 		} else {
 			if changed {
 				if _, err := c.writeStatus(ctx, req); err != nil {
@@ -260,13 +305,24 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 
 	// Ready: watch the Node, the lifetime, the idle time and the cost.
 	if node == nil {
-		return c.interrupt(ctx, req, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
+		return c.interrupt(ctx, req, current, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
+	}
+	if st.NodeName != node.Name {
+		st.NodeName, changed = node.Name, true
+	}
+	// Edits of nodeLabels and nodeTaints after Ready reach the Node (a no-op
+	// when it is up to date).
+	if err := c.labelNode(ctx, req, node); err != nil && !apierrors.IsNotFound(err) {
+		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+			return 0, err
+		}
+		c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
 	}
 	next := c.cfg.CostInterval
 	if !nodeReady(node) {
 		since := readySince(node)
 		if wait := since.Add(c.cfg.NodeNotReadyGrace).Sub(now); wait <= 0 {
-			return c.interrupt(ctx, req, "NodeNotReady", fmt.Sprintf("Node %s NotReady since %s while %s reports it running", node.Name, since.UTC().Format(time.RFC3339), st.Provider))
+			return c.interrupt(ctx, req, current, "NodeNotReady", fmt.Sprintf("Node %s NotReady since %s while %s reports it running", node.Name, since.UTC().Format(time.RFC3339), st.Provider))
 		} else {
 			next = min(next, wait)
 		}
@@ -290,35 +346,34 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 // the earliest one ends the machine (<= 0: now) and why.
 func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, now time.Time, changed *bool) (time.Duration, string, bool) {
 	st := &req.Status
-	var due time.Duration
-	reason, ok := "", false
-	if lt, ok := parsed(req.Spec.MaxLifetime); ok && st.ProvisionedAt != nil {
-		at := metav1.NewTime(st.ProvisionedAt.Add(lt))
+	var (
+		due    time.Duration
+		reason string
+	)
+	if lifetime, set := parsed(req.Spec.MaxLifetime); set && st.ProvisionedAt != nil {
+		at := metav1.NewTime(st.ProvisionedAt.Add(lifetime))
 		if st.TerminationScheduledAt == nil || !st.TerminationScheduledAt.Equal(&at) {
 			st.TerminationScheduledAt, *changed = &at, true
 		}
-		due, reason, ok = at.Sub(now), "MaxLifetime", true
+		due, reason = at.Sub(now), "MaxLifetime"
 	} else if st.TerminationScheduledAt != nil {
 		st.TerminationScheduledAt, *changed = nil, true
 	}
-	if it, ok := parsed(req.Spec.IdleTimeout); ok {
-		if c.nodeBusy(node.Name) {
-			if st.IdleSince != nil {
-				st.IdleSince, *changed = nil, true
-			}
-		} else {
-			if st.IdleSince == nil {
-				st.IdleSince, *changed = ptr(metav1.NewTime(now)), true
-			}
-			idle := st.IdleSince.Add(it).Sub(now)
-			if !ok || idle < due {
-				due, reason, ok = idle, "IdleTimeout", true
-			}
+	// The idle clock runs whether or not idleTimeout is set, so a timeout
+	// set later counts from when the Node really became idle.
+	if c.nodeBusy(node.Name) {
+		if st.IdleSince != nil {
+			st.IdleSince, *changed = nil, true
 		}
-	} else if st.IdleSince != nil {
-		st.IdleSince, *changed = nil, true
+	} else if st.IdleSince == nil {
+		st.IdleSince, *changed = ptr(metav1.NewTime(now)), true
 	}
-	return due, reason, ok
+	if timeout, set := parsed(req.Spec.IdleTimeout); set && st.IdleSince != nil {
+		if idle := st.IdleSince.Add(timeout).Sub(now); reason == "" || idle < due {
+			due, reason = idle, "IdleTimeout"
+		}
+	}
+	return due, reason, reason != ""
 }
 
 func clampDelay(d time.Duration) time.Duration {
@@ -338,41 +393,29 @@ func camel(s string) string {
 // joinTimeout gives up on a machine whose Node never became Ready: the
 // instance is terminated and the request fails, without relaunching a
 // machine that would fail the same way.
-func (c *Controller) joinTimeout(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+func (c *Controller) joinTimeout(ctx context.Context, req *tgpv1.GPURequest, inst *providers.Instance) (time.Duration, error) {
 	st := &req.Status
 	msg := fmt.Sprintf("Node %s did not become Ready within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
-	if err := c.terminateInstance(ctx, st.Provider, st.InstanceID); err != nil {
-		return 0, err
+	if inst != nil {
+		if err := c.terminateInstance(ctx, *inst); err != nil {
+			return 0, err
+		}
 	}
 	c.accrue(req)
 	st.Phase, st.Message, st.TerminationReason = tgpv1.PhaseFailed, msg, "JoinTimeout"
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "JoinTimeout", msg)
 	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "JoinTimeout", msg)
 	c.event(req, corev1.EventTypeWarning, "JoinTimeout", "%s", msg)
+	klog.FromContext(ctx).Info("join timeout; instance terminated", "machine", st.MachineName, "after", c.cfg.JoinTimeout)
 	_, err := c.writeStatus(ctx, req)
 	return 0, err
 }
 
-// terminateInstance asks the provider to terminate an instance; a missing
-// instance is success.
-func (c *Controller) terminateInstance(ctx context.Context, provider, id string) error {
-	p, ok := c.providers[provider]
-	if !ok || id == "" {
-		return nil
-	}
-	err := p.Terminate(ctx, id)
-	c.metrics.observeCall(provider, "terminate", err)
-	if providers.IsClass(err, providers.ClassNotFound) {
-		return nil
-	}
-	return err
-}
-
 // interrupt records that the current machine was lost, cleans it up and
 // launches a replacement in the same sync.
-func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, cause, msg string) (time.Duration, error) {
+func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, inst *providers.Instance, cause, msg string) (time.Duration, error) {
 	st := &req.Status
-	old := *st
+	nodes := c.ownedNodes(req)
 	key := providers.OfferingKey{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.ProviderRegion, Capacity: capacity(st.Spot)}
 	c.unavailable.Mark(key, cause)
 	c.metrics.Interruptions.WithLabelValues(st.Provider, st.Region, req.Spec.GPUType).Inc()
@@ -390,17 +433,35 @@ func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, cause
 	if err != nil {
 		return 0, err
 	}
+	klog.FromContext(ctx).Info("interrupted; relaunching", "cause", cause, "message", msg)
 	// The old machine is no longer claimed: if anything below fails, the
 	// leaked-instance collector terminates it after its grace period.
-	if err := c.terminateInstance(ctx, old.Provider, old.InstanceID); err != nil {
-		klog.FromContext(ctx).Error(err, "terminating the interrupted instance; the collector will retry", "instance", old.InstanceID)
+	if inst != nil {
+		if err := c.terminateInstance(ctx, *inst); err != nil {
+			klog.FromContext(ctx).Error(err, "terminating the interrupted instance; the collector will retry", "instance", inst.ID)
+		}
 	}
-	for _, name := range []string{old.NodeName, old.MachineName} {
-		if err := c.deleteNode(ctx, name); err != nil {
-			klog.FromContext(ctx).Error(err, "deleting the interrupted machine's Node", "node", name)
+	for _, n := range nodes {
+		if err := c.deleteNode(ctx, n); err != nil {
+			klog.FromContext(ctx).Error(err, "deleting the interrupted machine's Node", "node", klog.KObj(n))
 		}
 	}
 	return c.provision(ctx, req)
+}
+
+// fail ends a request that retrying cannot help: phase Failed, Ready=False
+// with the reason, a Warning Event and a log line. Nothing is launched for
+// it any more; its machines, if any, are terminated when it is deleted.
+func (c *Controller) fail(ctx context.Context, req *tgpv1.GPURequest, reason, msg string) (time.Duration, error) {
+	st := &req.Status
+	c.accrue(req)
+	st.Phase, st.Message = tgpv1.PhaseFailed, msg
+	c.ensureConditions(req)
+	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	c.event(req, corev1.EventTypeWarning, reason, "%s", msg)
+	klog.FromContext(ctx).Info("failed", "reason", reason, "message", msg)
+	_, err := c.writeStatus(ctx, req)
+	return 0, err
 }
 
 func capacity(spot bool) providers.CapacityType {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,10 @@ type fakeProvider struct {
 	// seen is the status of the request at launch time, read by the hook.
 	onLaunch func(req providers.LaunchRequest)
 	launches []string
+	// createThenFail creates the instance and then answers this error, as
+	// a provider that timed out or sent a 500 after the create does.
+	createThenFail error
+	terminated     []string
 }
 
 func (f *fakeProvider) Name() string { return "runpod" }
@@ -56,8 +61,11 @@ func (f *fakeProvider) Launch(_ context.Context, req providers.LaunchRequest) (p
 		return providers.Instance{}, f.launchErr
 	}
 	f.launches = append(f.launches, req.Name)
-	in := providers.Instance{Provider: "runpod", ID: "pod-1", Name: req.Name, State: providers.StatePending}
+	in := providers.Instance{Provider: "runpod", ID: fmt.Sprintf("pod-%d", len(f.launches)), Name: req.Name, State: providers.StatePending}
 	f.instances = append(f.instances, in)
+	if f.createThenFail != nil {
+		return providers.Instance{}, f.createThenFail
+	}
 	return in, nil
 }
 func (f *fakeProvider) Instances(context.Context) ([]providers.Instance, error) {
@@ -65,7 +73,12 @@ func (f *fakeProvider) Instances(context.Context) ([]providers.Instance, error) 
 	defer f.mu.Unlock()
 	return append([]providers.Instance(nil), f.instances...), nil
 }
-func (f *fakeProvider) Terminate(context.Context, string) error { return nil }
+func (f *fakeProvider) Terminate(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.terminated = append(f.terminated, id)
+	return nil
+}
 
 type fixture struct {
 	t        *testing.T
@@ -321,11 +334,9 @@ func TestAccumulatedCostAfterASimulatedHour(t *testing.T) {
 	f := newFixture(t, req)
 	f.provider.instances = []providers.Instance{{Provider: "runpod", ID: "pod-1", Name: machine, State: providers.StateRunning}}
 	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: machine}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: machine, Labels: map[string]string{LabelRequestUID: string(req.UID)}}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
 		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastTransitionTime: start}}}}
-	if err := f.kubeInf.Core().V1().Nodes().Informer().GetIndexer().Add(node); err != nil {
-		t.Fatal(err)
-	}
+	f.addNode(node)
 	f.clock.Step(time.Hour)
 	f.client.ClearActions()
 	after := f.sync("gpu")

@@ -9,6 +9,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
@@ -18,74 +19,85 @@ import (
 // drainPoll is how often a drain in progress is looked at again.
 const drainPoll = 2 * time.Second
 
-// terminate ends a request's machine: cordon and drain its Node (Eviction
-// API, so PodDisruptionBudgets hold, bounded by the drain timeout), terminate
-// the instance, wait until the provider confirms, delete the Node, then mark
-// the request Terminated, or release its finalizer when it is being deleted.
+// terminate ends a request's machines: cordon and drain its Nodes (Eviction
+// API, so PodDisruptionBudgets hold, bounded by the drain timeout),
+// terminate every live instance named with the request's machine prefix
+// (one terminate call each), wait until the providers' listings confirm,
+// delete the Nodes, then mark the request Terminated, or release its
+// finalizer when it is being deleted. Only what ownership proves is the
+// request's is touched (ownership.go).
 func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reason string) (time.Duration, error) {
 	logger := klog.FromContext(ctx)
 	st := &req.Status
 	now := c.clock.Now()
-	if st.Phase != tgpv1.PhaseTerminating {
+	if st.Phase != tgpv1.PhaseTerminating || st.TerminationStartedAt == nil {
 		st.Phase, st.TerminationReason = tgpv1.PhaseTerminating, reason
 		st.TerminationStartedAt = ptr(metav1.NewTime(now))
-		st.Message = fmt.Sprintf("terminating (%s): draining Node, then terminating instance %s", reason, st.InstanceID)
+		st.Message = fmt.Sprintf("terminating (%s): draining the Node, then terminating the instance", reason)
 		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, st.Message)
 		c.event(req, corev1.EventTypeNormal, "Terminating", "%s: cordoning and draining Node %s, then terminating %s instance %s", reason, st.NodeName, st.Provider, st.InstanceID)
+		logger.Info("terminating", "reason", reason, "machine", st.MachineName)
 		out, err := c.writeStatus(ctx, req)
 		if err != nil {
 			return 0, err
 		}
 		req, st = out, &out.Status
 	}
-	if node := c.findNode(req); node != nil {
-		remaining, err := c.drain(ctx, node)
+	nodes := c.ownedNodes(req)
+	remaining := 0
+	for _, node := range nodes {
+		n, err := c.drain(ctx, node)
 		if err != nil {
 			return 0, err
 		}
-		if remaining > 0 && now.Before(st.TerminationStartedAt.Add(c.cfg.DrainTimeout)) {
-			return drainPoll, nil
-		}
-		if remaining > 0 {
-			c.event(req, corev1.EventTypeWarning, "DrainTimeout", "%d pod(s) still on Node %s after %s; terminating anyway", remaining, node.Name, c.cfg.DrainTimeout)
-		}
+		remaining += n
+	}
+	if remaining > 0 && now.Before(st.TerminationStartedAt.Add(c.cfg.DrainTimeout)) {
+		return drainPoll, nil
+	}
+	if remaining > 0 {
+		c.event(req, corev1.EventTypeWarning, "DrainTimeout", "%d pod(s) still running after %s; terminating anyway", remaining, c.cfg.DrainTimeout)
 	}
 
-	// Terminate and wait for the provider to confirm.
-	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
-	gone := (found && inst.State == providers.StateTerminated) ||
-		(!found && listedAt.After(st.TerminationStartedAt.Add(listMargin)))
-	if !gone {
-		id := st.InstanceID
-		if id == "" && found {
-			id = inst.ID // launched, then the operator restarted before recording it
+	// Terminate every live instance of the request, then wait until the
+	// providers' listings show none.
+	live := c.ownedInstances(req)
+	for _, in := range live {
+		if in.State == providers.StateTerminating {
+			continue
 		}
-		if id != "" && !(found && inst.State == providers.StateTerminating) {
-			if err := c.terminateInstance(ctx, st.Provider, id); err != nil {
-				if wait, ok := providers.RetryAfterOf(err); ok {
-					return wait, nil
-				}
-				return 0, err
+		if err := c.terminateInstance(ctx, in); err != nil {
+			if wait, ok := providers.RetryAfterOf(err); ok {
+				return wait, nil
 			}
-			logger.Info("terminate requested", "instance", id, "reason", reason)
+			return 0, err
 		}
-		if id == "" && listedAt.IsZero() {
-			return c.cfg.PollInterval, nil
-		}
-		if id != "" || !listedAt.After(st.TerminationStartedAt.Add(listMargin)) {
-			// The poller enqueues the request when the instance disappears.
+	}
+	if len(live) > 0 {
+		return c.cfg.PollInterval, nil // the poller enqueues the request when they are gone
+	}
+	// Nothing is listed. A machine launched under the write-ahead record may
+	// not be listed yet: wait until its provider was listed after the
+	// termination started. No provider in the record means no launch call
+	// was ever made (a failed render, no offer): nothing to wait for.
+	if st.Provider != "" && currentMachine(req) != "" {
+		if _, known := c.providers[st.Provider]; known && !c.inventory.ListedAt(st.Provider).After(st.TerminationStartedAt.Add(listMargin)) {
 			return c.cfg.PollInterval, nil
 		}
 	}
-	for _, name := range []string{st.NodeName, st.MachineName} {
-		if err := c.deleteNode(ctx, name); err != nil {
+	for _, node := range c.ownedNodes(req) {
+		if err := c.deleteNode(ctx, node); err != nil {
 			return 0, err
 		}
 	}
 	c.accrue(req)
 	st.CostUpdatedAt = nil
 	msg := fmt.Sprintf("instance %s terminated (%s)", st.InstanceID, reason)
+	if st.InstanceID == "" {
+		msg = fmt.Sprintf("no instance was running (%s)", reason)
+	}
 	c.event(req, corev1.EventTypeNormal, "Terminated", "%s", msg)
+	logger.Info("terminated", "reason", reason, "machine", st.MachineName)
 	if !req.DeletionTimestamp.IsZero() {
 		return 0, c.removeFinalizer(ctx, req)
 	}
@@ -96,13 +108,44 @@ func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reaso
 	return 0, err
 }
 
+// terminateInstance asks the instance's provider to terminate it, once: a
+// second call for the same instance within terminateRetry is skipped (the
+// poller shows the result), so a termination costs one provider call even
+// when several syncs run before the next listing. A missing instance is
+// success.
+func (c *Controller) terminateInstance(ctx context.Context, in providers.Instance) error {
+	p, ok := c.providers[in.Provider]
+	if !ok || in.ID == "" {
+		return nil
+	}
+	key := in.Provider + "/" + in.ID
+	now := c.clock.Now()
+	if at, sent := c.terminateSent.Load(key); sent && now.Sub(at.(time.Time)) < c.terminateRetry() {
+		return nil
+	}
+	c.terminateSent.Store(key, now)
+	err := p.Terminate(ctx, in.ID)
+	c.metrics.observeCall(in.Provider, "terminate", err)
+	klog.FromContext(ctx).Info("terminate requested", "provider", in.Provider, "instance", in.ID, "machine", in.Name, "err", err)
+	if providers.IsClass(err, providers.ClassNotFound) {
+		return nil
+	}
+	if err != nil {
+		c.terminateSent.Delete(key)
+	}
+	return err
+}
+
+// terminateRetry is how long a terminate call is trusted before it is sent
+// again for an instance that is still listed as alive.
+func (c *Controller) terminateRetry() time.Duration { return max(4*c.cfg.PollInterval, time.Minute) }
+
 // drain cordons the Node and evicts its workload pods, returning how many
 // are still there.
 func (c *Controller) drain(ctx context.Context, node *corev1.Node) (int, error) {
 	if !node.Spec.Unschedulable {
-		n := node.DeepCopy()
-		n.Spec.Unschedulable = true
-		if _, err := c.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		patch := []byte(`{"spec":{"unschedulable":true}}`)
+		if _, err := c.kube.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
 			return 0, err
 		}
 	}

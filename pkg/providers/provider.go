@@ -147,3 +147,22 @@ type Provider interface {
 	// Terminate destroys an instance. Terminating a missing instance succeeds.
 	Terminate(ctx context.Context, id string) error
 }
+
+// UserDataLimit is the largest rendered bootstrap, in bytes, that a
+// provider accepts; the operator refuses to render more (so one tenant's
+// oversized template never reaches a provider and never marks an offering
+// unavailable for everyone). Sources: ../shared/DESIGN.md "The providers as
+// they really are" (Lambda: cloud-init user_data, 1 MB; Paperspace: startup
+// script, 16 KB). RunPod publishes no limit for the env it carries the
+// bootstrap in; 64 KiB is a conservative assumption, not a documented value.
+func UserDataLimit(provider string) int {
+	switch provider {
+	case LambdaLabs:
+		return 1 << 20
+	case Paperspace:
+		return 16 << 10
+	case RunPod:
+		return 64 << 10
+	}
+	return 1 << 20
+}
