@@ -112,11 +112,12 @@ func validEffect(e corev1.TaintEffect) bool {
 // names the host and hands the labels and taints to the kubelet of a
 // pre-baked image (its unit reads /etc/default/kubelet). Every value is
 // written as a YAML double-quoted scalar, so no value can end a scalar and
-// start a cloud-init key; KubeletLabels and KubeletTaints hold only valid
+// start a cloud-init key (the kubelet flags are single-quoted inside it, as
+// systemd's EnvironmentFile reads them, so the YAML needs no inner escapes); KubeletLabels and KubeletTaints hold only valid
 // labels and taints, so no value can add a kubelet label or flag.
 const DefaultTemplate = `#cloud-config
 hostname: {{ yaml .NodeName }}
 write_files:
   - path: /etc/default/kubelet
-    content: {{ printf "KUBELET_EXTRA_ARGS=\"--node-labels=%s --register-with-taints=%s\"\n" .KubeletLabels .KubeletTaints | yaml }}
+    content: {{ printf "KUBELET_EXTRA_ARGS='--node-labels=%s --register-with-taints=%s'\n" .KubeletLabels .KubeletTaints | yaml }}
 `

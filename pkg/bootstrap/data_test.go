@@ -57,7 +57,7 @@ func TestNewData(t *testing.T) {
 	}
 }
 
-var kubeletLine = regexp.MustCompile(`^KUBELET_EXTRA_ARGS="--node-labels=([^" ]*) --register-with-taints=([^" ]*)"\n$`)
+var kubeletLine = regexp.MustCompile(`^KUBELET_EXTRA_ARGS='--node-labels=([^' ]*) --register-with-taints=([^' ]*)'\n$`)
 
 // renderDefault renders DefaultTemplate and checks its shape: only the
 // keys hostname and write_files, one file, one kubelet line. It returns
@@ -118,8 +118,11 @@ func TestDefaultTemplate(t *testing.T) {
 	if want := []string{"nvidia.com/gpu=true:NoSchedule", "example.com/dedicated=:NoExecute"}; !slices.Equal(taints, want) {
 		t.Errorf("taints %q, want %q", taints, want)
 	}
-	// The same as provision.go's template today for benign data.
-	was, err := plainRender(oldDefault, data)
+	// The same as provision.go's template before this package for benign
+	// data, but for the kubelet flags' quotes: single quotes need no escape
+	// inside the YAML string, so parsers of the user data (the simulators'
+	// node agent, a reader of the file) see the flags as written.
+	was, err := plainRender(strings.ReplaceAll(oldDefault, `"`, `'`), data)
 	if err != nil {
 		t.Fatal(err)
 	}
