@@ -243,7 +243,7 @@ type analyzer struct {
 // analyze returns the worst-case evaluation count of tree for data, or
 // the Error that refuses the tree.
 func analyze(tree *parse.Tree, text string, data Data, maxSteps int) (int, *Error) {
-	a := &analyzer{text: text, labels: len(data.Labels), taints: len(data.Taints), limit: min(maxSteps, 1<<40)}
+	a := &analyzer{text: text, labels: len(data.Labels), taints: len(data.Taints), limit: min(maxSteps, MaxMaxSteps)}
 	cost := a.list(tree.Root, dotRoot)
 	if a.forbidden != nil {
 		return cost, a.forbidden

@@ -41,6 +41,9 @@
 //     writer and by every function, the comparisons and index too, which
 //     cost the length of the strings they compare or hash (Timeout).
 //
+// A caller's Limits are capped at MaxMaxBytes (64 MiB), MaxMaxSteps
+// (10,000,000) and MaxTimeout (1 minute), so no value turns a bound off.
+//
 // With these, one render allocates at most about 120 bytes per byte of
 // action code (under 4 MiB), a copy of the text, and 6 × MaxBytes (values
 // built in fmt's growing buffers and copied, and the output);

@@ -173,28 +173,28 @@ func (r *renderer) measure(v reflect.Value, depth int, s *size, limit int) {
 	}
 }
 
-// argBytes bounds the bytes a verb prints for each argument (size.bytes),
-// and their sum; it checks the deadline as it goes, and stops once the
-// sum is over the budget.
-func (r *renderer) argBytes(args []any, printf bool, mult, pad int) (each []int, sum int, err error) {
-	each = make([]int, len(args))
-	for i, a := range args {
+// argBytes bounds the bytes a verb prints for an argument (size.bytes):
+// their sum and their largest. It checks the deadline as it goes, and
+// stops once the sum is over the budget.
+func (r *renderer) argBytes(args []any, printf bool, mult, pad int) (sum, largest int, err error) {
+	for _, a := range args {
 		if err := r.check(); err != nil {
-			return nil, 0, err
+			return 0, 0, err
 		}
 		var s size
 		r.measure(reflect.ValueOf(a), 0, &s, r.budget)
-		each[i] = s.bytes(printf, mult, pad)
-		if sum += each[i]; sum > r.budget {
-			return nil, 0, r.reserve(sum)
+		n := s.bytes(printf, mult, pad)
+		largest = max(largest, n)
+		if sum += n; sum > r.budget {
+			return 0, 0, r.reserve(sum)
 		}
 	}
-	return each, sum, nil
+	return sum, largest, nil
 }
 
 // sprint is fmt.Sprint (the builtin print) within the budget.
 func (r *renderer) sprint(args []any, sep int) (string, error) {
-	_, n, err := r.argBytes(args, false, 1, 0)
+	n, _, err := r.argBytes(args, false, 1, 0)
 	if err != nil {
 		return "", err
 	}
@@ -230,7 +230,7 @@ func (r *renderer) printf(format string, args ...any) (string, error) {
 	if quotes {
 		mult = 6 // %q, %x, %X and # quote or hex-encode it: at most 6 bytes a byte
 	}
-	each, sum, err := r.argBytes(args, true, mult, pad)
+	sum, largest, err := r.argBytes(args, true, mult, pad)
 	if err != nil {
 		return "", err
 	}
@@ -238,14 +238,10 @@ func (r *renderer) printf(format string, args ...any) (string, error) {
 	// extra ones after the text); with them a verb may print any.
 	n := len(format) + verbs*(pad+64) + 64*len(args) + sum
 	if indexed {
-		m := 0
-		for _, e := range each {
-			m = max(m, e)
-		}
-		if m > 0 && verbs > r.budget/m {
+		if largest > 0 && verbs > r.budget/largest {
 			return "", r.reserve(r.budget + 1)
 		}
-		n += verbs * m
+		n += verbs * largest
 	}
 	if err := r.reserve(n); err != nil {
 		return "", err

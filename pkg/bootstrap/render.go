@@ -13,7 +13,16 @@ const (
 	DefaultTimeout  = time.Second
 )
 
-// Limits bound one Render. A zero or negative field takes its default.
+// Caps on Limits: a caller's mistake (math.MaxInt) must not turn the
+// bounds off.
+const (
+	MaxMaxBytes = 64 << 20
+	MaxMaxSteps = 10_000_000 // about 3 s of rendering
+	MaxTimeout  = time.Minute
+)
+
+// Limits bound one Render. A zero or negative field takes its default; a
+// field over its cap (MaxMaxBytes, MaxMaxSteps, MaxTimeout) takes the cap.
 type Limits struct {
 	// MaxBytes is the largest output: the provider's user-data limit
 	// (Lambda 1 MiB, Paperspace 16 KiB). The functions of a render may
@@ -38,6 +47,9 @@ func (l Limits) withDefaults() Limits {
 	if l.Timeout <= 0 {
 		l.Timeout = DefaultTimeout
 	}
+	l.MaxBytes = min(l.MaxBytes, MaxMaxBytes)
+	l.MaxSteps = min(l.MaxSteps, MaxMaxSteps)
+	l.Timeout = min(l.Timeout, MaxTimeout)
 	return l
 }
 

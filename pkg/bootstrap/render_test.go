@@ -1,9 +1,13 @@
 package bootstrap
 
 import (
+	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 )
 
 func nested(n int, open, body string) string {
@@ -273,4 +277,69 @@ func TestFuncsMatchTextTemplate(t *testing.T) {
 			t.Errorf("%s: got %q, %v; text/template %q, %v", text, got, gerr, want, werr)
 		}
 	}
+}
+
+func TestAnalyzeCost(t *testing.T) {
+	for _, tc := range []struct {
+		text           string
+		labels, taints int
+		want           int
+	}{
+		{"text", 0, 0, 1},
+		{"{{.NodeName}}", 0, 0, 4},                   // action, pipe, command, field
+		{"{{range .Labels}}x{{end}}", 5, 0, 4 + 5*2}, // range, pipe, command, field; 5 x (iteration, text)
+		{"{{range .Labels}}{{range $.Taints}}x{{end}}{{end}}", 3, 2, 4 + 3*(1+4+2*2)},
+		{"{{if .Labels}}{{.NodeName}}{{else}}x{{end}}", 0, 0, 4 + 4}, // if, pipe, command, field; costlier branch
+		{"{{with .Taints}}{{range .}}x{{end}}{{end}}", 0, 7, 4 + 4 + 7*2},
+	} {
+		tree, err := parseTree(tc.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := testData(tc.labels)
+		data.Taints = make([]tgpv1.NodeTaint, tc.taints)
+		if got, err := analyze(tree, tc.text, data, 1000); err != nil || got != tc.want {
+			t.Errorf("%q with %d labels, %d taints: cost %d, %v; want %d", tc.text, tc.labels, tc.taints, got, err, tc.want)
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	if got := (Limits{}).withDefaults(); got != (Limits{MaxBytes: DefaultMaxBytes, MaxSteps: DefaultMaxSteps, Timeout: DefaultTimeout}) {
+		t.Errorf("defaults = %+v", got)
+	}
+	if got := (Limits{MaxBytes: -1, MaxSteps: -1, Timeout: -1}).withDefaults(); got != (Limits{MaxBytes: DefaultMaxBytes, MaxSteps: DefaultMaxSteps, Timeout: DefaultTimeout}) {
+		t.Errorf("negative = %+v", got)
+	}
+	// Limits far too large are capped: the bounds stay on.
+	huge := Limits{MaxBytes: math.MaxInt, MaxSteps: math.MaxInt, Timeout: math.MaxInt64}
+	if got := huge.withDefaults(); got != (Limits{MaxBytes: MaxMaxBytes, MaxSteps: MaxMaxSteps, Timeout: MaxTimeout}) {
+		t.Errorf("huge = %+v", got)
+	}
+	if out, err := Render(`{{printf "%s-%d" .NodeName 1}}`, testData(1), huge); err != nil || out != "tgp-6f1c-1-1" {
+		t.Errorf("huge limits: %q, %v", out, err)
+	}
+	if _, err := Render(nested(8, "{{range $.Labels}}", "x"), testData(20), huge); classOf(t, err) != ClassTooComplex {
+		t.Errorf("huge limits, bomb: %v, want TooComplex", err)
+	}
+}
+
+// Render shares no state between calls (run with -race).
+func TestConcurrentRenders(t *testing.T) {
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			data := testData(i)
+			want, _ := plainRender(DefaultTemplate, data)
+			for range 20 {
+				if out, err := Render(DefaultTemplate, data, Limits{}); err != nil || out != want {
+					t.Errorf("concurrent render: %q, %v", out, err)
+				}
+				if _, err := Render(nested(8, "{{range $.Labels}}", "x"), testData(20), Limits{}); err == nil {
+					t.Error("concurrent bomb rendered")
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
