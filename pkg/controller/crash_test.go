@@ -25,7 +25,7 @@ func TestCrashAroundLaunch(t *testing.T) {
 		launchBefore bool
 	}{{"killed-before-launch", false}, {"killed-after-launch", true}} {
 		req := r.create("metadata: {name: " + tc.name + "}\nspec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}")
-		machine := "gpur-" + tc.name + "-1"
+		machine := machinePrefix(req) + "1"
 		names[tc.name] = machine
 		req.Finalizers = []string{tgpv1.Finalizer}
 		req, err := r.client.TgpV1().GPURequests(r.ns).Update(t.Context(), req, metav1.UpdateOptions{})

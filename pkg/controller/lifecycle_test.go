@@ -35,9 +35,15 @@ func (r *rig) machineFor(name string) cloudsim.Machine {
 	return cloudsim.Machine{}
 }
 
+// machinePrefix is the start of every machine name of a request: the
+// operator derives it from the UID and acts on no other name.
+func machinePrefix(req *tgpv1.GPURequest) string {
+	return providers.MachineNamePrefix + strings.ReplaceAll(string(req.UID), "-", "")[:16] + "-"
+}
+
 // liveFor counts the live machines launched for a request (by UID prefix).
 func (r *rig) liveFor(req *tgpv1.GPURequest) int {
-	prefix := providers.MachineNamePrefix + strings.ReplaceAll(string(req.UID), "-", "")[:16] + "-"
+	prefix := machinePrefix(req)
 	n := 0
 	for _, m := range r.liveMachines() {
 		if strings.HasPrefix(m.Name, prefix) {
@@ -332,7 +338,8 @@ func TestOrphanCollector(t *testing.T) {
 	req := r.create(`
 metadata: {name: inflight}
 spec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}`)
-	req.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: "gpur-inflight-1", Attempt: 1,
+	inflight := machinePrefix(req) + "1"
+	req.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: inflight, Attempt: 1,
 		Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", Region: "us-west-1", ProviderRegion: "US-CA-2", Spot: true, HourlyPrice: ptr.To(0.22)}
 	if _, err := r.client.TgpV1().GPURequests(r.ns).UpdateStatus(t.Context(), req, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -343,7 +350,7 @@ spec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}`)
 	}
 	offer := providers.Offer{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
 		Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 0.22, Available: true}
-	for _, name := range []string{"gpur-orphan-1", "gpur-inflight-1"} {
+	for _, name := range []string{"gpur-orphan-1", inflight} {
 		if _, err := adapters[0].Launch(t.Context(), providers.LaunchRequest{Name: name, Offer: offer}); err != nil {
 			t.Fatal(err)
 		}
@@ -364,13 +371,13 @@ spec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}`)
 	if took := time.Since(created); took < 2*time.Second {
 		t.Errorf("orphan collected after %s, before its 2s grace period", took)
 	}
-	if m := r.machineFor("gpur-inflight-1"); !m.Live {
+	if m := r.machineFor(inflight); !m.Live {
 		t.Errorf("the claimed in-flight machine was collected")
 	}
 	if got := counterValue(t, r, "gpu_operator_orphans_terminated_total"); got != 1 {
 		t.Errorf("gpu_operator_orphans_terminated_total %v, want 1", got)
 	}
-	if n := launches(r.stack, providers.RunPod, "gpur-inflight-1"); n != 1 {
+	if n := launches(r.stack, providers.RunPod, inflight); n != 1 {
 		t.Errorf("in-flight machine launched %d times, want 1 (adopted)", n)
 	}
 }

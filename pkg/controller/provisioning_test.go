@@ -177,7 +177,7 @@ func TestNodeLabelsAndTaintsBeforeReady(t *testing.T) {
 		cloudsim.CatalogEntry{InstanceType: "A6000", GPUs: 1, Region: "ny2", Capacity: -1},
 	)}})
 	_, err := r.kube.CoreV1().Secrets(r.ns).Create(t.Context(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "gpu-node-bootstrap"},
+		ObjectMeta: metav1.ObjectMeta{Name: "gpu-node-bootstrap", Labels: map[string]string{controller.LabelBootstrapConsent: "true"}},
 		StringData: map[string]string{"userdata": "#cloud-config\nhostname: {{ .NodeName }}\n# {{ .RequestNamespace }}/{{ .RequestName }} {{ .Provider }} {{ .Region }}\n"},
 	}, metav1.CreateOptions{})
 	if err != nil {

@@ -40,7 +40,6 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
-	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
 // The tenancy test runs the real controller as the operator's ServiceAccount
@@ -348,11 +347,6 @@ func describe(req *tgpv1.GPURequest) string {
 		fmt.Fprintf(&b, "; %s=%s %s: %q", c.Type, c.Status, c.Reason, c.Message)
 	}
 	return b.String()
-}
-
-// machinePrefix starts every machine name of a request (its UID, any attempt).
-func machinePrefix(req *tgpv1.GPURequest) string {
-	return providers.MachineNamePrefix + strings.ReplaceAll(string(req.UID), "-", "")[:16] + "-"
 }
 
 // machinesOf are the simulator machines ever created for a request; live
