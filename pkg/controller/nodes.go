@@ -65,10 +65,15 @@ func indexPodByNode(obj any) ([]string, error) {
 	return []string{p.Spec.NodeName}, nil
 }
 
-// nodeLabels are the spec's nodeLabels plus the operator's own.
+// nodeLabels are the spec's valid, unreserved nodeLabels plus the operator's own.
 func nodeLabels(req *tgpv1.GPURequest, provider, region string, spot bool) map[string]string {
-	l := make(map[string]string, len(req.Spec.NodeLabels)+6)
+	l := make(map[string]string, len(req.Spec.NodeLabels)+7)
 	for k, v := range req.Spec.NodeLabels {
+		// Admission refuses these; an object stored before the rules must
+		// still never put a reserved or malformed label on a Node.
+		if tgpv1.IsReservedLabelKey(k) || len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
+			continue
+		}
 		l[k] = v
 	}
 	l[LabelRequestUID] = string(req.UID)

@@ -411,3 +411,25 @@ func TestLongRequestNameStillLabelsByUID(t *testing.T) {
 		t.Errorf("a 100-character name was put in a label value")
 	}
 }
+
+func TestReservedLabelsFromAStoredSpecNeverReachTheNode(t *testing.T) {
+	// An object stored before admission refused these keys.
+	req := newRequest("gpu", func(r *tgpv1.GPURequest) {
+		r.Spec.NodeLabels = map[string]string{
+			"kubernetes.io/hostname": "other", "node-role.kubernetes.io/control-plane": "", "node-restriction.kubernetes.io/x": "y",
+			LabelRequestUID: victimUID, "bad key": "v", "team": "a",
+		}
+	})
+	labels := nodeLabels(req, "runpod", "us-west-1", false)
+	for k := range req.Spec.NodeLabels {
+		if k == "team" {
+			continue
+		}
+		if v, ok := labels[k]; ok && !(k == LabelRequestUID && v == string(req.UID)) {
+			t.Errorf("label %s=%s from the spec would reach the Node", k, v)
+		}
+	}
+	if labels["team"] != "a" || labels[LabelRequestUID] != string(req.UID) {
+		t.Errorf("labels %v, want team=a and the request's own UID", labels)
+	}
+}
