@@ -345,20 +345,20 @@ func (c *Controller) bootstrapTemplate(ctx context.Context, req *tgpv1.GPUReques
 	}
 	ref := req.Namespace + "/" + b.SecretName
 	if req.Namespace == c.cfg.OperatorNamespace {
-		return "", fmt.Errorf("Secret %s: the operator's own namespace is never a bootstrap source", ref)
+		return "", fmt.Errorf("bootstrap Secret %s: the operator's own namespace is never a bootstrap source", ref)
 	}
 	secret, err := c.kube.CoreV1().Secrets(req.Namespace).Get(ctx, b.SecretName, metav1.GetOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("Secret %s not found", ref)
+			return "", fmt.Errorf("bootstrap Secret %s not found", ref)
 		}
 		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("Secret %s cannot be read by the operator", ref)
+			return "", fmt.Errorf("bootstrap Secret %s cannot be read by the operator", ref)
 		}
-		return "", fmt.Errorf("reading Secret %s: %s", ref, apierrors.ReasonForError(err))
+		return "", fmt.Errorf("reading bootstrap Secret %s: %s", ref, apierrors.ReasonForError(err))
 	}
 	if secret.Labels[LabelBootstrapConsent] != "true" {
-		return "", fmt.Errorf("Secret %s lacks the label %s: \"true\" that allows its use as a bootstrap template", ref, LabelBootstrapConsent)
+		return "", fmt.Errorf("bootstrap Secret %s lacks the label %s: \"true\" that allows its use as a bootstrap template", ref, LabelBootstrapConsent)
 	}
 	key := b.Key
 	if key == "" {
@@ -366,7 +366,7 @@ func (c *Controller) bootstrapTemplate(ctx context.Context, req *tgpv1.GPUReques
 	}
 	data, ok := secret.Data[key]
 	if !ok {
-		return "", fmt.Errorf("Secret %s has no key %q", ref, key)
+		return "", fmt.Errorf("bootstrap Secret %s has no key %q", ref, key)
 	}
 	return string(data), nil
 }

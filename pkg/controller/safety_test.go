@@ -72,9 +72,7 @@ func (f *fixture) nodeActions() []string {
 			name = a.GetName()
 		case core.DeleteAction:
 			name = a.GetName()
-		case core.CreateAction:
-			name = a.GetObject().(metav1.Object).GetName()
-		case core.UpdateAction:
+		case core.CreateAction: // also matches UpdateAction (the same methods)
 			name = a.GetObject().(metav1.Object).GetName()
 		}
 		out = append(out, a.GetVerb()+" "+name)
