@@ -341,6 +341,22 @@ func TestStoredInvalidSpecFailsWithoutLaunch(t *testing.T) {
 	if st.Phase != tgpv1.PhaseFailed || c == nil || c.Reason != "InvalidSpec" || !strings.Contains(c.Message, "spec.maxLifetime") {
 		t.Errorf("phase %s, Ready condition %+v; want Failed/InvalidSpec naming spec.maxLifetime", st.Phase, c)
 	}
+	// Another sync of the same generation does nothing more.
+	f.sync("gpu")
+	if len(f.provider.launches) != 0 {
+		t.Fatalf("launched %v", f.provider.launches)
+	}
+	// The user fixes the field: the request is provisioned.
+	fixed := f.reload("gpu").DeepCopy()
+	fixed.Spec.MaxLifetime = ptr(tgpv1.Duration("24h"))
+	fixed.Generation = 2
+	if err := f.ctrl.requestIdx.Update(fixed); err != nil {
+		t.Fatal(err)
+	}
+	f.sync("gpu")
+	if len(f.provider.launches) != 1 {
+		t.Errorf("after the fix: launches %v, want 1", f.provider.launches)
+	}
 }
 
 func TestIdleClockCountsFromWhenTheNodeBecameIdle(t *testing.T) {

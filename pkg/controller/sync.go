@@ -52,9 +52,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 	if errs := tgpv1.ValidateSpec(&req.Spec, field.NewPath("spec")); len(errs) > 0 {
 		switch req.Status.Phase {
 		case "", tgpv1.PhasePending, tgpv1.PhaseInterrupted:
-			if len(c.ownedInstances(req)) == 0 {
-				return c.fail(ctx, req, "InvalidSpec", "the spec is invalid: "+errs.ToAggregate().Error())
-			}
+			// Nothing is launching (Provisioning is the in-flight phase); a
+			// machine left by an interruption is no longer claimed and the
+			// collector ends it.
+			return c.fail(ctx, req, "InvalidSpec", "the spec is invalid: "+errs.ToAggregate().Error())
 		}
 		klog.FromContext(ctx).V(2).Info("invalid spec on a running request; invalid fields are ignored", "errors", errs.ToAggregate().Error())
 	}
@@ -68,6 +69,14 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 	case tgpv1.PhaseTerminating:
 		return c.terminate(ctx, req, req.Status.TerminationReason)
 	default: // Terminated and Failed are final; keep observedGeneration current.
+		if ready := meta.FindStatusCondition(req.Status.Conditions, tgpv1.ConditionReady); req.Status.Phase == tgpv1.PhaseFailed &&
+			ready != nil && ready.Reason == "InvalidSpec" && req.Status.ObservedGeneration != req.Generation {
+			// Failed only for an invalid spec, which an edit has now fixed
+			// (validation above passed): select and launch as for a new one.
+			klog.FromContext(ctx).Info("spec fixed; provisioning")
+			req.Status.Phase, req.Status.Message = tgpv1.PhasePending, ""
+			return c.provision(ctx, req)
+		}
 		if req.Status.ObservedGeneration != req.Generation {
 			_, err := c.writeStatus(ctx, req)
 			return 0, err
@@ -316,7 +325,9 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
 			return 0, err
 		}
-		c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
+		if st.ObservedGeneration != req.Generation { // once per edit, not once per sync
+			c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
+		}
 	}
 	next := c.cfg.CostInterval
 	if !nodeReady(node) {
