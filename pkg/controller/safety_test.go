@@ -49,7 +49,7 @@ func (f *fixture) addNode(n *corev1.Node) {
 // reload copies the stored request into the informer cache, as a watch would.
 func (f *fixture) reload(name string) *tgpv1.GPURequest {
 	f.t.Helper()
-	obj, err := f.client.Tracker().Get(tgpv1.SchemeGroupVersion.WithResource("gpurequests"), "default", name)
+	obj, err := f.client.Tracker().Get(gpurequestsResource, "default", name)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	core "k8s.io/client-go/testing"
@@ -30,6 +31,9 @@ import (
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// gpurequestsResource addresses GPURequests in the fake client's tracker.
+var gpurequestsResource = schema.GroupVersionResource{Group: tgpv1.GroupName, Version: tgpv1.GroupVersion.Version, Resource: "gpurequests"}
 
 // fakeProvider is an in-memory provider for unit tests: one offer, and
 // launches recorded together with the status the API held at that moment.
@@ -210,7 +214,7 @@ func TestSyncWritesMachineNameBeforeLaunch(t *testing.T) {
 	var atLaunch tgpv1.GPURequestStatus
 	f.provider.onLaunch = func(providers.LaunchRequest) {
 		// Read the tracker directly: no client action is recorded.
-		obj, err := f.client.Tracker().Get(tgpv1.SchemeGroupVersion.WithResource("gpurequests"), "default", "gpu")
+		obj, err := f.client.Tracker().Get(gpurequestsResource, "default", "gpu")
 		if err != nil {
 			t.Error(err)
 			return
@@ -241,7 +245,7 @@ func TestSyncWritesMachineNameBeforeLaunch(t *testing.T) {
 	launchedAt := f.clock.Now()
 	f.clock.Step(3 * time.Second)
 	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
-	obj, err := f.client.Tracker().Get(tgpv1.SchemeGroupVersion.WithResource("gpurequests"), "default", "gpu")
+	obj, err := f.client.Tracker().Get(gpurequestsResource, "default", "gpu")
 	if err != nil {
 		t.Fatal(err)
 	}

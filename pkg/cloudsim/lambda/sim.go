@@ -292,7 +292,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Tags != nil {
 		for _, t := range *req.Tags {
-			in.tags = append(in.tags, lambdaapi.TagEntry{Key: t.Key, Value: t.Value})
+			in.tags = append(in.tags, lambdaapi.TagEntry(t))
 		}
 	}
 	s.instances[in.id] = in
