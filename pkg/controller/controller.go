@@ -127,7 +127,7 @@ type Controller struct {
 	providers   map[string]providers.Provider
 	catalog     *providers.Catalog
 	inventory   *Inventory
-	unavailable *selector.UnavailableCache
+	unavailable *UnavailableCache
 	queue       workqueue.TypedRateLimitingInterface[cache.ObjectName]
 	recorder    record.EventRecorder
 	clock       clock.WithTicker
@@ -174,7 +174,7 @@ func New(o Options) (*Controller, error) {
 	for _, p := range o.Providers {
 		c.providers[p.Name()] = p
 	}
-	c.unavailable = selector.NewUnavailableCache(o.Clock, o.Config.UnavailableTTL)
+	c.unavailable = NewUnavailableCache(o.Clock, o.Config.UnavailableTTL)
 	c.metrics = NewMetrics(o.Registry, c.unavailable.Len)
 	c.metrics.initProviders(c.providers)
 	o.Registry.MustRegister(&requestCollector{c: c})

@@ -16,8 +16,6 @@ import (
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/bootstrap"
-	"github.com/solanyn/gpu-operator/pkg/providers"
-	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
 // Labels the operator puts on every Node it provisions.
@@ -317,49 +315,4 @@ func (c *Controller) deleteNode(ctx context.Context, n *corev1.Node) error {
 		return nil
 	}
 	return err
-}
-
-// providerBlocked and blockProvider keep a provider whose credentials failed
-// out of selection until the block expires (or its Secret changes).
-func (c *Controller) blockProvider(provider string, d time.Duration) {
-	c.blockMu.Lock()
-	defer c.blockMu.Unlock()
-	if c.blocked == nil {
-		c.blocked = map[string]time.Time{}
-	}
-	c.blocked[provider] = c.clock.Now().Add(d)
-}
-
-// unavailableNow is what selection passes over right now: the offerings that
-// recently failed to launch and the providers blocked for their credentials.
-func (c *Controller) unavailableNow() selector.Unavailable {
-	u := selector.Unavailable{Offerings: c.unavailable.Keys()}
-	now := c.clock.Now()
-	c.blockMu.Lock()
-	defer c.blockMu.Unlock()
-	for provider, until := range c.blocked {
-		if now.Before(until) {
-			u.Providers = append(u.Providers, provider)
-		}
-	}
-	return u
-}
-
-func (c *Controller) isUnavailable(key providers.OfferingKey) bool {
-	c.blockMu.Lock()
-	until, ok := c.blocked[key.Provider]
-	c.blockMu.Unlock()
-	if ok && c.clock.Now().Before(until) {
-		return true
-	}
-	return c.unavailable.IsUnavailable(key)
-}
-
-// UnblockProviders lifts authentication blocks when credentials change, and
-// wakes the requests that were waiting for an offer.
-func (c *Controller) UnblockProviders() {
-	c.blockMu.Lock()
-	c.blocked = nil
-	c.blockMu.Unlock()
-	c.enqueuePending()
 }

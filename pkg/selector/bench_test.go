@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
-
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -56,15 +53,23 @@ func benchCatalog(n int) []providers.Offer {
 	return offers
 }
 
-// benchIndex returns an index of benchCatalog(n) and a cache with 20 of its
-// offerings marked unavailable, some of them of the requested GPU type.
-func benchIndex(n int) (*Index, *UnavailableCache) {
+// benchIndex returns an index of benchCatalog(n) and 20 of its offerings
+// marked unavailable, some of them of the requested GPU type (the snapshot
+// the controller hands to every decision).
+func benchIndex(n int) (*Index, unavailableKeys) {
 	offers := benchCatalog(n)
-	cache := NewUnavailableCache(clocktesting.NewFakePassiveClock(time.Now()), 0)
+	keys := make(unavailableKeys, 0, 20)
 	for _, o := range offers[:20] {
-		cache.Mark(o.Key(), "capacity")
+		keys = append(keys, o.Key())
 	}
-	return NewIndex(offers), cache
+	return NewIndex(offers), keys
+}
+
+type unavailableKeys []providers.OfferingKey
+
+// Keys returns a copy, as the controller's cache does per decision.
+func (k unavailableKeys) Keys() []providers.OfferingKey {
+	return append([]providers.OfferingKey(nil), k...)
 }
 
 // benchmarkSelect measures one decision as the controller makes it: a

@@ -10,9 +10,10 @@
 // per catalog and call Select for every decision: a decision costs time in
 // the number of distinct (provider, capacity type, region) runs of the
 // requested GPU type and count, not in the number of offers, and ranks or
-// explains the rest only when asked (Result.Ranked, Result.Rejected). The
-// UnavailableCache remembers offerings that recently failed to launch; its
-// Keys are what Select passes over.
+// explains the rest only when asked (Result.Ranked, Result.Rejected). What
+// is unavailable right now (offerings that failed to launch, providers
+// blocked for their credentials) is the caller's to track and is handed to
+// Select as an Unavailable; the package holds no clock, lock or cache.
 package selector
 
 import (

@@ -1,4 +1,4 @@
-package selector
+package controller
 
 import (
 	"sync"
@@ -7,11 +7,18 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
 // DefaultUnavailableTTL is how long an offering stays unavailable after a
 // failed launch unless the cache is configured otherwise.
 const DefaultUnavailableTTL = 3 * time.Minute
+
+// Offer availability lives here, in one place owned by the controller:
+// offerings that recently failed to launch (UnavailableCache, with a TTL)
+// and providers blocked for their credentials (blockProvider). Selection is
+// handed the result (unavailableNow) and keeps no state of its own; a sync's
+// own skips (providers that rate limited it) are a local of provision.
 
 // UnavailableCache remembers offerings that recently failed to launch
 // (insufficient capacity, quota, a provider 5xx) so that selection skips them
@@ -124,4 +131,49 @@ func (c *UnavailableCache) pruneLocked(now time.Time) {
 			delete(c.entries, k)
 		}
 	}
+}
+
+// providerBlocked and blockProvider keep a provider whose credentials failed
+// out of selection until the block expires (or its Secret changes).
+func (c *Controller) blockProvider(provider string, d time.Duration) {
+	c.blockMu.Lock()
+	defer c.blockMu.Unlock()
+	if c.blocked == nil {
+		c.blocked = map[string]time.Time{}
+	}
+	c.blocked[provider] = c.clock.Now().Add(d)
+}
+
+// unavailableNow is what selection passes over right now: the offerings that
+// recently failed to launch and the providers blocked for their credentials.
+func (c *Controller) unavailableNow() selector.Unavailable {
+	u := selector.Unavailable{Offerings: c.unavailable.Keys()}
+	now := c.clock.Now()
+	c.blockMu.Lock()
+	defer c.blockMu.Unlock()
+	for provider, until := range c.blocked {
+		if now.Before(until) {
+			u.Providers = append(u.Providers, provider)
+		}
+	}
+	return u
+}
+
+func (c *Controller) isUnavailable(key providers.OfferingKey) bool {
+	c.blockMu.Lock()
+	until, ok := c.blocked[key.Provider]
+	c.blockMu.Unlock()
+	if ok && c.clock.Now().Before(until) {
+		return true
+	}
+	return c.unavailable.IsUnavailable(key)
+}
+
+// UnblockProviders lifts authentication blocks when credentials change, and
+// wakes the requests that were waiting for an offer.
+func (c *Controller) UnblockProviders() {
+	c.blockMu.Lock()
+	c.blocked = nil
+	c.blockMu.Unlock()
+	c.enqueuePending()
 }

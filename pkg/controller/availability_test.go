@@ -1,11 +1,10 @@
-package selector
+package controller
 
 import (
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -92,31 +91,6 @@ func TestUnavailableCacheRealClock(t *testing.T) {
 	}
 	if next, ok := c.NextExpiry(); !ok || time.Until(next) <= 59*time.Minute {
 		t.Errorf("NextExpiry() = %v, %v; want about an hour from now", next, ok)
-	}
-}
-
-func TestUnavailableCacheWithSelect(t *testing.T) {
-	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	clk := clocktesting.NewFakePassiveClock(start)
-	c := NewUnavailableCache(clk, DefaultUnavailableTTL)
-	ix := NewIndex([]providers.Offer{rtxSpotWest2, rtxODWest1, a100West})
-
-	c.Mark(rtxSpotWest2.Key(), "insufficient capacity")
-	res := ix.Select(spotTrainingJob, Unavailable{Offerings: c.Keys()})
-	if diff := cmp.Diff([]string{rtxODWest1.ID()}, ids(res.RankedOffers())); diff != "" {
-		t.Errorf("Ranked while the spot offering is unavailable (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(map[string]Reason{rtxSpotWest2.ID(): MarkedUnavailable}, reasonsByID(res.Rejected())); diff != "" {
-		t.Errorf("Rejected (-want +got):\n%s", diff)
-	}
-
-	clk.SetTime(start.Add(DefaultUnavailableTTL))
-	if keys := c.Keys(); keys != nil {
-		t.Errorf("Keys() after the TTL = %v, want none", keys)
-	}
-	res = ix.Select(spotTrainingJob, Unavailable{Offerings: c.Keys()})
-	if diff := cmp.Diff([]string{rtxSpotWest2.ID(), rtxODWest1.ID()}, ids(res.RankedOffers())); diff != "" {
-		t.Errorf("Ranked after the TTL (-want +got):\n%s", diff)
 	}
 }
 
