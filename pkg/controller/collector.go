@@ -4,11 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
-
-	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 )
 
 var labelsEverything = labels.Everything()
@@ -48,47 +45,4 @@ func (c *Controller) CollectOrphans(ctx context.Context) int {
 		n++
 	}
 	return n
-}
-
-// requestCollector exports gauges computed from the informer cache at
-// scrape time: requests by phase and the hourly spend of launched machines.
-type requestCollector struct{ c *Controller }
-
-var (
-	phaseDesc = prometheus.NewDesc("gpu_operator_requests", "GPURequests by phase.", []string{"phase"}, nil)
-	spendDesc = prometheus.NewDesc("gpu_operator_hourly_spend_dollars", "Summed hourly price of the machines currently launched, by provider.", []string{"provider"}, nil)
-)
-
-func (rc *requestCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- phaseDesc
-	ch <- spendDesc
-}
-
-func (rc *requestCollector) Collect(ch chan<- prometheus.Metric) {
-	reqs, err := rc.c.requests.List(labelsEverything)
-	if err != nil {
-		return
-	}
-	phases := map[tgpv1.Phase]int{}
-	for _, p := range []tgpv1.Phase{tgpv1.PhasePending, tgpv1.PhaseProvisioning, tgpv1.PhaseBooting, tgpv1.PhaseJoining,
-		tgpv1.PhaseReady, tgpv1.PhaseInterrupted, tgpv1.PhaseTerminating, tgpv1.PhaseTerminated, tgpv1.PhaseFailed} {
-		phases[p] = 0
-	}
-	spend := map[string]float64{}
-	for _, r := range reqs {
-		phase := r.Status.Phase
-		if phase == "" {
-			phase = tgpv1.PhasePending
-		}
-		phases[phase]++
-		if billing(&r.Status) {
-			spend[r.Status.Provider] += *r.Status.HourlyPrice
-		}
-	}
-	for p, n := range phases {
-		ch <- prometheus.MustNewConstMetric(phaseDesc, prometheus.GaugeValue, float64(n), string(p))
-	}
-	for p, v := range spend {
-		ch <- prometheus.MustNewConstMetric(spendDesc, prometheus.GaugeValue, v, p)
-	}
 }

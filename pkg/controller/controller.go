@@ -143,6 +143,8 @@ type Controller struct {
 	// terminateSent maps provider/instance id to when a terminate call was
 	// last sent for it.
 	terminateSent sync.Map
+	// pendingCost holds, per request UID, cost accrued but not yet written.
+	pendingCost sync.Map
 
 	blockMu sync.Mutex
 	blocked map[string]time.Time

@@ -16,6 +16,10 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
+// Termination: maxLifetime, idleTimeout, deletion and the join timeout end
+// a machine: cordon and drain, terminate (once), confirm, delete the Node.
+// It owns the Terminating and Terminated phases.
+
 // drainPoll is how often a drain in progress is looked at again.
 const drainPoll = 2 * time.Second
 
@@ -106,6 +110,41 @@ func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reaso
 	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "Terminated", msg)
 	_, err := c.writeStatus(ctx, req)
 	return 0, err
+}
+
+// terminationDue evaluates maxLifetime and idleTimeout for a Ready machine,
+// updating terminationScheduledAt and idleSince; it returns how long until
+// the earliest one ends the machine (<= 0: now) and why.
+func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, now time.Time, changed *bool) (time.Duration, string, bool) {
+	st := &req.Status
+	var (
+		due    time.Duration
+		reason string
+	)
+	if lifetime, set := parsed(req.Spec.MaxLifetime); set && st.ProvisionedAt != nil {
+		at := metav1.NewTime(st.ProvisionedAt.Add(lifetime))
+		if st.TerminationScheduledAt == nil || !st.TerminationScheduledAt.Equal(&at) {
+			st.TerminationScheduledAt, *changed = &at, true
+		}
+		due, reason = at.Sub(now), "MaxLifetime"
+	} else if st.TerminationScheduledAt != nil {
+		st.TerminationScheduledAt, *changed = nil, true
+	}
+	// The idle clock runs whether or not idleTimeout is set, so a timeout
+	// set later counts from when the Node really became idle.
+	if c.nodeBusy(node.Name) {
+		if st.IdleSince != nil {
+			st.IdleSince, *changed = nil, true
+		}
+	} else if st.IdleSince == nil {
+		st.IdleSince, *changed = ptr(metav1.NewTime(now)), true
+	}
+	if timeout, set := parsed(req.Spec.IdleTimeout); set && st.IdleSince != nil {
+		if idle := st.IdleSince.Add(timeout).Sub(now); reason == "" || idle < due {
+			due, reason = idle, "IdleTimeout"
+		}
+	}
+	return due, reason, reason != ""
 }
 
 // terminateInstance asks the instance's provider to terminate it, once: a

@@ -1,0 +1,170 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/providers"
+)
+
+// The join stage: Booting until the provider says running, Joining until
+// the Node is Ready and labelled, then Ready; the join timeout. It owns the
+// NodeJoined and Ready conditions and the Booting, Joining and Ready phases.
+
+// track follows a launched machine: Booting until the provider says running,
+// Joining until its Node is Ready and labelled, then Ready, watching for
+// interruption, the end of its lifetime or idle time, and accruing cost.
+// dirty says the in-memory status already differs from the stored one.
+func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty bool) (time.Duration, error) {
+	st := &req.Status
+	now := c.clock.Now()
+	machine := currentMachine(req)
+	if machine == "" {
+		return c.fail(ctx, req, "InvalidStatus", fmt.Sprintf("status.machineName %q is not one of this request's machine names; the operator acts only on machines it can prove are this request's", st.MachineName))
+	}
+	inst, found, listedAt := c.inventory.Lookup(st.Provider, machine)
+	// launched is when the launch call returned: a list that started after
+	// it (plus the timestamps' second precision) must show the instance.
+	launched := now
+	if st.LaunchedAt != nil {
+		launched = st.LaunchedAt.Time
+	}
+	switch {
+	case !found && listedAt.After(launched.Add(listMargin)):
+		return c.interrupt(ctx, req, nil, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", machine, st.Provider))
+	case found && (inst.State == providers.StateInterrupted || inst.State == providers.StateTerminated ||
+		inst.State == providers.StateFailed || inst.State == providers.StateTerminating):
+		return c.interrupt(ctx, req, &inst, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
+	}
+	var current *providers.Instance
+	if found {
+		current = &inst
+	}
+
+	changed := dirty
+	if found && st.InstanceID != inst.ID {
+		st.InstanceID, changed = inst.ID, true // the provider's record wins over status
+	}
+	if found && inst.PublicIP != "" && st.PublicIP != inst.PublicIP {
+		st.PublicIP, changed = inst.PublicIP, true
+	}
+	if st.Phase == tgpv1.PhaseBooting && found && inst.State == providers.StateRunning {
+		st.Phase, st.Message, changed = tgpv1.PhaseJoining, "instance running, waiting for its Node", true
+		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, machine)
+	}
+	node := c.findNode(req)
+	if st.Phase == tgpv1.PhaseBooting || st.Phase == tgpv1.PhaseJoining {
+		deadline := launched.Add(c.cfg.JoinTimeout)
+		if !now.Before(deadline) {
+			return c.joinTimeout(ctx, req, current)
+		}
+		if st.Phase == tgpv1.PhaseJoining && node != nil && nodeReady(node) {
+			if err := c.labelNode(ctx, req, node); err != nil {
+				if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+					return 0, err
+				}
+				// Retrying cannot help: say so once and wait for an edit or the join timeout.
+				msg := fmt.Sprintf("Node %s is Ready but its labels and taints cannot be applied: %v", node.Name, err)
+				if st.Message != msg {
+					st.Message, changed = msg, true
+					c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "%s", msg)
+				}
+				if changed {
+					if _, err := c.writeStatus(ctx, req); err != nil {
+						return 0, err
+					}
+				}
+				return clampDelay(deadline.Sub(now)), nil
+			}
+			first := st.ReadyAt == nil
+			st.Phase, st.NodeName, st.ReadyAt = tgpv1.PhaseReady, node.Name, ptr(metav1.NewTime(now))
+			st.Message, st.IdleSince = "", nil
+			c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionTrue, "NodeReady", "Node "+node.Name+" is Ready")
+			c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionTrue, "NodeReady", "")
+			if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
+				c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
+			}
+			c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
+			klog.FromContext(ctx).Info("ready", "node", klog.KObj(node), "provider", st.Provider, "region", st.Region)
+			if first && st.Interruptions == 0 {
+				c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
+			}
+			changed = true
+		} else {
+			if changed {
+				if _, err := c.writeStatus(ctx, req); err != nil {
+					return 0, err
+				}
+			}
+			return clampDelay(deadline.Sub(now)), nil
+		}
+	}
+
+	// Ready: watch the Node, the lifetime, the idle time and the cost.
+	if node == nil {
+		return c.interrupt(ctx, req, current, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
+	}
+	if st.NodeName != node.Name {
+		st.NodeName, changed = node.Name, true
+	}
+	// Edits of nodeLabels and nodeTaints after Ready reach the Node (a no-op
+	// when it is up to date).
+	if err := c.labelNode(ctx, req, node); err != nil && !apierrors.IsNotFound(err) {
+		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+			return 0, err
+		}
+		if st.ObservedGeneration != req.Generation { // once per edit, not once per sync
+			c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
+		}
+	}
+	next := c.cfg.CostInterval
+	if !nodeReady(node) {
+		since := readySince(node)
+		if wait := since.Add(c.cfg.NodeNotReadyGrace).Sub(now); wait <= 0 {
+			return c.interrupt(ctx, req, current, "NodeNotReady", fmt.Sprintf("Node %s NotReady since %s while %s reports it running", node.Name, since.UTC().Format(time.RFC3339), st.Provider))
+		} else {
+			next = min(next, wait)
+		}
+	}
+	if until, reason, ok := c.terminationDue(req, node, now, &changed); ok {
+		if until <= 0 {
+			return c.terminate(ctx, req, reason)
+		}
+		next = min(next, until)
+	}
+	if changed || st.CostUpdatedAt == nil || now.Sub(st.CostUpdatedAt.Time) >= c.cfg.CostInterval || st.ObservedGeneration != req.Generation {
+		if _, err := c.writeStatus(ctx, req); err != nil {
+			return 0, err
+		}
+	}
+	return clampDelay(next), nil
+}
+
+// joinTimeout gives up on a machine whose Node never became Ready: the
+// instance is terminated and the request fails, without relaunching a
+// machine that would fail the same way.
+func (c *Controller) joinTimeout(ctx context.Context, req *tgpv1.GPURequest, inst *providers.Instance) (time.Duration, error) {
+	st := &req.Status
+	msg := fmt.Sprintf("Node %s did not become Ready within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
+	if inst != nil {
+		if err := c.terminateInstance(ctx, *inst); err != nil {
+			return 0, err
+		}
+	}
+	c.accrue(req)
+	st.Phase, st.Message, st.TerminationReason = tgpv1.PhaseFailed, msg, "JoinTimeout"
+	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "JoinTimeout", msg)
+	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "JoinTimeout", msg)
+	c.event(req, corev1.EventTypeWarning, "JoinTimeout", "%s", msg)
+	klog.FromContext(ctx).Info("join timeout; instance terminated", "machine", st.MachineName, "after", c.cfg.JoinTimeout)
+	_, err := c.writeStatus(ctx, req)
+	return 0, err
+}
