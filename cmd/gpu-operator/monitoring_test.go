@@ -14,15 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
-	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/clock"
 	"sigs.k8s.io/yaml"
 
 	"github.com/solanyn/gpu-operator/pkg/controller"
 	tgpfake "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/fake"
-	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	"github.com/solanyn/gpu-operator/pkg/operator"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
 
@@ -38,9 +36,9 @@ var prometheusSynthetic = map[string]bool{"up": true}
 // operator binary can export.
 //
 // It builds the registry the way runOperator does (the Go and process
-// collectors, the workqueue metrics, and whatever controller.New registers)
-// through a Registerer that also remembers each collector. Gathering alone
-// is not enough: a vector with no children yet (gpu_operator_launches_total
+// collectors, the workqueue metrics, and whatever operator.NewController
+// registers) through a Registerer that also remembers each collector.
+// Gathering alone is not enough: a vector with no children yet (gpu_operator_launches_total
 // before the first launch) and a custom collector with nothing to report
 // (gpu_operator_hourly_spend_dollars with no machine running) emit no
 // samples, so Gather leaves them out. Every collector does describe all its
@@ -57,18 +55,10 @@ func exportedMetrics(t *testing.T) map[string]dto.MetricType {
 	// which the descriptors below cover.
 	rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	controller.NewWorkqueueMetrics(rec)
-	kube := kubefake.NewClientset()
-	client := tgpfake.NewClientset()
-	kubeFactory := informers.NewSharedInformerFactory(kube, 0)
-	tgpFactory := tgpinformers.NewSharedInformerFactory(client, 0)
-	if _, err := controller.New(controller.Options{
-		KubeClient: kube,
-		Client:     client,
-		Requests:   tgpFactory.Tgp().V1().GPURequests(),
-		Nodes:      kubeFactory.Core().V1().Nodes(),
-		Pods:       kubeFactory.Core().V1().Pods(),
+	if _, _, err := operator.NewController(operator.Options{
+		KubeClient: kubefake.NewClientset(),
+		Client:     tgpfake.NewClientset(),
 		Recorder:   record.NewFakeRecorder(16),
-		Clock:      clock.RealClock{},
 		Registry:   rec,
 	}); err != nil {
 		t.Fatal(err)

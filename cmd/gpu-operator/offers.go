@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,9 +19,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/clock"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/credentials"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 	"github.com/solanyn/gpu-operator/pkg/selector/specreq"
@@ -35,9 +35,6 @@ const (
 	exitFail  = 1 // no offer fits; a credential failed
 	exitUsage = 2 // bad flags or configuration
 )
-
-// regionPattern is the API's pattern for a canonical region or prefix.
-var regionPattern = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 
 // cliProviders are the provider flags the subcommands share with the
 // operator, plus where the API keys come from. The subcommands run outside
@@ -62,7 +59,7 @@ func (c *cliProviders) register(fs *flag.FlagSet) {
 // build loads the credentials file and creates the enabled adapters.
 func (c *cliProviders) build() ([]providers.Provider, error) {
 	if c.credentialsFile != "" {
-		keys, err := readCredentialsFile(c.credentialsFile)
+		keys, err := credentials.ReadFile(c.credentialsFile)
 		if err != nil {
 			return nil, err
 		}
@@ -84,57 +81,19 @@ func (c *cliProviders) key(provider string) string {
 	if k := c.keys[provider]; k != "" {
 		return k
 	}
-	return strings.TrimSpace(os.Getenv(envKeys[provider]))
+	return strings.TrimSpace(os.Getenv(credentials.EnvVar(provider)))
 }
 
 // redact removes every configured API key from s. Provider errors never
 // carry keys by contract; this is the second line of defence for anything
 // the subcommands print.
 func (c *cliProviders) redact(s string) string {
-	for name := range envKeys {
+	for _, name := range credentials.Providers {
 		if k := c.key(name); k != "" {
 			s = strings.ReplaceAll(s, k, "[redacted]")
 		}
 	}
 	return s
-}
-
-// readCredentialsFile parses KEY=VALUE lines: blank lines and lines starting
-// with # are skipped, an "export " prefix is allowed, and a value may be
-// quoted. KEY is a provider's environment variable name or the provider's
-// name. Errors name the line, never its value.
-func readCredentialsFile(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the credentials file: %w", err)
-	}
-	byName := map[string]string{}
-	for provider, env := range envKeys {
-		byName[provider], byName[env] = provider, provider
-	}
-	keys := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want KEY=VALUE", path, n)
-		}
-		name = strings.TrimSpace(name)
-		provider, known := byName[name]
-		if !known {
-			return nil, fmt.Errorf("%s:%d: unknown key %q (want LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY or a provider name)", path, n, name)
-		}
-		value = strings.TrimSpace(value)
-		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
-			value = value[1 : len(value)-1]
-		}
-		keys[provider] = value
-	}
-	return keys, sc.Err()
 }
 
 // commandContext ends at the deadline or on SIGINT/SIGTERM.
@@ -215,10 +174,12 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	if f.provider != "" && !slices.Contains(splitList(f.cli.providers.enabled), f.provider) {
 		return usageErr(fmt.Errorf("--provider %s is not among --providers %q", f.provider, f.cli.providers.enabled))
 	}
-	req := specreq.RequestFromSpec(spec)
-	if err := req.Validate(); err != nil {
-		return usageErr(err)
+	if !slices.Contains(providers.CanonicalGPUTypes, spec.GPUType) {
+		// Accepted, as the API server accepts it: no provider offers it, and
+		// the controller would report UnknownGPUType.
+		fmt.Fprintf(errOut, "note: --gpu %q is not a canonical GPU type %s; no provider offers it\n", spec.GPUType, gpuTypeHint(spec.GPUType))
 	}
+	req := specreq.RequestFromSpec(spec)
 	adapters, err := f.cli.build()
 	if err != nil {
 		return usageErr(err)
@@ -258,80 +219,74 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	return exitOK
 }
 
-// spec turns the flags into the GPURequest spec they describe, rejecting
-// what the API server's admission would reject. set holds the names of the
-// flags given on the command line; rest are the positional arguments.
+// specFlags name the flag that sets each spec field ValidateSpec may report.
+var specFlags = map[string]string{
+	"spec.gpuType":          "--gpu",
+	"spec.gpuCount":         "--count",
+	"spec.regionPreference": "--regions",
+	"spec.regionPolicy":     "--region-policy",
+	"spec.spotInstance":     "--spot",
+	"spec.maxSpotPrice":     "--max-spot-price",
+	"spec.maxPrice":         "--max-price",
+	"spec.provider":         "--provider",
+}
+
+// spec turns the flags into the GPURequest spec they describe and checks it
+// with tgpv1.ValidateSpec, the Go form of the CRD's admission rules, so the
+// command accepts exactly the specs the API server accepts. set holds the
+// names of the flags given on the command line; rest are the positional
+// arguments.
+//
+// A flag stands for a field written in a manifest. ValidateSpec reads a Go
+// zero gpuCount as unset (as omitempty and defaulting make it), so a given
+// --count 0, which would be a written gpuCount: 0 that the CRD refuses, and
+// a count that does not fit gpuCount's int32 are refused here; so is an
+// infinite price, which JSON cannot carry.
 func (f *offersFlags) spec(set map[string]bool, rest []string) (tgpv1.GPURequestSpec, error) {
 	var errs []error
 	if len(rest) > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", rest))
 	}
 	spec := tgpv1.GPURequestSpec{
-		GPUType:      f.gpu,
-		GPUCount:     int32(f.count),
-		RegionPolicy: tgpv1.RegionPolicy(f.regionPolicy),
-		SpotInstance: f.spot,
-		Provider:     f.provider,
+		GPUType:          f.gpu,
+		GPUCount:         int32(f.count),
+		RegionPreference: splitList(f.regions),
+		RegionPolicy:     tgpv1.RegionPolicy(f.regionPolicy),
+		SpotInstance:     f.spot,
+		Provider:         f.provider,
 	}
-	switch {
-	case f.gpu == "":
-		errs = append(errs, errors.New("--gpu is required"))
-	case !slices.Contains(providers.CanonicalGPUTypes, f.gpu):
-		msg := fmt.Sprintf("--gpu %q is not a canonical GPU type", f.gpu)
-		if i := slices.IndexFunc(providers.CanonicalGPUTypes, func(t string) bool { return strings.EqualFold(t, f.gpu) }); i >= 0 {
-			msg += fmt.Sprintf(" (did you mean %s?)", providers.CanonicalGPUTypes[i])
-		} else {
-			msg += " (one of " + strings.Join(providers.CanonicalGPUTypes, ", ") + ")"
-		}
-		errs = append(errs, errors.New(msg))
-	}
-	if f.count < 1 || f.count > 16 {
-		errs = append(errs, fmt.Errorf("--count %d: want 1 to 16", f.count))
+	if int(spec.GPUCount) != f.count || set["count"] && f.count == 0 {
+		errs = append(errs, fmt.Errorf("--count %d: a GPURequest's gpuCount must be between 1 and 16", f.count))
 	}
 	price := func(name string, v float64) *float64 {
 		if !set[name] {
 			return nil
 		}
-		if !(v > 0) || math.IsInf(v, 0) {
-			errs = append(errs, fmt.Errorf("--%s %v: want a positive price in USD/h", name, v))
+		if math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("--%s %v: want a price in USD/h", name, v))
 			return nil
 		}
 		return &v
 	}
 	spec.MaxPrice = price("max-price", f.maxPrice)
 	spec.MaxSpotPrice = price("max-spot-price", f.maxSpotPrice)
-	if spec.MaxSpotPrice != nil && !f.spot {
-		errs = append(errs, errors.New("--max-spot-price needs --spot"))
-	}
-	if spec.MaxSpotPrice != nil && spec.MaxPrice != nil && *spec.MaxSpotPrice > *spec.MaxPrice {
-		errs = append(errs, fmt.Errorf("--max-spot-price %v is above --max-price %v", *spec.MaxSpotPrice, *spec.MaxPrice))
-	}
-	switch spec.RegionPolicy {
-	case tgpv1.RegionPolicyOrdered, tgpv1.RegionPolicyLowestPrice:
-	default:
-		errs = append(errs, fmt.Errorf("--region-policy %q: want %s or %s", f.regionPolicy, tgpv1.RegionPolicyOrdered, tgpv1.RegionPolicyLowestPrice))
-	}
-	switch f.provider {
-	case "", providers.LambdaLabs, providers.RunPod, providers.Paperspace:
-	default:
-		errs = append(errs, fmt.Errorf("--provider %q: want lambdalabs, runpod or paperspace", f.provider))
-	}
-	regions := splitList(f.regions)
-	seen := map[string]bool{}
-	for _, r := range regions {
-		switch {
-		case !regionPattern.MatchString(r):
-			errs = append(errs, fmt.Errorf("--regions: %q is not a canonical region or prefix (like us-west or us-west-1)", r))
-		case seen[r]:
-			errs = append(errs, fmt.Errorf("--regions: %q is listed twice", r))
+	for _, e := range tgpv1.ValidateSpec(&spec, field.NewPath("spec")) {
+		path, _, _ := strings.Cut(e.Field, "[")
+		if name, ok := specFlags[path]; ok {
+			errs = append(errs, fmt.Errorf("%s: %w", name, e))
+		} else {
+			errs = append(errs, e)
 		}
-		seen[r] = true
 	}
-	if len(regions) > 16 {
-		errs = append(errs, fmt.Errorf("--regions: %d regions, at most 16", len(regions)))
-	}
-	spec.RegionPreference = regions
 	return spec, errors.Join(errs...)
+}
+
+// gpuTypeHint suggests the canonical GPU type a user may have meant.
+func gpuTypeHint(gpu string) string {
+	if i := slices.IndexFunc(providers.CanonicalGPUTypes, func(t string) bool { return strings.EqualFold(t, gpu) }); i >= 0 {
+		return fmt.Sprintf("(did you mean %s?)", providers.CanonicalGPUTypes[i])
+	}
+	return "(the canonical types are " + strings.Join(providers.CanonicalGPUTypes, ", ") + ")"
 }
 
 // offerColumns are the columns describing one offer, in both tables.
@@ -521,7 +476,7 @@ func validateCredentialsCommand(args []string, out, errOut io.Writer) int {
 			case providers.IsClass(err, providers.ClassUnauthorized):
 				detail := err.Error()
 				if c.key(a.Name()) == "" {
-					detail += fmt.Sprintf(" (set %s or add it to --credentials-file)", envKeys[a.Name()])
+					detail += fmt.Sprintf(" (set %s or add it to --credentials-file)", credentials.EnvVar(a.Name()))
 				}
 				checks[i] = check{"unauthorized", detail}
 			default:

@@ -15,21 +15,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/controller"
+	"github.com/solanyn/gpu-operator/pkg/credentials"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
-	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
-	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	"github.com/solanyn/gpu-operator/pkg/operator"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
@@ -82,8 +81,8 @@ func h100Sims(t *testing.T) *stack.Stack {
 func endpointArgs(t *testing.T, st *stack.Stack, key string) []string {
 	t.Helper()
 	// Keys from the environment of whoever runs the tests must not leak in.
-	for _, env := range envKeys {
-		t.Setenv(env, "")
+	for _, p := range credentials.Providers {
+		t.Setenv(credentials.EnvVar(p), "")
 	}
 	args := []string{
 		"--lambda-url", st.URL(providers.LambdaLabs),
@@ -217,8 +216,9 @@ func price(p *float64) float64 {
 	return *p
 }
 
-// startController runs a controller, wired as the operator wires it, on the
-// simulators' adapters and a fresh namespace of env; it stops with the test.
+// startController runs a controller, wired by pkg/operator as the operator
+// binary wires it, on the simulators' adapters and a fresh namespace of env;
+// it stops with the test.
 func startController(t *testing.T, env *testenv.Env, st *stack.Stack) (string, versioned.Interface) {
 	t.Helper()
 	kube := kubernetes.NewForConfigOrDie(env.Config)
@@ -231,41 +231,33 @@ func startController(t *testing.T, env *testenv.Env, st *stack.Stack) (string, v
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeFactory := informers.NewSharedInformerFactory(kube, 0)
-	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(client, 0, tgpinformers.WithNamespace(ns))
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	t.Cleanup(broadcaster.Shutdown)
-	ctrl, err := controller.New(controller.Options{
+	ctx, cancel := context.WithCancel(context.Background())
+	recorder, stopEvents := operator.NewRecorder(ctx, kube, "gpu-operator-test")
+	ctrl, informers, err := operator.NewController(operator.Options{
 		Config:     controller.Config{PollInterval: 300 * time.Millisecond},
 		KubeClient: kube,
 		Client:     client,
-		Requests:   tgpFactory.Tgp().V1().GPURequests(),
-		Nodes:      kubeFactory.Core().V1().Nodes(),
-		Pods:       kubeFactory.Core().V1().Pods(),
+		Namespace:  ns,
 		Providers:  adapters,
-		Recorder:   broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator-test"}),
-		Clock:      clock.RealClock{},
+		Recorder:   recorder,
 		Registry:   prometheus.NewRegistry(),
 	})
 	if err != nil {
+		cancel()
+		stopEvents()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	kubeFactory.Start(ctx.Done())
-	tgpFactory.Start(ctx.Done())
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		if err := ctrl.Run(ctx, 2); err != nil {
+		if err := operator.Run(ctx, ctrl, informers, 2, nil); err != nil {
 			t.Errorf("controller: %v", err)
 		}
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-stopped
-		kubeFactory.Shutdown()
-		tgpFactory.Shutdown()
+		stopEvents()
 	})
 	return ns, client
 }
@@ -442,21 +434,31 @@ func TestOffersJSONAndReasons(t *testing.T) {
 	})
 }
 
+// TestOffersUsageErrors: the command refuses what the API server's
+// admission refuses (tgpv1.ValidateSpec, run over the same table as the CRD
+// in pkg/apis/tgp/v1), naming the flag and the spec field, and its own
+// usage errors; it then exits 2 and writes nothing to stdout.
 func TestOffersUsageErrors(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{}, "--gpu is required"},
-		{[]string{"--gpu", "h100"}, "did you mean H100?"},
-		{[]string{"--gpu", "H100", "--count", "0"}, "--count 0: want 1 to 16"},
-		{[]string{"--gpu", "H100", "--max-price", "0"}, "--max-price 0: want a positive price"},
-		{[]string{"--gpu", "H100", "--max-spot-price", "1"}, "--max-spot-price needs --spot"},
-		{[]string{"--gpu", "H100", "--spot", "--max-spot-price", "4", "--max-price", "3"}, "--max-spot-price 4 is above --max-price 3"},
-		{[]string{"--gpu", "H100", "--regions", "us-west-1,us-west-1"}, `"us-west-1" is listed twice`},
-		{[]string{"--gpu", "H100", "--regions", "US_West"}, "is not a canonical region"},
-		{[]string{"--gpu", "H100", "--region-policy", "Cheapest"}, "--region-policy \"Cheapest\""},
-		{[]string{"--gpu", "H100", "--provider", "aws"}, "--provider \"aws\""},
+		{[]string{}, "--gpu: spec.gpuType: Required value"},
+		{[]string{"--gpu", strings.Repeat("A", 33)}, "--gpu: spec.gpuType: Too long"},
+		{[]string{"--gpu", "H100", "--count", "0"}, "--count 0: a GPURequest's gpuCount must be between 1 and 16"},
+		{[]string{"--gpu", "H100", "--count", "17"}, "--count: spec.gpuCount: Invalid value: 17: must be between 1 and 16"},
+		{[]string{"--gpu", "H100", "--count", "-1"}, "--count: spec.gpuCount: Invalid value: -1"},
+		{[]string{"--gpu", "H100", "--count", "4294967297"}, "--count 4294967297: a GPURequest's gpuCount must be between 1 and 16"},
+		{[]string{"--gpu", "H100", "--max-price", "0"}, "--max-price: spec.maxPrice: Invalid value: 0: must be greater than 0"},
+		{[]string{"--gpu", "H100", "--max-price", "NaN"}, "--max-price: spec.maxPrice: Invalid value: NaN"},
+		{[]string{"--gpu", "H100", "--max-price", "+Inf"}, "--max-price +Inf: want a price in USD/h"},
+		{[]string{"--gpu", "H100", "--max-spot-price", "1"}, "--max-spot-price: spec.maxSpotPrice: Invalid value: 1: maxSpotPrice requires spotInstance: true"},
+		{[]string{"--gpu", "H100", "--spot", "--max-spot-price", "4", "--max-price", "3"}, "maxSpotPrice must not be greater than maxPrice"},
+		{[]string{"--gpu", "H100", "--regions", "us-west-1,us-west-1"}, `--regions: spec.regionPreference[1]: Duplicate value: "us-west-1"`},
+		{[]string{"--gpu", "H100", "--regions", "US_West"}, `--regions: spec.regionPreference[0]: Invalid value: "US_West"`},
+		{[]string{"--gpu", "H100", "--regions", "r1,r2,r3,r4,r5,r6,r7,r8,r9,r10,r11,r12,r13,r14,r15,r16,r17"}, "--regions: spec.regionPreference: Too many"},
+		{[]string{"--gpu", "H100", "--region-policy", "Cheapest"}, `--region-policy: spec.regionPolicy: Unsupported value: "Cheapest"`},
+		{[]string{"--gpu", "H100", "--provider", "aws"}, `--provider: spec.provider: Unsupported value: "aws"`},
 		{[]string{"--gpu", "H100", "--provider", "runpod", "--providers", "lambdalabs"}, "not among --providers"},
 		{[]string{"--gpu", "H100", "-o", "yaml"}, "-o \"yaml\": want table or json"},
 		{[]string{"--gpu", "H100", "extra"}, "unexpected arguments"},
@@ -470,6 +472,63 @@ func TestOffersUsageErrors(t *testing.T) {
 		if res.out != "" {
 			t.Errorf("offers %q wrote to stdout: %q", tt.args, res.out)
 		}
+	}
+}
+
+// TestUnknownGPUTypeAcceptedByCLIAndAPI: a GPU type no provider sells (a
+// wrong case, or a model not in the canonical list) is accepted by the CRD,
+// by ValidateSpec and by the CLI alike, and simply has no offers: the CLI
+// exits 1 (not 2) with every offer lost to WrongGPUType, and the controller
+// reports UnknownGPUType on the admitted request.
+func TestUnknownGPUTypeAcceptedByCLIAndAPI(t *testing.T) {
+	st := h100Sims(t)
+	endpoints := endpointArgs(t, st, simKey)
+	env := testenv.StartT(t)
+	ns, client := startController(t, env, st)
+	for _, gpu := range []string{"h100", "B300"} {
+		t.Run(gpu, func(t *testing.T) {
+			spec := tgpv1.GPURequestSpec{GPUType: gpu}
+			if errs := tgpv1.ValidateSpec(&spec, field.NewPath("spec")); len(errs) > 0 {
+				t.Errorf("ValidateSpec refuses gpuType %q: %v", gpu, errs)
+			}
+
+			res := runCmd(offersCmd, append([]string{"--gpu", gpu}, endpoints...)...)
+			if res.code != exitFail {
+				t.Errorf("offers --gpu %s: exit %d, want 1 (accepted, no offer); stderr:\n%s", gpu, res.code, res.errOut)
+			}
+			if want := fmt.Sprintf("No eligible offer for %s x1.", gpu); !strings.Contains(res.out, want) {
+				t.Errorf("output lacks %q:\n%s", want, res.out)
+			}
+			if want := fmt.Sprintf("note: --gpu %q is not a canonical GPU type", gpu); !strings.Contains(res.errOut, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, res.errOut)
+			}
+			if hint := strings.Contains(res.errOut, "did you mean H100?"); hint != (gpu == "h100") {
+				t.Errorf("stderr %q: a did-you-mean hint only for a canonical type in another case", res.errOut)
+			}
+			doc := decodeOffers(t, runCmd(offersCmd, append([]string{"--gpu", gpu, "-o", "json"}, endpoints...)...).out)
+			if doc.Chosen != nil || doc.Considered == 0 || doc.Counts[selector.WrongGPUType] != doc.Considered {
+				t.Errorf("chosen %v, considered %d, counts %v; want every offer lost to WrongGPUType", doc.Chosen, doc.Considered, doc.Counts)
+			}
+
+			name := "unknown-" + strings.ToLower(gpu)
+			_, err := client.TgpV1().GPURequests(ns).Create(t.Context(), &tgpv1.GPURequest{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("the API server refuses gpuType %q: %v", gpu, err)
+			}
+			var last *metav1.Condition
+			err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				req, err := client.TgpV1().GPURequests(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return false, nil
+				}
+				last = meta.FindStatusCondition(req.Status.Conditions, tgpv1.ConditionOffersAvailable)
+				return last != nil && last.Status == metav1.ConditionFalse && last.Reason == "UnknownGPUType", nil
+			})
+			if err != nil {
+				t.Errorf("the controller did not report UnknownGPUType within 30s; OffersAvailable %+v", last)
+			}
+		})
 	}
 }
 
@@ -568,28 +627,6 @@ func TestValidateCredentials(t *testing.T) {
 			t.Errorf("exit %d, stderr %q; want 2 naming the key but not its value", res.code, res.errOut)
 		}
 	})
-}
-
-func TestReadCredentialsFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "creds")
-	content := "# comment\n\nLAMBDA_API_KEY = a1 \nexport RUNPOD_API_KEY=\"r 2\"\npaperspace='p3'\n"
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, err := readCredentialsFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{providers.LambdaLabs: "a1", providers.RunPod: "r 2", providers.Paperspace: "p3"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	if err := os.WriteFile(path, []byte("LAMBDA_API_KEY\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readCredentialsFile(path); err == nil || !strings.Contains(err.Error(), ":1: want KEY=VALUE") {
-		t.Errorf("error %v, want the line number", err)
-	}
 }
 
 func TestFormatPrice(t *testing.T) {

@@ -1,22 +1,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
-	"strings"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
@@ -57,13 +45,6 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.callTimeout, "provider-call-timeout", 30*time.Second, "Deadline of every provider API call.")
 }
 
-// envKeys name the environment variables that may hold each provider's key.
-var envKeys = map[string]string{
-	providers.LambdaLabs: "LAMBDA_API_KEY",
-	providers.RunPod:     "RUNPOD_API_KEY",
-	providers.Paperspace: "PAPERSPACE_API_KEY",
-}
-
 // build creates the enabled adapters; key returns a provider's current key.
 func (p *providerFlags) build(key func(provider string) string) ([]providers.Provider, error) {
 	httpClient := &http.Client{Transport: &http.Transport{
@@ -96,87 +77,4 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 		out = append(out, a)
 	}
 	return out, nil
-}
-
-// watchPrices keeps Paperspace's price table in step with the override
-// ConfigMap, when Paperspace is enabled.
-func (p *providerFlags) watchPrices(ctx context.Context, kube kubernetes.Interface, namespace string, adapters []providers.Provider) error {
-	var ps *paperspace.Adapter
-	for _, a := range adapters {
-		if x, ok := a.(*paperspace.Adapter); ok {
-			ps = x
-		}
-	}
-	if ps == nil || p.pricesConfigMap == "" {
-		return nil
-	}
-	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", p.pricesConfigMap).String()
-		}))
-	apply := func(obj any) {
-		cm, ok := obj.(*corev1.ConfigMap)
-		if !ok {
-			ps.SetPrices(nil)
-			return
-		}
-		table, err := paperspace.DefaultPriceTable().WithConfigMapData(cm.Namespace, cm.Name, cm.Data)
-		if err != nil {
-			klog.ErrorS(err, "ignoring invalid Paperspace price override", "configmap", klog.KObj(cm))
-			return
-		}
-		ps.SetPrices(table)
-		klog.InfoS("Paperspace price overrides applied", "configmap", klog.KObj(cm), "entries", len(cm.Data))
-	}
-	_, err := factory.Core().V1().ConfigMaps().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    apply,
-		UpdateFunc: func(_, n any) { apply(n) },
-		DeleteFunc: func(any) { ps.SetPrices(nil) },
-	})
-	if err != nil {
-		return err
-	}
-	factory.Start(ctx.Done())
-	return nil
-}
-
-// credentials reads provider keys from the credentials Secret through an
-// informer, so a rotated key takes effect without a restart.
-type credentials struct {
-	factory informers.SharedInformerFactory
-	lister  corelisters.SecretLister
-	ns      string
-	name    string
-}
-
-func newCredentials(kube kubernetes.Interface, namespace, name string) *credentials {
-	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}))
-	return &credentials{factory: factory, lister: factory.Core().V1().Secrets().Lister(), ns: namespace, name: name}
-}
-
-// start runs the Secret informer; onChange runs whenever the Secret changes.
-func (c *credentials) start(ctx context.Context, onChange func()) {
-	_, _ = c.factory.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
-		UpdateFunc: func(any, any) { onChange() },
-	})
-	c.factory.Start(ctx.Done())
-	c.factory.WaitForCacheSync(ctx.Done())
-}
-
-// key returns the provider's key: the Secret's, else the environment's.
-func (c *credentials) key(provider string) string {
-	if s, err := c.lister.Secrets(c.ns).Get(c.name); err == nil {
-		if v := strings.TrimSpace(string(s.Data[provider])); v != "" {
-			return v
-		}
-	}
-	return os.Getenv(envKeys[provider])
-}
-
-func metaName(name, namespace string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: namespace}
 }
