@@ -4,6 +4,31 @@
 // provider adapter (pkg/providers), follow the instance through the shared
 // poller, wait for its Node, and terminate it when its lifetime, idle time or
 // the object ends.
+//
+// One file per stage, each owning its conditions and phases:
+//
+//	sync.go         the dispatch of one sync, finalizers, the status write,
+//	                validation of stored specs (Failed/InvalidSpec)
+//	launch.go       selection, the write-ahead record, launch and failover,
+//	                adoption by name: OffersAvailable, Launched; Pending,
+//	                Provisioning
+//	bootstrap.go    the consent-labelled bootstrap Secret and its bounded
+//	                rendering (Launched=False/BootstrapError)
+//	join.go         Booting, Joining, Ready and the join timeout: NodeJoined,
+//	                Ready
+//	liveness.go     interruptions and the relaunch: Interrupted
+//	termination.go  lifetime, idle time, deletion, drain, one terminate call:
+//	                Terminating, Terminated
+//	cost.go         accumulatedCost and the cost metric
+//	ownership.go    what proves a machine or Node is a request's
+//	availability.go offerings marked unavailable, providers blocked
+//	nodes.go        Node labels, taints, lookups; inventory.go the instance
+//	                poller; collector.go the leaked-instance collector;
+//	                metrics.go the metrics
+//
+// A sync writes status at most twice: the write-ahead record before a launch
+// call (or the termination record before a terminate call), and its final
+// status. Real-cluster tests live in ./integration.
 package controller
 
 import (

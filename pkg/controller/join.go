@@ -61,6 +61,7 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, machine)
 	}
 	node := c.findNode(req)
+	labelled := false // this sync patched the Node already (the cache has not caught up)
 	if st.Phase == tgpv1.PhaseBooting || st.Phase == tgpv1.PhaseJoining {
 		deadline := launched.Add(c.cfg.JoinTimeout)
 		if !now.Before(deadline) {
@@ -84,6 +85,7 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 				}
 				return clampDelay(deadline.Sub(now)), nil
 			}
+			labelled = true
 			first := st.ReadyAt == nil
 			st.Phase, st.NodeName, st.ReadyAt = tgpv1.PhaseReady, node.Name, ptr(metav1.NewTime(now))
 			st.Message, st.IdleSince = "", nil
@@ -116,13 +118,15 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 		st.NodeName, changed = node.Name, true
 	}
 	// Edits of nodeLabels and nodeTaints after Ready reach the Node (a no-op
-	// when it is up to date).
-	if err := c.labelNode(ctx, req, node); err != nil && !apierrors.IsNotFound(err) {
-		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
-			return 0, err
-		}
-		if st.ObservedGeneration != req.Generation { // once per edit, not once per sync
-			c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
+	// when it is up to date; skipped when this sync applied them just now).
+	if !labelled {
+		if err := c.labelNode(ctx, req, node); err != nil && !apierrors.IsNotFound(err) {
+			if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+				return 0, err
+			}
+			if st.ObservedGeneration != req.Generation { // once per edit, not once per sync
+				c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "the edited labels and taints cannot be applied to Node %s: %v", node.Name, err)
+			}
 		}
 	}
 	next := c.cfg.CostInterval

@@ -1,4 +1,4 @@
-package controller_test
+package integration
 
 // Integration tests of the tenant-safety fixes (../shared/DESIGN.md
 // "Lifecycle", "Tenancy and safety"): the real API server and etcd of
