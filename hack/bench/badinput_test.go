@@ -185,7 +185,7 @@ func TestRandomRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rng := rand.New(rand.NewPCG(20261126, 1))
+	rng := rand.New(rand.NewPCG(uint64(testSeed(t)), 1))
 	specs := make([]randomSpec, total)
 	for i := range specs {
 		specs[i] = genSpec(rng)

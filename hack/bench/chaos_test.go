@@ -12,7 +12,7 @@ import (
 // unclaimed, no request has two, and no name was launched twice.
 func TestChaosSmall(t *testing.T) {
 	bin := operatorBin(t)
-	seed := time.Now().UnixNano()
+	seed := testSeed(t)
 	res := runChaos(t.Context(), bin, chaosConfig{Requests: 60, Kills: 5, SpotShare: 0.2,
 		PreemptEvery: 2 * time.Second, KillGap: [2]time.Duration{2 * time.Second, 5 * time.Second},
 		Settle: 3 * time.Minute, Seed: seed, Logf: testLogf(t)})
