@@ -33,16 +33,20 @@ type LeaderElection struct {
 var ErrLeadershipLost = errors.New("lost the leader Lease")
 
 // Run starts inf, waits for the controller's caches and runs the controller
-// with workers until ctx ends; then it waits for the informers to stop. With
-// le not nil the controller runs only while this replica holds the Lease
-// (the caches are already warm while it stands by), and the Lease is
-// released when ctx ends. It returns an error when the caches never synced,
-// when le is invalid, and ErrLeadershipLost; an error of the controller
-// itself is logged. Logs go to ctx's logger.
+// with workers until ctx ends; then it stops the informers and waits for
+// them. With le not nil the controller runs only while this replica holds
+// the Lease (the caches are already warm while it stands by), and the Lease
+// is released when ctx ends. It returns an error when ctx ended before the
+// caches synced or le is invalid, and ErrLeadershipLost; an error of the
+// controller itself is logged. Logs go to ctx's logger.
 func Run(ctx context.Context, ctrl *controller.Controller, inf Informers, workers int, le *LeaderElection) error {
 	logger := klog.FromContext(ctx)
-	inf.Start(ctx)
+	// The informers stop when Run returns, also when the Lease was lost
+	// while ctx lives on: Shutdown waits for them.
+	infCtx, stopInformers := context.WithCancel(ctx)
+	inf.Start(infCtx)
 	defer inf.Shutdown()
+	defer stopInformers()
 	if err := ctrl.WaitForCaches(ctx); err != nil {
 		return err
 	}
