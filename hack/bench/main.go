@@ -12,12 +12,17 @@
 //     launched twice;
 //   - faults (-faults): 5xx, 429 with Retry-After and latency on every
 //     provider and one provider down for a while; everything still Ready,
-//     no call inside a Retry-After window, no launch on the down provider.
+//     no call inside a Retry-After window, no launch on the down provider;
+//   - template bombs (-bomb): one tenant's hostile bootstrap templates and
+//     another tenant's plain requests at once, against the same without
+//     bombs: time to refuse each bomb, the other tenant's time to Ready,
+//     the operator's peak RSS and CPU, and SIGTERM to exit.
 //
 // Usage:
 //
 //	go run ./hack/bench -write BENCHMARKS.md
-//	go run ./hack/bench -n 100 -chaos=false -faults=false
+//	go run ./hack/bench -n 100 -chaos=false -faults=false -bomb=false
+//	go run ./hack/bench -n= -chaos=false -faults=false -write-bomb BENCHMARKS.md
 package main
 
 import (
@@ -42,6 +47,11 @@ func main() {
 		requests = flag.Int("chaos-requests", 300, "Requests in the chaos and fault runs.")
 		kills    = flag.Int("kills", 20, "Leader kills in the chaos run.")
 		down     = flag.Duration("down", 2*time.Minute, "How long one provider is down in the fault run.")
+		bomb     = flag.Bool("bomb", true, "Run the template-bomb run and its baseline without bombs.")
+		bombs    = flag.Int("bombs", 50, "Bomb requests in the template-bomb run.")
+		bombNorm = flag.Int("bomb-normal", 20, "Plain requests in another namespace, created with the bombs.")
+		bombHold = flag.Duration("bomb-hold", 70*time.Second, "How long the template-bomb run keeps the operator running after all settled (over a minute: every bomb is retried once).")
+		bombFile = flag.String("write-bomb", "", "Replace only the template-bomb section of this file (BENCHMARKS.md) with this run's.")
 	)
 	flag.StringVar(&logDir, "logs", "", "Keep each operator process's log in this directory.")
 	flag.StringVar(&heapProfile, "heap-profile", "", "Save the operator's heap profile when all requests are Ready to FILE.<N>.")
@@ -97,6 +107,30 @@ func main() {
 		if res.Err != nil {
 			logf("faults: %v", res.Err)
 			failed = true
+		}
+	}
+	if *bomb {
+		cfg := bombConfig{Bombs: *bombs, Normal: *bombNorm, NodeLabels: 20, Hold: *bombHold,
+			Settle: 5 * time.Minute, StopTimeout: 20 * time.Second, Logf: logf}
+		br := &bombReport{Command: rep.Command, Started: time.Now()}
+		base := cfg
+		base.Bombs = 0
+		b, a := runBomb(ctx, bin, base), runBomb(ctx, bin, cfg)
+		br.Baseline, br.Attack = &b, &a
+		rep.Bomb = br
+		fmt.Println(br.table())
+		for _, r := range []*bombResult{&b, &a} {
+			for _, p := range r.problems() {
+				logf("bomb (%d bombs): %s", r.Bombs, p)
+				failed = true
+			}
+		}
+		if *bombFile != "" {
+			if err := writeSection(*bombFile, br.markdown()); err != nil {
+				logf("writing %s: %v", *bombFile, err)
+				os.Exit(1)
+			}
+			logf("wrote the template-bomb section of %s", *bombFile)
 		}
 	}
 	if *write != "" {

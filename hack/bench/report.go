@@ -41,6 +41,7 @@ type report struct {
 	Scale   []scaleResult
 	Chaos   *chaosResult
 	Faults  *faultResult
+	Bomb    *bombReport
 }
 
 func verdict(ok bool) string {
@@ -210,6 +211,10 @@ func (rep *report) markdown() string {
 	if rep.Faults != nil {
 		b.WriteString("## Provider faults\n\n")
 		b.WriteString(rep.Faults.table())
+		b.WriteString("\n")
+	}
+	if rep.Bomb != nil {
+		b.WriteString(rep.Bomb.markdown())
 		b.WriteString("\n")
 	}
 	return b.String()
