@@ -132,7 +132,7 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	fs := flag.NewFlagSet("offers", flag.ContinueOnError)
 	fs.SetOutput(errOut)
 	var f offersFlags
-	fs.StringVar(&f.gpu, "gpu", "", "Canonical GPU type (required): "+strings.Join(providers.CanonicalGPUTypes, ", ")+".")
+	fs.StringVar(&f.gpu, "gpu", "", "GPU type (required), as spec.gpuType; providers offer the canonical ones: "+strings.Join(providers.CanonicalGPUTypes, ", ")+".")
 	fs.IntVar(&f.count, "count", 1, "GPUs on the one machine, 1 to 16.")
 	fs.BoolVar(&f.spot, "spot", false, "Prefer spot capacity; on-demand is then only the --max-price fallback.")
 	fs.Float64Var(&f.maxPrice, "max-price", 0, "On-demand cap in USD/h for the whole machine (the spot cap too without --max-spot-price).")
@@ -174,15 +174,15 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	if f.provider != "" && !slices.Contains(splitList(f.cli.providers.enabled), f.provider) {
 		return usageErr(fmt.Errorf("--provider %s is not among --providers %q", f.provider, f.cli.providers.enabled))
 	}
-	if !slices.Contains(providers.CanonicalGPUTypes, spec.GPUType) {
-		// Accepted, as the API server accepts it: no provider offers it, and
-		// the controller would report UnknownGPUType.
-		fmt.Fprintf(errOut, "note: --gpu %q is not a canonical GPU type %s; no provider offers it\n", spec.GPUType, gpuTypeHint(spec.GPUType))
-	}
 	req := specreq.RequestFromSpec(spec)
 	adapters, err := f.cli.build()
 	if err != nil {
 		return usageErr(err)
+	}
+	if !slices.Contains(providers.CanonicalGPUTypes, spec.GPUType) {
+		// Accepted, as the API server accepts it: no provider offers it, and
+		// the controller would report UnknownGPUType.
+		fmt.Fprintf(errOut, "note: --gpu %q is not a canonical GPU type %s; no provider offers it\n", spec.GPUType, gpuTypeHint(spec.GPUType))
 	}
 
 	ctx, cancel := commandContext(f.cli.timeout)
