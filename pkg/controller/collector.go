@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
+
+	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
 var labelsEverything = labels.Everything()
@@ -36,6 +38,12 @@ func (c *Controller) CollectOrphans(ctx context.Context) int {
 	}
 	n := 0
 	for _, o := range c.inventory.Unclaimed(claimed, c.clock.Now().Add(-c.cfg.GCGrace)) {
+		if !providers.IsOperatorMachine(o.Name) {
+			continue // adapters list only the operator's machines; never rely on it alone
+		}
+		if c.terminateSentRecently(o.Instance) {
+			continue // a call is out already; counted when it was sent
+		}
 		if err := c.terminateInstance(ctx, o.Instance); err != nil {
 			logger.Error(err, "terminating orphaned instance", "provider", o.Provider, "instance", o.ID, "name", o.Name)
 			continue

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -445,5 +446,26 @@ func TestReservedLabelsFromAStoredSpecNeverReachTheNode(t *testing.T) {
 	}
 	if labels["team"] != "a" || labels[LabelRequestUID] != string(req.UID) {
 		t.Errorf("labels %v, want team=a and the request's own UID", labels)
+	}
+}
+
+func TestCollectorCountsEachOrphanOnceAndKeepsToItsPrefix(t *testing.T) {
+	f := newFixture(t)
+	f.provider.instances = []providers.Instance{
+		{Provider: "runpod", ID: "pod-9", Name: "gpur-0000000000000000-1", State: providers.StateRunning},
+		{Provider: "runpod", ID: "pod-user", Name: "someone-elses-pod", State: providers.StateRunning},
+	}
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	f.clock.Step(f.ctrl.cfg.GCGrace + time.Second)
+	f.ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
+	for range 2 {
+		f.ctrl.CollectOrphans(t.Context())
+		f.clock.Step(10 * time.Second)
+	}
+	if diff := cmp.Diff([]string{"pod-9"}, f.provider.terminated); diff != "" {
+		t.Errorf("terminate calls (-want +got):\n%s", diff)
+	}
+	if got := testutil.ToFloat64(f.ctrl.metrics.OrphansTerminated.WithLabelValues("runpod")); got != 1 {
+		t.Errorf("gpu_operator_orphans_terminated_total %v after two passes, want 1", got)
 	}
 }

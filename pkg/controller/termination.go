@@ -157,12 +157,11 @@ func (c *Controller) terminateInstance(ctx context.Context, in providers.Instanc
 	if !ok || in.ID == "" {
 		return nil
 	}
-	key := in.Provider + "/" + in.ID
-	now := c.clock.Now()
-	if at, sent := c.terminateSent.Load(key); sent && now.Sub(at.(time.Time)) < c.terminateRetry() {
+	if c.terminateSentRecently(in) {
 		return nil
 	}
-	c.terminateSent.Store(key, now)
+	key := in.Provider + "/" + in.ID
+	c.terminateSent.Store(key, c.clock.Now())
 	err := p.Terminate(ctx, in.ID)
 	c.metrics.observeCall(in.Provider, "terminate", err)
 	klog.FromContext(ctx).Info("terminate requested", "provider", in.Provider, "instance", in.ID, "machine", in.Name, "err", err)
@@ -173,6 +172,13 @@ func (c *Controller) terminateInstance(ctx context.Context, in providers.Instanc
 		c.terminateSent.Delete(key)
 	}
 	return err
+}
+
+// terminateSentRecently reports whether a terminate call for the instance
+// went out less than terminateRetry ago.
+func (c *Controller) terminateSentRecently(in providers.Instance) bool {
+	at, sent := c.terminateSent.Load(in.Provider + "/" + in.ID)
+	return sent && c.clock.Now().Sub(at.(time.Time)) < c.terminateRetry()
 }
 
 // terminateRetry is how long a terminate call is trusted before it is sent
