@@ -35,10 +35,12 @@ type snapshot struct {
 	// launched before it and absent from it is gone.
 	listedAt time.Time
 	byName   map[string]providers.Instance
-	// byID maps instance ids to machine names.
-	byID map[string]string
-	// byRequest maps a request's machine-name prefix (everything before the
-	// attempt number) to its machine names.
+	// byID maps instance ids to machine names, and byRequest a request's
+	// machine-name prefix (everything before the attempt number) to its
+	// machine names. Both are built on first use after each list (they
+	// serve ownership checks, termination and interruptions, not every
+	// sync), so a poll allocates one map, not three.
+	byID      map[string]string
 	byRequest map[string][]string
 	// firstSeen is when the poller first saw each instance id.
 	firstSeen map[string]time.Time
@@ -94,14 +96,8 @@ func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provide
 		return
 	}
 	byName := make(map[string]providers.Instance, len(list))
-	byID := make(map[string]string, len(list))
-	byRequest := make(map[string][]string, len(list))
 	for _, in := range list {
 		byName[in.Name] = in
-		byID[in.ID] = in.Name
-		if i := strings.LastIndexByte(in.Name, '-'); i > 0 {
-			byRequest[in.Name[:i+1]] = append(byRequest[in.Name[:i+1]], in.Name)
-		}
 	}
 	var changed []string
 	inv.mu.Lock()
@@ -123,7 +119,7 @@ func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provide
 			changed = append(changed, n)
 		}
 	}
-	s.byName, s.byID, s.byRequest, s.firstSeen, s.listedAt, s.err = byName, byID, byRequest, seen, started, nil
+	s.byName, s.byID, s.byRequest, s.firstSeen, s.listedAt, s.err = byName, nil, nil, seen, started, nil
 	select {
 	case <-s.synced:
 	default:
@@ -133,6 +129,22 @@ func (inv *Inventory) Poll(ctx context.Context, name string, p providers.Provide
 	if inv.OnChange != nil {
 		for _, n := range changed {
 			inv.OnChange(name, n)
+		}
+	}
+}
+
+// indexLocked builds byID and byRequest from byName if this list has not
+// yet; the caller holds inv.mu for writing.
+func (s *snapshot) indexLocked() {
+	if s.byID != nil || s.byName == nil {
+		return
+	}
+	s.byID = make(map[string]string, len(s.byName))
+	s.byRequest = make(map[string][]string, len(s.byName))
+	for name, in := range s.byName {
+		s.byID[in.ID] = name
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			s.byRequest[name[:i+1]] = append(s.byRequest[name[:i+1]], name)
 		}
 	}
 }
@@ -166,12 +178,13 @@ func (inv *Inventory) Lookup(provider, name string) (in providers.Instance, foun
 
 // ByID finds an instance by its provider id in the provider's latest list.
 func (inv *Inventory) ByID(provider, id string) (providers.Instance, bool) {
-	inv.mu.RLock()
-	defer inv.mu.RUnlock()
+	inv.mu.Lock() // may build the index
+	defer inv.mu.Unlock()
 	s, ok := inv.snaps[provider]
 	if !ok {
 		return providers.Instance{}, false
 	}
+	s.indexLocked()
 	name, ok := s.byID[id]
 	if !ok {
 		return providers.Instance{}, false
@@ -184,10 +197,11 @@ func (inv *Inventory) ByID(provider, id string) (providers.Instance, bool) {
 // machine names are prefix followed by an attempt number (prefix ends in
 // "-": see machinePrefix).
 func (inv *Inventory) ForRequest(prefix string) []providers.Instance {
-	inv.mu.RLock()
-	defer inv.mu.RUnlock()
+	inv.mu.Lock() // may build the index
+	defer inv.mu.Unlock()
 	var out []providers.Instance
 	for provider, s := range inv.snaps {
+		s.indexLocked()
 		for _, n := range s.byRequest[prefix] {
 			in := s.byName[n]
 			if in.Provider == "" {
