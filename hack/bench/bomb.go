@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/bootstrap"
@@ -327,17 +325,8 @@ func watchOutcomes(ctx context.Context, client versioned.Interface) (*outcomeWat
 			w.ready[key] = now
 		}
 	}
-	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    observe,
-		UpdateFunc: func(_, n any) { observe(n) },
-	}); err != nil {
+	if err := startObserving(ctx, f, inf, observe); err != nil {
 		return nil, err
-	}
-	f.Start(ctx.Done())
-	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return nil, fmt.Errorf("cache for %v not synced", typ)
-		}
 	}
 	return w, nil
 }
@@ -370,36 +359,15 @@ func (w *outcomeWatcher) times() (refused, ready map[string]time.Time) {
 // when each create call was sent, by namespace/name.
 func createTimed(ctx context.Context, client versioned.Interface, reqs []*tgpv1.GPURequest, workers int) (map[string]time.Time, error) {
 	sent := make([]time.Time, len(reqs))
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(reqs) || ctx.Err() != nil {
-					return
-				}
-				r := reqs[i]
-				sent[i] = time.Now()
-				if _, err := client.TgpV1().GPURequests(r.Namespace).Create(ctx, r, metav1.CreateOptions{}); err != nil {
-					errOnce.Do(func() { first = fmt.Errorf("creating %s/%s: %w", r.Namespace, r.Name, err) })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	err := createRequests(ctx, client, len(reqs), workers, func(i int) *tgpv1.GPURequest {
+		sent[i] = time.Now() // each index is taken by one worker
+		return reqs[i]
+	})
 	out := make(map[string]time.Time, len(reqs))
 	for i, r := range reqs {
 		out[r.Namespace+"/"+r.Name] = sent[i]
 	}
-	return out, first
+	return out, err
 }
 
 // interleave spreads b evenly among a, keeping each one's order.

@@ -13,6 +13,7 @@ import (
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	tgpinformersv1 "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions/tgp/v1"
 	tgplisters "github.com/solanyn/gpu-operator/pkg/generated/listers/tgp/v1"
 )
 
@@ -45,17 +46,8 @@ func watchRequests(ctx context.Context, client versioned.Interface) (*requestWat
 		}
 		w.mu.Unlock()
 	}
-	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    observe,
-		UpdateFunc: func(_, n any) { observe(n) },
-	}); err != nil {
+	if err := startObserving(ctx, f, inf, observe); err != nil {
 		return nil, err
-	}
-	f.Start(ctx.Done())
-	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return nil, fmt.Errorf("cache for %v not synced", typ)
-		}
 	}
 	return w, nil
 }
@@ -107,6 +99,24 @@ func (w *requestWatcher) waitAllReady(ctx context.Context, n int, timeout time.D
 	})
 	if err != nil {
 		return fmt.Errorf("not all %d requests Ready within %s: %s: %w", n, timeout, formatPhases(phaseCounts(w.all())), err)
+	}
+	return nil
+}
+
+// startObserving calls observe with every GPURequest added or updated, then
+// starts the factory and waits for its cache.
+func startObserving(ctx context.Context, f tgpinformers.SharedInformerFactory, inf tgpinformersv1.GPURequestInformer, observe func(any)) error {
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    observe,
+		UpdateFunc: func(_, n any) { observe(n) },
+	}); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("cache for %v not synced", typ)
+		}
 	}
 	return nil
 }

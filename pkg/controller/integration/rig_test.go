@@ -126,11 +126,18 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	return r
 }
 
-func (r *rig) build(cfg controller.Config) {
+func (r *rig) build(cfg controller.Config) { r.t.Helper(); r.buildWith(cfg, nil) }
+
+// buildWith builds the rig's controller over the given providers, or the
+// stack's default adapters when nil. A rig made with noStart may be rebuilt
+// this way (its first controller is never started); call start() after.
+func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
 	r.t.Helper()
-	adapters, err := r.stack.Adapters(stack.AdapterOptions{})
-	if err != nil {
-		r.t.Fatal(err)
+	var err error
+	if adapters == nil {
+		if adapters, err = r.stack.Adapters(stack.AdapterOptions{}); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 	kube, client := r.kube, r.client
 	if r.opts.operatorConfig != nil {

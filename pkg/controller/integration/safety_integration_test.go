@@ -15,16 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/clock"
 	"sigs.k8s.io/yaml"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
@@ -32,8 +27,6 @@ import (
 	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/controller"
-	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
-	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 )
@@ -70,48 +63,6 @@ func (h *withheldLaunches) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done(): // the adapter timed out and hung up
 	case <-time.After(30 * time.Second):
 	}
-}
-
-// buildWith is build (rig_test.go) with the providers given instead of the
-// stack's default adapters. It replaces the controller of a rig made with
-// noStart (which is never started); call start() afterwards.
-func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
-	r.t.Helper()
-	kubeFactory := informers.NewSharedInformerFactoryWithOptions(r.kube, 0, informers.WithTransform(controller.TrimForCache))
-	tgpFactory := tgpinformers.NewSharedInformerFactoryWithOptions(r.client, 0, tgpinformers.WithNamespace(r.ns),
-		tgpinformers.WithTransform(controller.TrimForCache))
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.kube.CoreV1().Events("")})
-	r.t.Cleanup(broadcaster.Shutdown)
-	r.registry = prometheus.NewRegistry()
-	ctrl, err := controller.New(controller.Options{
-		Config:     cfg,
-		KubeClient: r.kube,
-		Client:     r.client,
-		Requests:   tgpFactory.Tgp().V1().GPURequests(),
-		Nodes:      kubeFactory.Core().V1().Nodes(),
-		Pods:       kubeFactory.Core().V1().Pods(),
-		Providers:  adapters,
-		Recorder:   broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator-test"}),
-		Clock:      clock.RealClock{},
-		Registry:   r.registry,
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.ctrl = ctrl
-	ctx, cancel := context.WithCancel(context.Background())
-	r.ctx = ctx
-	kubeFactory.Start(ctx.Done())
-	tgpFactory.Start(ctx.Done())
-	r.t.Cleanup(func() {
-		cancel()
-		if r.stopped != nil {
-			r.waitStopped()
-		}
-		kubeFactory.Shutdown()
-		tgpFactory.Shutdown()
-	})
 }
 
 // launchedFor sums a simulator's launches (create calls that made an
