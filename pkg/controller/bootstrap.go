@@ -82,7 +82,8 @@ func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer 
 // launch, Launched=False with reason BootstrapError, one Warning Event per
 // distinct message, and a retry after bootstrapRetry (a fixed Secret is
 // picked up then). Nothing in the message comes from the template.
-func (c *Controller) bootstrapError(ctx context.Context, req *tgpv1.GPURequest, err error) (time.Duration, error) {
+func (c *Controller) bootstrapError(s *syncCtx, err error) (time.Duration, error) {
+	req := s.req
 	st := &req.Status
 	msg := "cannot use the bootstrap: " + err.Error()
 	if st.Phase != tgpv1.PhasePending || st.Message != msg || st.ObservedGeneration != req.Generation {
@@ -90,10 +91,7 @@ func (c *Controller) bootstrapError(ctx context.Context, req *tgpv1.GPURequest, 
 		c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, "BootstrapError", msg)
 		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "BootstrapError", msg)
 		c.event(req, corev1.EventTypeWarning, "BootstrapError", "%s", msg)
-		klog.FromContext(ctx).Info("bootstrap refused", "err", err)
-		if _, err := c.writeStatus(ctx, req); err != nil {
-			return 0, err
-		}
+		klog.FromContext(s.ctx).Info("bootstrap refused", "err", err)
 	}
 	return bootstrapRetry, nil
 }

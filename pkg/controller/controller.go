@@ -26,9 +26,13 @@
 //	                poller; collector.go the leaked-instance collector;
 //	                metrics.go the metrics
 //
-// A sync writes status at most twice: the write-ahead record before a launch
-// call (or the termination record before a terminate call), and its final
-// status. Real-cluster tests live in ./integration.
+// A sync (sync.go) loads one copy of the request into a syncCtx; the stage
+// for its phase mutates that copy in memory, and the sync writes status once
+// at the end, only when it changed (or cost is due). The one deliberate
+// exception is the write-ahead record (writeAhead): the machine name and
+// chosen offer before each launch call, the termination start before the
+// terminate calls. A sync that fails writes nothing else and is retried from
+// the stored status. Real-cluster tests live in ./integration.
 package controller
 
 import (

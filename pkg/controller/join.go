@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -22,13 +21,13 @@ import (
 // track follows a launched machine: Booting until the provider says running,
 // Joining until its Node is Ready and labelled, then Ready, watching for
 // interruption, the end of its lifetime or idle time, and accruing cost.
-// dirty says the in-memory status already differs from the stored one.
-func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty bool) (time.Duration, error) {
+func (c *Controller) track(s *syncCtx) (time.Duration, error) {
+	ctx, req := s.ctx, s.req
 	st := &req.Status
 	now := c.clock.Now()
 	machine := currentMachine(req)
 	if machine == "" {
-		return c.fail(ctx, req, "InvalidStatus", fmt.Sprintf("status.machineName %q is not one of this request's machine names; the operator acts only on machines it can prove are this request's", st.MachineName))
+		return c.fail(s, "InvalidStatus", fmt.Sprintf("status.machineName %q is not one of this request's machine names; the operator acts only on machines it can prove are this request's", st.MachineName))
 	}
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, machine)
 	// launched is when the launch call returned: a list that started after
@@ -39,89 +38,54 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 	}
 	switch {
 	case !found && listedAt.After(launched.Add(listMargin)):
-		return c.interrupt(ctx, req, nil, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", machine, st.Provider))
+		return c.interrupt(s, nil, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", machine, st.Provider))
 	case found && (inst.State == providers.StateInterrupted || inst.State == providers.StateTerminated ||
 		inst.State == providers.StateFailed || inst.State == providers.StateTerminating):
-		return c.interrupt(ctx, req, &inst, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
+		return c.interrupt(s, &inst, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
 	}
 	var current *providers.Instance
 	if found {
 		current = &inst
-	}
-
-	changed := dirty
-	if found && st.InstanceID != inst.ID {
-		st.InstanceID, changed = inst.ID, true // the provider's record wins over status
-	}
-	if found && inst.PublicIP != "" && st.PublicIP != inst.PublicIP {
-		st.PublicIP, changed = inst.PublicIP, true
+		st.InstanceID = inst.ID // the provider's record wins over status
+		if inst.PublicIP != "" {
+			st.PublicIP = inst.PublicIP
+		}
 	}
 	if st.Phase == tgpv1.PhaseBooting && found && inst.State == providers.StateRunning {
-		st.Phase, st.Message, changed = tgpv1.PhaseJoining, "instance running, waiting for its Node", true
+		st.Phase, st.Message = tgpv1.PhaseJoining, "instance running, waiting for its Node"
 		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, machine)
+		klog.FromContext(ctx).V(2).Info("instance running", "machine", machine, "instance", inst.ID)
 	}
 	node := c.findNode(req)
-	labelled := false // this sync patched the Node already (the cache has not caught up)
 	if st.Phase == tgpv1.PhaseBooting || st.Phase == tgpv1.PhaseJoining {
 		deadline := launched.Add(c.cfg.JoinTimeout)
 		if !now.Before(deadline) {
-			return c.joinTimeout(ctx, req, current)
+			return c.joinTimeout(s, current)
 		}
-		if st.Phase == tgpv1.PhaseJoining && node != nil && nodeReady(node) {
-			if err := c.labelNode(ctx, req, node); err != nil {
-				if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
-					return 0, err
-				}
-				// Retrying cannot help: say so once and wait for an edit or the join timeout.
-				msg := fmt.Sprintf("Node %s is Ready but its labels and taints cannot be applied: %v", node.Name, err)
-				if st.Message != msg {
-					st.Message, changed = msg, true
-					c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "%s", msg)
-				}
-				if changed {
-					if _, err := c.writeStatus(ctx, req); err != nil {
-						return 0, err
-					}
-				}
-				return clampDelay(deadline.Sub(now)), nil
+		if st.Phase != tgpv1.PhaseJoining || node == nil || !nodeReady(node) {
+			return clampDelay(deadline.Sub(now)), nil
+		}
+		if err := c.labelNode(ctx, req, node); err != nil {
+			if !permanentNodeError(err) {
+				return 0, err
 			}
-			labelled = true
-			first := st.ReadyAt == nil
-			st.Phase, st.NodeName, st.ReadyAt = tgpv1.PhaseReady, node.Name, ptr(metav1.NewTime(now))
-			st.Message, st.IdleSince = "", nil
-			c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionTrue, "NodeReady", "Node "+node.Name+" is Ready")
-			c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionTrue, "NodeReady", "")
-			if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
-				c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
-			}
-			c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
-			klog.FromContext(ctx).Info("ready", "node", klog.KObj(node), "provider", st.Provider, "region", st.Region)
-			if first && st.Interruptions == 0 {
-				c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
-			}
-			changed = true
-		} else {
-			if changed {
-				if _, err := c.writeStatus(ctx, req); err != nil {
-					return 0, err
-				}
+			// Retrying cannot help: say so once and wait for an edit or the join timeout.
+			msg := fmt.Sprintf("Node %s is Ready but its labels and taints cannot be applied: %v", node.Name, err)
+			if st.Message != msg {
+				st.Message = msg
+				c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "%s", msg)
 			}
 			return clampDelay(deadline.Sub(now)), nil
 		}
-	}
-
-	// Ready: watch the Node, the lifetime, the idle time and the cost.
-	if node == nil {
-		return c.interrupt(ctx, req, current, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
-	}
-	if st.NodeName != node.Name {
-		st.NodeName, changed = node.Name, true
-	}
-	// Edits of nodeLabels and nodeTaints after Ready reach the Node (a no-op
-	// when it is up to date; skipped when this sync applied them just now).
-	if !labelled {
+		c.joined(s, node, now)
+	} else if node == nil {
+		return c.interrupt(s, current, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
+	} else {
+		st.NodeName = node.Name
+		// Edits of nodeLabels and nodeTaints after Ready reach the Node (a
+		// no-op when it is up to date).
 		if err := c.labelNode(ctx, req, node); err != nil && !apierrors.IsNotFound(err) {
-			if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !apierrors.IsBadRequest(err) {
+			if !permanentNodeError(err) {
 				return 0, err
 			}
 			if st.ObservedGeneration != req.Generation { // once per edit, not once per sync
@@ -129,37 +93,61 @@ func (c *Controller) track(ctx context.Context, req *tgpv1.GPURequest, dirty boo
 			}
 		}
 	}
+
+	// Ready: watch the Node, the lifetime, the idle time and the cost.
 	next := c.cfg.CostInterval
 	if !nodeReady(node) {
 		since := readySince(node)
-		if wait := since.Add(c.cfg.NodeNotReadyGrace).Sub(now); wait <= 0 {
-			return c.interrupt(ctx, req, current, "NodeNotReady", fmt.Sprintf("Node %s NotReady since %s while %s reports it running", node.Name, since.UTC().Format(time.RFC3339), st.Provider))
-		} else {
-			next = min(next, wait)
+		wait := since.Add(c.cfg.NodeNotReadyGrace).Sub(now)
+		if wait <= 0 {
+			return c.interrupt(s, current, "NodeNotReady", fmt.Sprintf("Node %s NotReady since %s while %s reports it running", node.Name, since.UTC().Format(time.RFC3339), st.Provider))
 		}
+		next = min(next, wait)
 	}
-	if until, reason, ok := c.terminationDue(req, node, now, &changed); ok {
+	if until, reason, ok := c.terminationDue(req, node, now); ok {
 		if until <= 0 {
-			return c.terminate(ctx, req, reason)
+			return c.terminate(s, reason)
 		}
 		next = min(next, until)
 	}
-	if changed || st.CostUpdatedAt == nil || now.Sub(st.CostUpdatedAt.Time) >= c.cfg.CostInterval || st.ObservedGeneration != req.Generation {
-		if _, err := c.writeStatus(ctx, req); err != nil {
-			return 0, err
-		}
-	}
+	s.costDue = billing(st) && (st.CostUpdatedAt == nil || now.Sub(st.CostUpdatedAt.Time) >= c.cfg.CostInterval)
 	return clampDelay(next), nil
+}
+
+// permanentNodeError says a Node write failed in a way a retry cannot fix.
+func permanentNodeError(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err)
+}
+
+// joined records that the machine's Node is Ready and labelled: phase
+// Ready, NodeJoined and Ready true, a recovered interruption cleared.
+func (c *Controller) joined(s *syncCtx, node *corev1.Node, now time.Time) {
+	req := s.req
+	st := &req.Status
+	first := st.ReadyAt == nil
+	st.Phase, st.NodeName, st.ReadyAt = tgpv1.PhaseReady, node.Name, ptr(metav1.NewTime(now))
+	st.Message, st.IdleSince = "", nil
+	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionTrue, "NodeReady", "Node "+node.Name+" is Ready")
+	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionTrue, "NodeReady", "")
+	if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
+		c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
+	}
+	c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
+	klog.FromContext(s.ctx).Info("ready", "node", klog.KObj(node), "provider", st.Provider, "region", st.Region)
+	if first && st.Interruptions == 0 {
+		c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
+	}
 }
 
 // joinTimeout gives up on a machine whose Node never became Ready: the
 // instance is terminated and the request fails, without relaunching a
 // machine that would fail the same way.
-func (c *Controller) joinTimeout(ctx context.Context, req *tgpv1.GPURequest, inst *providers.Instance) (time.Duration, error) {
+func (c *Controller) joinTimeout(s *syncCtx, inst *providers.Instance) (time.Duration, error) {
+	req := s.req
 	st := &req.Status
 	msg := fmt.Sprintf("Node %s did not become Ready within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
 	if inst != nil {
-		if err := c.terminateInstance(ctx, *inst); err != nil {
+		if err := c.terminateInstance(s.ctx, *inst); err != nil {
 			return 0, err
 		}
 	}
@@ -168,7 +156,6 @@ func (c *Controller) joinTimeout(ctx context.Context, req *tgpv1.GPURequest, ins
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "JoinTimeout", msg)
 	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "JoinTimeout", msg)
 	c.event(req, corev1.EventTypeWarning, "JoinTimeout", "%s", msg)
-	klog.FromContext(ctx).Info("join timeout; instance terminated", "machine", st.MachineName, "after", c.cfg.JoinTimeout)
-	_, err := c.writeStatus(ctx, req)
-	return 0, err
+	klog.FromContext(s.ctx).Info("join timeout; instance terminated", "machine", st.MachineName, "after", c.cfg.JoinTimeout)
+	return 0, nil
 }

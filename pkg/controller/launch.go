@@ -56,18 +56,19 @@ func (c *Controller) publishOfferPrices(offers []providers.Offer) {
 
 // provision selects the best offer and launches it, failing over to the
 // next ranked offer on capacity, quota or provider errors, up to a bound.
-func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
+	ctx, req := s.ctx, s.req
 	logger := klog.FromContext(ctx)
 	st := &req.Status
 	c.ensureConditions(req)
 	res := c.Select(ctx, req)
 	summary := res.Summary(summaryLen)
 	if res.Eligible == 0 {
-		return c.noOffers(ctx, req, res, summary)
+		return c.noOffers(s, res, summary)
 	}
 	template, err := c.bootstrapTemplate(ctx, req)
 	if err != nil {
-		return c.bootstrapError(ctx, req, err)
+		return c.bootstrapError(s, err)
 	}
 	var (
 		failures []string
@@ -99,7 +100,7 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		}
 		userData, err := c.render(req, template, name, offer)
 		if err != nil {
-			return c.bootstrapError(ctx, req, err)
+			return c.bootstrapError(s, err)
 		}
 		// The write-ahead record: the machine name and the chosen offer reach
 		// the API server before the launch call, so after a crash the
@@ -110,11 +111,9 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
-		out, err := c.writeStatus(ctx, req)
-		if err != nil {
+		if err := c.writeAhead(s); err != nil {
 			return 0, err
 		}
-		req, st = out, &out.Status
 
 		if launches++; len(failures) > 0 {
 			c.metrics.Failovers.Inc() // the previous offer failed; this is the next
@@ -188,9 +187,6 @@ func (c *Controller) provision(ctx context.Context, req *tgpv1.GPURequest) (time
 	}
 	st.Phase, st.Message = tgpv1.PhasePending, msg
 	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, reason, msg)
-	if _, err := c.writeStatus(ctx, req); err != nil {
-		return 0, err
-	}
 	delay := c.retryDelay()
 	if throttled > 0 {
 		// Spread the retries of requests throttled together.
@@ -239,7 +235,8 @@ func (c *Controller) retryDelay() time.Duration {
 	return max(next.Sub(c.clock.Now()), 5*time.Second)
 }
 
-func (c *Controller) noOffers(ctx context.Context, req *tgpv1.GPURequest, res selector.Result, summary string) (time.Duration, error) {
+func (c *Controller) noOffers(s *syncCtx, res selector.Result, summary string) (time.Duration, error) {
+	req := s.req
 	st := &req.Status
 	reason := "NoEligibleOffers"
 	if res.Considered > 0 && res.Counts[selector.WrongGPUType] == res.Considered {
@@ -249,21 +246,17 @@ func (c *Controller) noOffers(ctx context.Context, req *tgpv1.GPURequest, res se
 		reason = "NoCatalog"
 		summary = "no provider catalog is available yet"
 	}
-	changed := st.Phase != tgpv1.PhasePending || st.Message != summary || st.ObservedGeneration != req.Generation
-	if changed {
+	if st.Phase != tgpv1.PhasePending || st.Message != summary || st.ObservedGeneration != req.Generation {
 		st.Phase, st.Message, st.Selection = tgpv1.PhasePending, summary, summary
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionFalse, reason, summary)
 		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, summary)
 		c.event(req, corev1.EventTypeWarning, reason, "%s", summary)
-		if _, err := c.writeStatus(ctx, req); err != nil {
-			return 0, err
-		}
 	}
 	return c.retryDelay(), nil
 }
 
 // recordLaunch records, in memory, that the request's machine exists: the
-// caller's next status write persists it.
+// sync's final write persists it.
 func (c *Controller) recordLaunch(req *tgpv1.GPURequest, inst providers.Instance, launchedAt time.Time) {
 	st := &req.Status
 	at := metav1.NewTime(launchedAt)
@@ -290,10 +283,11 @@ func (c *Controller) recordLaunch(req *tgpv1.GPURequest, inst providers.Instance
 // crash, or not launched (a rate-limited attempt, or a crash before the
 // call). A listed machine is recorded (adopted if another process launched
 // it); an unlaunched name is launched.
-func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+func (c *Controller) resumeProvisioning(s *syncCtx) (time.Duration, error) {
+	req := s.req
 	st := &req.Status
 	if currentMachine(req) == "" {
-		return c.provision(ctx, req)
+		return c.provision(s)
 	}
 	inst, found, listedAt := c.inventory.Lookup(st.Provider, st.MachineName)
 	if listedAt.IsZero() {
@@ -310,16 +304,16 @@ func (c *Controller) resumeProvisioning(ctx context.Context, req *tgpv1.GPUReque
 			c.event(req, corev1.EventTypeNormal, "Adopted", "found instance %s launched as %s; adopting it", inst.ID, st.MachineName)
 		}
 		c.recordLaunch(req, inst, launchedAt)
-		return c.track(ctx, req, true)
+		return c.track(s)
 	case ours && listedAt.After(at.(time.Time).Add(listMargin)):
-		return c.interrupt(ctx, req, nil, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
+		return c.interrupt(s, nil, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
 	case ours:
 		return c.cfg.PollInterval, nil // the poller enqueues the request when it lists the machine
 	case found:
 		// Launched once already and gone: a name is never launched twice.
 		st.MachineName = ""
 	}
-	return c.provision(ctx, req)
+	return c.provision(s)
 }
 
 // machineTags label the machine at the provider, where tags exist.

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +17,8 @@ import (
 
 // interrupt records that the current machine was lost, cleans it up and
 // launches a replacement in the same sync.
-func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, inst *providers.Instance, cause, msg string) (time.Duration, error) {
+func (c *Controller) interrupt(s *syncCtx, inst *providers.Instance, cause, msg string) (time.Duration, error) {
+	ctx, req := s.ctx, s.req
 	st := &req.Status
 	nodes := c.ownedNodes(req)
 	key := providers.OfferingKey{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.ProviderRegion, Capacity: capacity(st.Spot)}
@@ -51,7 +51,7 @@ func (c *Controller) interrupt(ctx context.Context, req *tgpv1.GPURequest, inst 
 			klog.FromContext(ctx).Error(err, "deleting the interrupted machine's Node", "node", klog.KObj(n))
 		}
 	}
-	return c.provision(ctx, req)
+	return c.provision(s)
 }
 
 func capacity(spot bool) providers.CapacityType {

@@ -1,18 +1,24 @@
 package controller
 
 import (
+	"errors"
 	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	core "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -913,5 +919,37 @@ func TestStageStatusWritesPerTransition(t *testing.T) {
 				t.Errorf("phase %s, want %s", st.Phase, tc.want)
 			}
 		})
+	}
+}
+
+// TestStageFailedWriteCountsNoCost: a sync whose final write fails writes
+// nothing else and adds nothing to the cost metric; the retry, from the
+// stored status, counts the hour once.
+func TestStageFailedWriteCountsNoCost(t *testing.T) {
+	f, _ := stageReady(t, func(r *tgpv1.GPURequest) { r.Status.HourlyPrice = ptr(2.00) })
+	f.clock.Step(time.Hour)
+	failing := true
+	f.client.PrependReactor("update", "gpurequests", func(a core.Action) (bool, runtime.Object, error) {
+		if failing && a.GetSubresource() == "status" {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: tgpv1.GroupName, Resource: "gpurequests"}, "gpu", errors.New("stale"))
+		}
+		return false, nil, nil
+	})
+	if _, err := f.ctrl.sync(t.Context(), cache.ObjectName{Namespace: "default", Name: "gpu"}); !apierrors.IsConflict(err) {
+		t.Fatalf("sync error %v, want the conflict", err)
+	}
+	cost := f.ctrl.metrics.Cost.WithLabelValues("runpod", "RTX4090", "true")
+	if got := testutil.ToFloat64(cost); got != 0 {
+		t.Fatalf("cost metric %.6f after a failed write, want 0", got)
+	}
+	failing = false
+	f.client.ClearActions()
+	f.sync("gpu")
+	st := stageOneWrite(t, f, "the retry")
+	if got := *st.AccumulatedCost; math.Abs(got-2.00) > 1e-6 {
+		t.Errorf("accumulatedCost %.6f, want 2.00", got)
+	}
+	if got := testutil.ToFloat64(cost); math.Abs(got-2.00) > 1e-6 {
+		t.Errorf("cost metric %.6f, want 2.00 (counted once)", got)
 	}
 }

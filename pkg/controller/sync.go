@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,10 +25,31 @@ import (
 // must start this long after a launch or terminate before its absence counts.
 const listMargin = 2 * time.Second
 
+// syncCtx is one sync of one GPURequest: the one in-memory copy that every
+// stage reads and mutates, and the status as the API server last stored it.
+// The stages never write status themselves: sync writes it once at the end
+// when it differs from what is stored (or cost is due). The one exception is
+// the write-ahead record (writeAhead).
+type syncCtx struct {
+	ctx context.Context
+	req *tgpv1.GPURequest
+	// stored is the status as last read or written; the final write is
+	// skipped when the copy still equals it.
+	stored tgpv1.GPURequestStatus
+	// costDue asks for the final write even when nothing else changed, so
+	// that accumulatedCost is brought up to date.
+	costDue bool
+	// released says the finalizer is gone: the object may be too, and
+	// there is nothing left to write.
+	released bool
+}
+
 // sync runs one step of a GPURequest's lifecycle. It returns a delay when it
-// knows when it must run next, and an error only when a retry can help.
+// knows when it must run next, and an error only when a retry can help. A
+// sync that fails writes nothing (beyond a write-ahead record): the retry
+// starts again from the stored status.
 func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Duration, error) {
-	logger := klog.FromContext(ctx).WithValues("gpurequest", key.String())
+	logger := klog.FromContext(ctx).WithValues("gpurequest", klog.KRef(key.Namespace, key.Name))
 	ctx = klog.NewContext(ctx, logger)
 	cached, err := c.requests.GPURequests(key.Namespace).Get(key.Name)
 	if apierrors.IsNotFound(err) {
@@ -37,13 +59,28 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 		return 0, err
 	}
 	req := cached.DeepCopy()
-	if !req.DeletionTimestamp.IsZero() {
-		return c.finalize(ctx, req)
-	}
-	if !hasFinalizer(req) {
+	if req.DeletionTimestamp.IsZero() && !hasFinalizer(req) {
 		if req, err = c.patchFinalizers(ctx, req, append(req.Finalizers, tgpv1.Finalizer)); err != nil {
 			return 0, err
 		}
+	}
+	s := &syncCtx{ctx: ctx, req: req, stored: *req.Status.DeepCopy()}
+	delay, err := c.runStages(s)
+	if err == nil {
+		err = c.finish(s)
+	}
+	if err != nil {
+		c.countCost(s.req, false) // accrued in memory, never written: forget it
+		return 0, err
+	}
+	return delay, nil
+}
+
+// runStages picks the stage for the request's phase.
+func (c *Controller) runStages(s *syncCtx) (time.Duration, error) {
+	req := s.req
+	if !req.DeletionTimestamp.IsZero() {
+		return c.finalize(s)
 	}
 	// Admission refuses invalid specs; an object stored before the rules
 	// existed still gets here. It is never launched; a running machine
@@ -55,34 +92,57 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (time.Durat
 			// Nothing is launching (Provisioning is the in-flight phase); a
 			// machine left by an interruption is no longer claimed and the
 			// collector ends it.
-			return c.fail(ctx, req, "InvalidSpec", "the spec is invalid: "+errs.ToAggregate().Error())
+			return c.fail(s, "InvalidSpec", "the spec is invalid: "+errs.ToAggregate().Error())
 		}
-		klog.FromContext(ctx).V(2).Info("invalid spec on a running request; invalid fields are ignored", "errors", errs.ToAggregate().Error())
+		klog.FromContext(s.ctx).V(2).Info("invalid spec on a running request; invalid fields are ignored", "errors", errs.ToAggregate().Error())
 	}
 	switch req.Status.Phase {
 	case "", tgpv1.PhasePending, tgpv1.PhaseInterrupted:
-		return c.provision(ctx, req)
+		return c.provision(s)
 	case tgpv1.PhaseProvisioning:
-		return c.resumeProvisioning(ctx, req)
+		return c.resumeProvisioning(s)
 	case tgpv1.PhaseBooting, tgpv1.PhaseJoining, tgpv1.PhaseReady:
-		return c.track(ctx, req, false)
+		return c.track(s)
 	case tgpv1.PhaseTerminating:
-		return c.terminate(ctx, req, req.Status.TerminationReason)
-	default: // Terminated and Failed are final; keep observedGeneration current.
-		if ready := meta.FindStatusCondition(req.Status.Conditions, tgpv1.ConditionReady); req.Status.Phase == tgpv1.PhaseFailed &&
-			ready != nil && ready.Reason == "InvalidSpec" && req.Status.ObservedGeneration != req.Generation {
-			// Failed only for an invalid spec, which an edit has now fixed
-			// (validation above passed): select and launch as for a new one.
-			klog.FromContext(ctx).Info("spec fixed; provisioning")
-			req.Status.Phase, req.Status.Message = tgpv1.PhasePending, ""
-			return c.provision(ctx, req)
-		}
-		if req.Status.ObservedGeneration != req.Generation {
-			_, err := c.writeStatus(ctx, req)
-			return 0, err
-		}
-		return 0, nil
+		return c.terminate(s, req.Status.TerminationReason)
 	}
+	// Terminated and Failed are final (the final write keeps
+	// observedGeneration current), except Failed for an invalid spec that an
+	// edit has fixed (validation above passed): select and launch as for a
+	// new request.
+	if ready := meta.FindStatusCondition(req.Status.Conditions, tgpv1.ConditionReady); req.Status.Phase == tgpv1.PhaseFailed &&
+		ready != nil && ready.Reason == "InvalidSpec" && req.Status.ObservedGeneration != req.Generation {
+		klog.FromContext(s.ctx).Info("spec fixed; provisioning")
+		req.Status.Phase, req.Status.Message = tgpv1.PhasePending, ""
+		return c.provision(s)
+	}
+	return 0, nil
+}
+
+// writeAhead writes the status now, before a provider call whose effect must
+// be found again after a crash: the machine name and chosen offer before a
+// launch call, the termination start before a terminate call. It is the one
+// deliberate exception to one status write per sync.
+func (c *Controller) writeAhead(s *syncCtx) error {
+	out, err := c.writeStatus(s.ctx, s.req)
+	if err != nil {
+		return err
+	}
+	s.req.ResourceVersion = out.ResourceVersion
+	s.stored = *s.req.Status.DeepCopy()
+	return nil
+}
+
+// finish is the final write of a sync: status as the stages left it, when it
+// differs from what is stored, the spec's generation is not yet observed, or
+// cost is due.
+func (c *Controller) finish(s *syncCtx) error {
+	st := &s.req.Status
+	if s.released || (!s.costDue && st.ObservedGeneration == s.req.Generation && equality.Semantic.DeepEqual(&s.stored, st)) {
+		return nil
+	}
+	_, err := c.writeStatus(s.ctx, s.req)
+	return err
 }
 
 func hasFinalizer(req *tgpv1.GPURequest) bool {
@@ -97,16 +157,24 @@ func hasFinalizer(req *tgpv1.GPURequest) bool {
 // finalize handles a deleted GPURequest: terminate its machines, then let
 // it go. A request that never reached a launch call (no provider in its
 // write-ahead record) and has no instance listed releases at once.
-func (c *Controller) finalize(ctx context.Context, req *tgpv1.GPURequest) (time.Duration, error) {
+func (c *Controller) finalize(s *syncCtx) (time.Duration, error) {
+	req := s.req
 	if !hasFinalizer(req) {
+		s.released = true
 		return 0, nil
 	}
 	st := &req.Status
 	launched := st.Provider != "" && currentMachine(req) != "" && st.Phase != tgpv1.PhaseTerminated && st.Phase != tgpv1.PhaseFailed
 	if launched || len(c.ownedInstances(req)) > 0 || len(c.ownedNodes(req)) > 0 {
-		return c.terminate(ctx, req, "Deleted")
+		return c.terminate(s, "Deleted")
 	}
-	return 0, c.removeFinalizer(ctx, req)
+	return 0, c.release(s)
+}
+
+// release removes the finalizer; the sync writes nothing after it.
+func (c *Controller) release(s *syncCtx) error {
+	s.released = true
+	return c.removeFinalizer(s.ctx, s.req)
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, req *tgpv1.GPURequest) error {
@@ -195,16 +263,16 @@ func camel(s string) string {
 // fail ends a request that retrying cannot help: phase Failed, Ready=False
 // with the reason, a Warning Event and a log line. Nothing is launched for
 // it any more; its machines, if any, are terminated when it is deleted.
-func (c *Controller) fail(ctx context.Context, req *tgpv1.GPURequest, reason, msg string) (time.Duration, error) {
+func (c *Controller) fail(s *syncCtx, reason, msg string) (time.Duration, error) {
+	req := s.req
 	st := &req.Status
 	c.accrue(req)
 	st.Phase, st.Message = tgpv1.PhaseFailed, msg
 	c.ensureConditions(req)
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	c.event(req, corev1.EventTypeWarning, reason, "%s", msg)
-	klog.FromContext(ctx).Info("failed", "reason", reason, "message", msg)
-	_, err := c.writeStatus(ctx, req)
-	return 0, err
+	klog.FromContext(s.ctx).Info("failed", "reason", reason, "message", msg)
+	return 0, nil
 }
 
 // machineName derives the provider-side (and Node) name from the request's

@@ -30,7 +30,8 @@ const drainPoll = 2 * time.Second
 // delete the Nodes, then mark the request Terminated, or release its
 // finalizer when it is being deleted. Only what ownership proves is the
 // request's is touched (ownership.go).
-func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reason string) (time.Duration, error) {
+func (c *Controller) terminate(s *syncCtx, reason string) (time.Duration, error) {
+	ctx, req := s.ctx, s.req
 	logger := klog.FromContext(ctx)
 	st := &req.Status
 	now := c.clock.Now()
@@ -41,11 +42,11 @@ func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reaso
 		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, st.Message)
 		c.event(req, corev1.EventTypeNormal, "Terminating", "%s: cordoning and draining Node %s, then terminating %s instance %s", reason, st.NodeName, st.Provider, st.InstanceID)
 		logger.Info("terminating", "reason", reason, "machine", st.MachineName)
-		out, err := c.writeStatus(ctx, req)
-		if err != nil {
+		// The termination record is written ahead of the terminate calls: a
+		// crash after them resumes terminating, never tracking.
+		if err := c.writeAhead(s); err != nil {
 			return 0, err
 		}
-		req, st = out, &out.Status
 	}
 	nodes := c.ownedNodes(req)
 	remaining := 0
@@ -103,19 +104,18 @@ func (c *Controller) terminate(ctx context.Context, req *tgpv1.GPURequest, reaso
 	c.event(req, corev1.EventTypeNormal, "Terminated", "%s", msg)
 	logger.Info("terminated", "reason", reason, "machine", st.MachineName)
 	if !req.DeletionTimestamp.IsZero() {
-		return 0, c.removeFinalizer(ctx, req)
+		return 0, c.release(s)
 	}
 	st.Phase, st.Message = tgpv1.PhaseTerminated, msg
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "Terminated", msg)
 	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "Terminated", msg)
-	_, err := c.writeStatus(ctx, req)
-	return 0, err
+	return 0, nil
 }
 
 // terminationDue evaluates maxLifetime and idleTimeout for a Ready machine,
 // updating terminationScheduledAt and idleSince; it returns how long until
 // the earliest one ends the machine (<= 0: now) and why.
-func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, now time.Time, changed *bool) (time.Duration, string, bool) {
+func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, now time.Time) (time.Duration, string, bool) {
 	st := &req.Status
 	var (
 		due    time.Duration
@@ -124,20 +124,20 @@ func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, no
 	if lifetime, set := parsed(req.Spec.MaxLifetime); set && st.ProvisionedAt != nil {
 		at := metav1.NewTime(st.ProvisionedAt.Add(lifetime))
 		if st.TerminationScheduledAt == nil || !st.TerminationScheduledAt.Equal(&at) {
-			st.TerminationScheduledAt, *changed = &at, true
+			st.TerminationScheduledAt = &at
 		}
 		due, reason = at.Sub(now), "MaxLifetime"
 	} else if st.TerminationScheduledAt != nil {
-		st.TerminationScheduledAt, *changed = nil, true
+		st.TerminationScheduledAt = nil
 	}
 	// The idle clock runs whether or not idleTimeout is set, so a timeout
 	// set later counts from when the Node really became idle.
 	if c.nodeBusy(node.Name) {
 		if st.IdleSince != nil {
-			st.IdleSince, *changed = nil, true
+			st.IdleSince = nil
 		}
 	} else if st.IdleSince == nil {
-		st.IdleSince, *changed = ptr(metav1.NewTime(now)), true
+		st.IdleSince = ptr(metav1.NewTime(now))
 	}
 	if timeout, set := parsed(req.Spec.IdleTimeout); set && st.IdleSince != nil {
 		if idle := st.IdleSince.Add(timeout).Sub(now); reason == "" || idle < due {
