@@ -34,6 +34,12 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 	// Group=tgp.solanyn.com, Version=v1
 	case v1.SchemeGroupVersion.WithKind("BootstrapSource"):
 		return &tgpv1.BootstrapSourceApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("ContainerEnvVar"):
+		return &tgpv1.ContainerEnvVarApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("ContainerPort"):
+		return &tgpv1.ContainerPortApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("ContainerSpec"):
+		return &tgpv1.ContainerSpecApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequest"):
 		return &tgpv1.GPURequestApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequestSpec"):
@@ -42,6 +48,10 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &tgpv1.GPURequestStatusApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("NodeTaint"):
 		return &tgpv1.NodeTaintApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("PortStatus"):
+		return &tgpv1.PortStatusApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("SecretKeyRef"):
+		return &tgpv1.SecretKeyRefApplyConfiguration{}
 
 	}
 	return nil

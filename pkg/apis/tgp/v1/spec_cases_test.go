@@ -129,6 +129,41 @@ nodeTaints: [{key: gpu, value: "a b", effect: NoSchedule}]`, field: "spec.nodeTa
 	{name: "bootstrap without secretName", spec: `gpuType: A100
 bootstrap: {secretName: ""}`, field: "spec.bootstrap.secretName"},
 
+	{name: "bootstrap with a script key", spec: `gpuType: A100
+bootstrap: {secretName: join, key: cloud-init, scriptKey: join.sh}`},
+
+	// Container requests.
+	{name: "a container", spec: `gpuType: RTX4090
+container:
+  image: runpod/pytorch:2.8.0-py3.11-cuda12.8.1-devel-ubuntu22.04
+  args: [python, train.py]
+  env: [{name: EPOCHS, value: "3"}, {name: HF_TOKEN, valueFrom: {secretName: hf, key: token}}]
+  ports: [{port: 8888, protocol: http}, {port: 22}]`},
+	{name: "container with maxLifetime", spec: "gpuType: RTX4090\nmaxLifetime: 2h\ncontainer: {image: busybox}"},
+	{name: "container without an image", spec: `gpuType: RTX4090
+container: {image: ""}`, field: "spec.container.image"},
+	{name: "container image with a space", spec: `gpuType: RTX4090
+container: {image: "busybox latest"}`, field: "spec.container.image"},
+	{name: "container with idleTimeout", spec: "gpuType: RTX4090\nidleTimeout: 30m\ncontainer: {image: busybox}", field: "spec.idleTimeout"},
+	{name: "container with nodeLabels", spec: "gpuType: RTX4090\nnodeLabels: {team: ml}\ncontainer: {image: busybox}", field: "spec.container"},
+	{name: "container with a bootstrap", spec: "gpuType: RTX4090\nbootstrap: {secretName: s}\ncontainer: {image: busybox}", field: "spec.container"},
+	{name: "env with value and valueFrom", spec: `gpuType: RTX4090
+container: {image: busybox, env: [{name: A, value: x, valueFrom: {secretName: s, key: k}}]}`, field: "spec.container.env[0]"},
+	{name: "env with neither value nor valueFrom", spec: `gpuType: RTX4090
+container: {image: busybox, env: [{name: A}]}`, field: "spec.container.env[0]"},
+	{name: "env name starting with a digit", spec: `gpuType: RTX4090
+container: {image: busybox, env: [{name: 1A, value: x}]}`, field: "spec.container.env[0].name"},
+	{name: "env names repeated", spec: `gpuType: RTX4090
+container: {image: busybox, env: [{name: A, value: x}, {name: A, value: y}]}`, field: "spec.container.env[1]"},
+	{name: "port 0", spec: `gpuType: RTX4090
+container: {image: busybox, ports: [{port: 0}]}`, field: "spec.container.ports[0].port"},
+	{name: "port 70000", spec: `gpuType: RTX4090
+container: {image: busybox, ports: [{port: 70000}]}`, field: "spec.container.ports[0].port"},
+	{name: "port protocol udp", spec: `gpuType: RTX4090
+container: {image: busybox, ports: [{port: 53, protocol: udp}]}`, field: "spec.container.ports[0].protocol"},
+	{name: "ports repeated", spec: `gpuType: RTX4090
+container: {image: busybox, ports: [{port: 22}, {port: 22, protocol: http}]}`, field: "spec.container.ports[1]"},
+
 	// Everything at once, as in manifests/examples/bootstrapped-inference.yaml.
 	{name: "a full spec", spec: `gpuType: A6000
 maxPrice: 2.0

@@ -59,6 +59,9 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.regionPreference) == has(oldSelf.regionPreference) && (!has(self.regionPreference) || self.regionPreference == oldSelf.regionPreference)",message="regionPreference is immutable",fieldPath=".regionPreference"
 // +kubebuilder:validation:XValidation:rule="has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)",message="region is immutable",fieldPath=".region"
 // +kubebuilder:validation:XValidation:rule="has(self.provider) == has(oldSelf.provider) && (!has(self.provider) || self.provider == oldSelf.provider)",message="provider is immutable",fieldPath=".provider"
+// +kubebuilder:validation:XValidation:rule="has(self.container) == has(oldSelf.container) && (!has(self.container) || self.container == oldSelf.container)",message="container is immutable",fieldPath=".container"
+// +kubebuilder:validation:XValidation:rule="!has(self.container) || !has(self.idleTimeout)",message="idleTimeout needs a Node; a container request cannot set it",fieldPath=".idleTimeout"
+// +kubebuilder:validation:XValidation:rule="!has(self.container) || (!has(self.bootstrap) && !has(self.nodeLabels) && !has(self.nodeTaints))",message="bootstrap, nodeLabels and nodeTaints need a Node; a container request cannot set them",fieldPath=".container"
 type GPURequestSpec struct {
 	// gpuType is the canonical GPU model (RTX4090, A100, A100-80GB, H100, ...); each provider adapter translates it.
 	// +required
@@ -150,6 +153,104 @@ type GPURequestSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(u, u.key == t.key && u.effect == t.effect))",message="taints must be unique by key and effect"
 	NodeTaints []NodeTaint `json:"nodeTaints,omitempty"`
+
+	// container asks for a container machine (RunPod pods, Vast.ai container
+	// instances) running this image instead of a VM that joins as a Node. The
+	// request is Ready when the provider reports the container running; its
+	// address and ports are in status.ports. Immutable.
+	// +optional
+	Container *ContainerSpec `json:"container,omitempty"`
+}
+
+// ContainerSpec is the container a container machine runs.
+type ContainerSpec struct {
+	// image is the container image reference, such as runpod/pytorch:2.8.0-py3.11-cuda12.8.1-devel-ubuntu22.04.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	Image string `json:"image"`
+	// args are passed to the image's entrypoint.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=1024
+	Args []string `json:"args,omitempty"`
+	// env sets environment variables in the container, each from a literal
+	// value or from a key of a Secret in the request's namespace that carries
+	// the label tgp.solanyn.com/bootstrap: "true".
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Env []ContainerEnvVar `json:"env,omitempty"`
+	// ports the container exposes; status.ports shows where each is reachable.
+	// +optional
+	// +listType=map
+	// +listMapKey=port
+	// +kubebuilder:validation:MaxItems=16
+	Ports []ContainerPort `json:"ports,omitempty"`
+}
+
+// ContainerEnvVar is one environment variable: exactly one of value and valueFrom.
+// +kubebuilder:validation:XValidation:rule="has(self.value) != has(self.valueFrom)",message="set exactly one of value and valueFrom"
+type ContainerEnvVar struct {
+	// name is the variable's name: letters, digits and _, not starting with a digit.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Name string `json:"name"`
+	// value is the literal value.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Value *string `json:"value,omitempty"`
+	// valueFrom takes the value from a key of an opted-in Secret.
+	// +optional
+	ValueFrom *SecretKeyRef `json:"valueFrom,omitempty"`
+}
+
+// SecretKeyRef names one key of a Secret in the request's namespace.
+type SecretKeyRef struct {
+	// secretName is the Secret; it must carry the label tgp.solanyn.com/bootstrap: "true".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
+	// key is the Secret data key.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// ContainerPort is a port the container listens on.
+type ContainerPort struct {
+	// port is the container's port.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// protocol is http (served through the provider's HTTP proxy where it has one) or tcp (default).
+	// +optional
+	// +kubebuilder:default=tcp
+	// +kubebuilder:validation:Enum=http;tcp
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// PortStatus says where a container port is reachable.
+type PortStatus struct {
+	// port is the container's port.
+	Port int32 `json:"port"`
+	// protocol is http or tcp.
+	// +optional
+	Protocol string `json:"protocol,omitempty"`
+	// publicIP is the address the port is reachable at, when the provider reports one.
+	// +optional
+	PublicIP string `json:"publicIP,omitempty"`
+	// publicPort is the port on publicIP, when the provider maps one.
+	// +optional
+	PublicPort int32 `json:"publicPort,omitempty"`
 }
 
 // LabelValue is declared as an alias of string, so map[string]LabelValue is
@@ -215,10 +316,20 @@ type BootstrapSource struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	SecretName string `json:"secretName"`
-	// key is the Secret data key holding the template (default "userdata").
+	// key is the Secret data key holding the template (default "userdata"):
+	// cloud-init (or another user-data format, such as a Talos machine
+	// config) for providers that take user data, or a script starting with
+	// "#!", which cloud-init runs too.
 	// +optional
 	// +kubebuilder:default=userdata
 	Key string `json:"key,omitempty"`
+	// scriptKey optionally names a key holding a script ("#!" first line)
+	// for providers that run only a startup script (Paperspace), when key
+	// holds cloud-init. A provider with no template it can run gets no
+	// launch: its offers lose with reason NoBootstrapForProvider.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ScriptKey string `json:"scriptKey,omitempty"`
 }
 
 // Phase is where a GPURequest is in its lifecycle.
@@ -290,6 +401,10 @@ type GPURequestStatus struct {
 	// publicIP is the current machine's public address.
 	// +optional
 	PublicIP string `json:"publicIP,omitempty"`
+	// ports are a container machine's exposed ports and where each is reachable.
+	// +optional
+	// +listType=atomic
+	Ports []PortStatus `json:"ports,omitempty"`
 	// launchedAt is when the launch of the current machine succeeded (or it was adopted).
 	// +optional
 	LaunchedAt *metav1.Time `json:"launchedAt,omitempty"`

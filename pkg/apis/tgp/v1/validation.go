@@ -1,8 +1,10 @@
 package v1
 
 import (
+	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -110,9 +112,107 @@ func ValidateSpec(spec *GPURequestSpec, path *field.Path) field.ErrorList {
 	if b := spec.Bootstrap; b != nil && b.SecretName == "" {
 		errs = append(errs, field.Required(path.Child("bootstrap", "secretName"), "the Secret holding the user-data template"))
 	}
+	if b := spec.Bootstrap; b != nil && len(b.ScriptKey) > maxRefLength {
+		errs = append(errs, field.TooLong(path.Child("bootstrap", "scriptKey"), b.ScriptKey, maxRefLength))
+	}
 
 	errs = append(errs, validateNodeLabels(path.Child("nodeLabels"), spec.NodeLabels)...)
 	errs = append(errs, validateNodeTaints(path.Child("nodeTaints"), spec.NodeTaints)...)
+
+	if c := spec.Container; c != nil {
+		if spec.IdleTimeout != nil {
+			errs = append(errs, field.Invalid(path.Child("idleTimeout"), string(*spec.IdleTimeout), "idleTimeout needs a Node; a container request cannot set it"))
+		}
+		if spec.Bootstrap != nil || spec.NodeLabels != nil || spec.NodeTaints != nil {
+			errs = append(errs, field.Invalid(path.Child("container"), c.Image, "bootstrap, nodeLabels and nodeTaints need a Node; a container request cannot set them"))
+		}
+		errs = append(errs, validateContainer(path.Child("container"), c)...)
+	}
+	return errs
+}
+
+// Container limits, as in the CRD markers.
+const (
+	maxImageLength   = 512
+	maxArgs          = 64
+	maxArgLength     = 1024
+	maxEnv           = 64
+	maxEnvNameLength = 128
+	maxEnvValue      = 4096
+	maxRefLength     = 253
+	maxPorts         = 16
+)
+
+var (
+	envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	portProtocols  = []string{"http", "tcp"}
+)
+
+func validateContainer(p *field.Path, c *ContainerSpec) field.ErrorList {
+	var errs field.ErrorList
+	switch ip := p.Child("image"); {
+	case c.Image == "":
+		errs = append(errs, field.Required(ip, "a container image reference"))
+	case len(c.Image) > maxImageLength:
+		errs = append(errs, field.TooLong(ip, c.Image, maxImageLength))
+	case strings.ContainsFunc(c.Image, unicode.IsSpace):
+		errs = append(errs, field.Invalid(ip, c.Image, "must not contain white space"))
+	}
+	if len(c.Args) > maxArgs {
+		errs = append(errs, field.TooMany(p.Child("args"), len(c.Args), maxArgs))
+	}
+	for i, a := range c.Args {
+		if len(a) > maxArgLength {
+			errs = append(errs, field.TooLong(p.Child("args").Index(i), a, maxArgLength))
+		}
+	}
+	if len(c.Env) > maxEnv {
+		errs = append(errs, field.TooMany(p.Child("env"), len(c.Env), maxEnv))
+	}
+	for i, e := range c.Env {
+		ep := p.Child("env").Index(i)
+		switch {
+		case e.Name == "":
+			errs = append(errs, field.Required(ep.Child("name"), "a variable name"))
+		case len(e.Name) > maxEnvNameLength:
+			errs = append(errs, field.TooLong(ep.Child("name"), e.Name, maxEnvNameLength))
+		case !envNamePattern.MatchString(e.Name):
+			errs = append(errs, field.Invalid(ep.Child("name"), e.Name, "letters, digits and _, not starting with a digit"))
+		}
+		if slices.ContainsFunc(c.Env[:i], func(o ContainerEnvVar) bool { return o.Name == e.Name }) {
+			errs = append(errs, field.Duplicate(ep, e.Name))
+		}
+		if (e.Value != nil) == (e.ValueFrom != nil) {
+			errs = append(errs, field.Invalid(ep, e.Name, "set exactly one of value and valueFrom"))
+		}
+		if e.Value != nil && len(*e.Value) > maxEnvValue {
+			errs = append(errs, field.TooLong(ep.Child("value"), "", maxEnvValue))
+		}
+		if r := e.ValueFrom; r != nil {
+			for _, f := range []struct{ name, v string }{{"secretName", r.SecretName}, {"key", r.Key}} {
+				if f.v == "" {
+					errs = append(errs, field.Required(ep.Child("valueFrom", f.name), ""))
+				} else if len(f.v) > maxRefLength {
+					errs = append(errs, field.TooLong(ep.Child("valueFrom", f.name), f.v, maxRefLength))
+				}
+			}
+		}
+	}
+	if len(c.Ports) > maxPorts {
+		errs = append(errs, field.TooMany(p.Child("ports"), len(c.Ports), maxPorts))
+	}
+	for i, port := range c.Ports {
+		pp := p.Child("ports").Index(i)
+		if port.Port < 1 || port.Port > 65535 {
+			errs = append(errs, field.Invalid(pp.Child("port"), port.Port, "must be between 1 and 65535"))
+		}
+		if port.Protocol != "" && !slices.Contains(portProtocols, port.Protocol) {
+			errs = append(errs, field.NotSupported(pp.Child("protocol"), port.Protocol, portProtocols))
+		}
+		if slices.ContainsFunc(c.Ports[:i], func(o ContainerPort) bool { return o.Port == port.Port }) {
+			errs = append(errs, field.Duplicate(pp, port.Port))
+		}
+	}
 	return errs
 }
 

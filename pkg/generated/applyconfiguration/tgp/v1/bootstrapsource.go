@@ -27,8 +27,16 @@ package v1
 type BootstrapSourceApplyConfiguration struct {
 	// secretName is the Secret in the GPURequest's namespace.
 	SecretName *string `json:"secretName,omitempty"`
-	// key is the Secret data key holding the template (default "userdata").
+	// key is the Secret data key holding the template (default "userdata"):
+	// cloud-init (or another user-data format, such as a Talos machine
+	// config) for providers that take user data, or a script starting with
+	// "#!", which cloud-init runs too.
 	Key *string `json:"key,omitempty"`
+	// scriptKey optionally names a key holding a script ("#!" first line)
+	// for providers that run only a startup script (Paperspace), when key
+	// holds cloud-init. A provider with no template it can run gets no
+	// launch: its offers lose with reason NoBootstrapForProvider.
+	ScriptKey *string `json:"scriptKey,omitempty"`
 }
 
 // BootstrapSourceApplyConfiguration constructs a declarative configuration of the BootstrapSource type for use with
@@ -50,5 +58,13 @@ func (b *BootstrapSourceApplyConfiguration) WithSecretName(value string) *Bootst
 // If called multiple times, the Key field is set to the value of the last call.
 func (b *BootstrapSourceApplyConfiguration) WithKey(value string) *BootstrapSourceApplyConfiguration {
 	b.Key = &value
+	return b
+}
+
+// WithScriptKey sets the ScriptKey field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ScriptKey field is set to the value of the last call.
+func (b *BootstrapSourceApplyConfiguration) WithScriptKey(value string) *BootstrapSourceApplyConfiguration {
+	b.ScriptKey = &value
 	return b
 }

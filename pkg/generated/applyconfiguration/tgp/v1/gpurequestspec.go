@@ -60,6 +60,11 @@ type GPURequestSpecApplyConfiguration struct {
 	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
 	// nodeTaints are added to the joined Node; at most one taint per key and effect.
 	NodeTaints []NodeTaintApplyConfiguration `json:"nodeTaints,omitempty"`
+	// container asks for a container machine (RunPod pods, Vast.ai container
+	// instances) running this image instead of a VM that joins as a Node. The
+	// request is Ready when the provider reports the container running; its
+	// address and ports are in status.ports. Immutable.
+	Container *ContainerSpecApplyConfiguration `json:"container,omitempty"`
 }
 
 // GPURequestSpecApplyConfiguration constructs a declarative configuration of the GPURequestSpec type for use with
@@ -190,5 +195,13 @@ func (b *GPURequestSpecApplyConfiguration) WithNodeTaints(values ...*NodeTaintAp
 		}
 		b.NodeTaints = append(b.NodeTaints, *values[i])
 	}
+	return b
+}
+
+// WithContainer sets the Container field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Container field is set to the value of the last call.
+func (b *GPURequestSpecApplyConfiguration) WithContainer(value *ContainerSpecApplyConfiguration) *GPURequestSpecApplyConfiguration {
+	b.Container = value
 	return b
 }

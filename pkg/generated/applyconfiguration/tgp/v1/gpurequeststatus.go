@@ -55,6 +55,8 @@ type GPURequestStatusApplyConfiguration struct {
 	NodeName *string `json:"nodeName,omitempty"`
 	// publicIP is the current machine's public address.
 	PublicIP *string `json:"publicIP,omitempty"`
+	// ports are a container machine's exposed ports and where each is reachable.
+	Ports []PortStatusApplyConfiguration `json:"ports,omitempty"`
 	// launchedAt is when the launch of the current machine succeeded (or it was adopted).
 	LaunchedAt *metav1.Time `json:"launchedAt,omitempty"`
 	// provisionedAt is when the first machine for this request was launched; maxLifetime counts from here.
@@ -192,6 +194,19 @@ func (b *GPURequestStatusApplyConfiguration) WithNodeName(value string) *GPURequ
 // If called multiple times, the PublicIP field is set to the value of the last call.
 func (b *GPURequestStatusApplyConfiguration) WithPublicIP(value string) *GPURequestStatusApplyConfiguration {
 	b.PublicIP = &value
+	return b
+}
+
+// WithPorts adds the given value to the Ports field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Ports field.
+func (b *GPURequestStatusApplyConfiguration) WithPorts(values ...*PortStatusApplyConfiguration) *GPURequestStatusApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithPorts")
+		}
+		b.Ports = append(b.Ports, *values[i])
+	}
 	return b
 }
 
