@@ -87,8 +87,9 @@ type OfferingKey struct {
 
 // LaunchRequest asks an adapter for one machine.
 type LaunchRequest struct {
-	// Name is the machine name (MachineNamePrefix + request UID + attempt);
-	// a given name is launched at most once.
+	// Name is the machine name (MachineNamePrefix + request UID + attempt).
+	// The controller launches a given name at most once: it records the
+	// name before the call and finds the instance by it in Instances.
 	Name string
 	// Offer is the offer being bought.
 	Offer Offer
@@ -138,8 +139,13 @@ type Provider interface {
 	// Offers returns the current catalog, normalized: canonical GPU type and
 	// region, exact GPU count, whole-machine USD/h, one offer per capacity type.
 	Offers(ctx context.Context) ([]Offer, error)
-	// Launch creates a machine. It is idempotent by LaunchRequest.Name: a
-	// retry with a name already launched returns that instance.
+	// Launch creates a machine named LaunchRequest.Name, once per call: an
+	// adapter keeps no memory of names it launched, so a second Launch of a
+	// name is a second machine. Deduplication is the caller's, through
+	// Instances, which lists every machine under its name. An error of
+	// ClassTransient is ambiguous (the machine may exist); every other class
+	// means nothing was created. The returned Instance is what the create
+	// answer says (its ID at least); Instances reports its state.
 	Launch(ctx context.Context, req LaunchRequest) (Instance, error)
 	// Instances lists, in one call, every instance of the operator's
 	// (name starting with MachineNamePrefix) with its normalized state.

@@ -1,10 +1,11 @@
 // Package contract is the behaviour every providers.Provider adapter owes the
 // controller, written once as a test suite and run against each adapter
 // pointed at its provider simulator over real HTTP (see contract_test.go):
-// normalized offers, launch/list/terminate, idempotent launch by name,
-// idempotent terminate, the classification of every error class the
-// simulator produces in the provider's own format, and Retry-After honoured
-// without a request reaching the provider.
+// normalized offers, launch/list/terminate, a launch that is one create and
+// is found by its name in the instance list (deduplication by name is the
+// controller's), idempotent terminate, the classification of every error
+// class the simulator produces in the provider's own format, and
+// Retry-After honoured without a request reaching the provider.
 package contract
 
 import (
@@ -16,7 +17,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +45,7 @@ type Options struct {
 type Env struct {
 	// Sim is the simulator the adapters talk to.
 	Sim cloudsim.Simulator
-	// New builds a fresh adapter (no memory of earlier launches or 429s),
+	// New builds a fresh adapter (no memory of earlier 429s),
 	// on its generated client, pointed at Sim.
 	New func(t *testing.T, o Options) providers.Provider
 }
@@ -91,7 +91,7 @@ func Run(t *testing.T, h Harness) {
 	s := &suite{h: h}
 	t.Run("Offers", s.testOffers)
 	t.Run("LaunchListTerminate", s.testLaunchListTerminate)
-	t.Run("LaunchIdempotent", s.testLaunchIdempotent)
+	t.Run("LaunchCreatesAndListsByName", s.testLaunchCreates)
 	t.Run("TerminateIdempotent", s.testTerminateIdempotent)
 	t.Run("Errors", s.testErrors)
 	t.Run("RetryAfterHonoured", s.testRetryAfter)
@@ -296,61 +296,39 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 	}
 }
 
-func (s *suite) testLaunchIdempotent(t *testing.T) {
+// testLaunchCreates checks that an adapter keeps no launch memory: every
+// Launch is a create, a second Launch of one name included, and Instances
+// lists every instance under the name it was launched with, which is how
+// the controller finds (and adopts) a machine after an ambiguous answer or
+// a crash and how it never launches a name twice.
+func (s *suite) testLaunchCreates(t *testing.T) {
 	offer := s.launchable(t)[0]
-	t.Run("Sequential", func(t *testing.T) {
-		env := s.start(t, cloudsim.Config{})
-		p := s.adapter(t, env, Options{})
-		ctx := ctxFor(t)
-		req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-twice", Offer: offer}
-		first, err := p.Launch(ctx, req)
-		if err != nil {
-			t.Fatalf("first Launch: %v", err)
-		}
-		second, err := p.Launch(ctx, req)
-		if err != nil {
-			t.Fatalf("second Launch: %v", err)
-		}
-		if second.ID != first.ID {
-			t.Errorf("second Launch returned %s, want the first instance %s", second.ID, first.ID)
-		}
-		assertOneLaunch(t, env.Sim, req.Name)
-	})
-	t.Run("Concurrent", func(t *testing.T) {
-		env := s.start(t, cloudsim.Config{})
-		p := s.adapter(t, env, Options{})
-		ctx := ctxFor(t)
-		req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-racing", Offer: offer}
-		const n = 8
-		ids := make([]string, n)
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				in, err := p.Launch(ctx, req)
-				ids[i], errs[i] = in.ID, err
-			})
-		}
-		wg.Wait()
-		for i := range n {
-			if errs[i] != nil {
-				t.Fatalf("Launch %d: %v", i, errs[i])
-			}
-			if ids[i] == "" || ids[i] != ids[0] {
-				t.Errorf("Launch %d returned %q, launch 0 %q", i, ids[i], ids[0])
-			}
-		}
-		assertOneLaunch(t, env.Sim, req.Name)
-	})
-}
-
-func assertOneLaunch(t *testing.T, sim cloudsim.Simulator, name string) {
-	t.Helper()
-	if n := sim.Core().Counters().Launches[name]; n != 1 {
-		t.Errorf("simulator launched %s %d times, want 1", name, n)
+	env := s.start(t, cloudsim.Config{})
+	p := s.adapter(t, env, Options{})
+	ctx := ctxFor(t)
+	req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-twice", Offer: offer}
+	first, err := p.Launch(ctx, req)
+	if err != nil {
+		t.Fatalf("first Launch: %v", err)
 	}
-	if ms := machinesNamed(sim, name); len(ms) != 1 {
-		t.Errorf("simulator has %d machines named %s, want 1", len(ms), name)
+	second, err := p.Launch(ctx, req)
+	if err != nil {
+		t.Fatalf("second Launch: %v", err)
+	}
+	if first.ID == "" || second.ID == "" || second.ID == first.ID {
+		t.Errorf("Launches returned %q and %q, want two instances", first.ID, second.ID)
+	}
+	if n := env.Sim.Core().Counters().Launches[req.Name]; n != 2 {
+		t.Errorf("simulator launched %s %d times, want 2 (one per Launch)", req.Name, n)
+	}
+	list, err := p.Instances(ctx)
+	if err != nil {
+		t.Fatalf("Instances: %v", err)
+	}
+	for _, id := range []string{first.ID, second.ID} {
+		if in, ok := findInstance(list, id); !ok || in.Name != req.Name {
+			t.Errorf("Instances %+v lacks %s named %s", list, id, req.Name)
+		}
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,7 +213,10 @@ func machine(t *testing.T, sim *lambdasim.Server, id string) cloudsim.Machine {
 	return cloudsim.Machine{}
 }
 
-func TestLaunchSameNameTwiceMakesOneInstance(t *testing.T) {
+// The adapter keeps no launch memory: a second Launch of a name is a second
+// create, and both instances are listed under the name (deduplication by
+// name is the controller's).
+func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{}, nil)
 	ctx := context.Background()
 	name := providers.MachineNamePrefix + "uid2-0"
@@ -226,13 +228,19 @@ func TestLaunchSameNameTwiceMakesOneInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.ID != first.ID || second.State != providers.StateRunning {
-		t.Fatalf("second launch = %+v, want instance %s (running, read back)", second, first.ID)
+	if second.ID == first.ID || second.State != providers.StatePending {
+		t.Fatalf("second launch = %+v, want a new pending instance besides %s", second, first.ID)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[name] != 1 || c.Requests[lambdasim.EndpointLaunch] != 1 || len(e.sim.Machines()) != 1 {
-		t.Fatalf("launches = %v, launch calls = %d, machines = %d; want 1, 1, 1",
-			c.Launches, c.Requests[lambdasim.EndpointLaunch], len(e.sim.Machines()))
+	if c.Launches[name] != 2 || c.Requests[lambdasim.EndpointLaunch] != 2 || c.Requests[lambdasim.EndpointInstances] != 0 {
+		t.Fatalf("launches %v, requests %v; want two launch calls and no list", c.Launches, c.Requests)
+	}
+	list, err := e.a.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != name || list[1].Name != name {
+		t.Fatalf("Instances() = %+v, want both instances named %s", list, name)
 	}
 }
 
@@ -252,37 +260,34 @@ func (l *loseLaunchResponse) RoundTrip(r *http.Request) (*http.Response, error) 
 	return resp, err
 }
 
-func TestLaunchAdoptsAfterLostResponse(t *testing.T) {
+// A launch whose answer is lost is ClassTransient; the instance it made is
+// listed under its name, which is where the controller finds and adopts it.
+func TestLaunchLostResponseIsTransientAndListed(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{}, func(c *lambda.Config) {
 		c.HTTPClient = &http.Client{Transport: &loseLaunchResponse{next: http.DefaultTransport}}
 	})
 	ctx := context.Background()
 	name := providers.MachineNamePrefix + "uid3-0"
 	_, err := e.a.Launch(ctx, launchReq(name, "gpu_1x_h100_pcie", "us-west-1"))
-	wantClass(t, err, providers.ClassTransient)
-
-	in, err := e.a.Launch(ctx, launchReq(name, "gpu_1x_h100_pcie", "us-west-1"))
+	if pe := wantClass(t, err, providers.ClassTransient); pe.HTTPStatus != 0 {
+		t.Fatalf("error = %+v, want no HTTP status (the answer was lost)", pe)
+	}
+	list, err := e.a.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ms := e.sim.Machines()
-	if len(ms) != 1 || in.ID != ms[0].ID {
-		t.Fatalf("adopted %+v, simulator has %+v", in, ms)
+	if len(ms) != 1 || len(list) != 1 || list[0].ID != ms[0].ID || list[0].Name != name {
+		t.Fatalf("Instances() = %+v, simulator has %+v; want the one instance listed as %s", list, ms, name)
 	}
-	c := e.sim.Core().Counters()
-	if c.Launches[name] != 1 || c.Requests[lambdasim.EndpointLaunch] != 1 || c.Requests[lambdasim.EndpointInstances] != 1 {
-		t.Fatalf("launches %v, requests %v: want one launch and one list", c.Launches, c.Requests)
-	}
-	// Now known, a third launch reads the instance back without listing.
-	if again, err := e.a.Launch(ctx, launchReq(name, "gpu_1x_h100_pcie", "us-west-1")); err != nil || again.ID != in.ID {
-		t.Fatalf("third launch = %+v, %v", again, err)
-	}
-	if got := e.sim.Core().Counters().Requests[lambdasim.EndpointInstances]; got != 1 {
-		t.Fatalf("list calls = %d, want 1", got)
+	if c := e.sim.Core().Counters(); c.Requests[lambdasim.EndpointLaunch] != 1 {
+		t.Fatalf("requests %v, want one launch call", c.Requests)
 	}
 }
 
-func TestLaunchAfter5xxListsThenLaunches(t *testing.T) {
+// A 5xx on launch is ClassTransient with Lambda's code; the retry is a plain
+// create, with no list call of the adapter's own.
+func TestLaunchAfter5xxIsPlainCreate(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{Faults: cloudsim.Faults{ErrorRate: 1}}, nil)
 	ctx := context.Background()
 	name := providers.MachineNamePrefix + "uid4-0"
@@ -296,8 +301,8 @@ func TestLaunchAfter5xxListsThenLaunches(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.sim.Core().Counters()
-	if c.Requests[lambdasim.EndpointInstances] != 1 || c.Requests[lambdasim.EndpointLaunch] != 2 || c.Launches[name] != 1 {
-		t.Fatalf("requests %v, launches %v: want one list, two launch calls, one instance", c.Requests, c.Launches)
+	if c.Requests[lambdasim.EndpointInstances] != 0 || c.Requests[lambdasim.EndpointLaunch] != 2 || c.Launches[name] != 1 {
+		t.Fatalf("requests %v, launches %v: want two launch calls, no list, one instance", c.Requests, c.Launches)
 	}
 }
 
@@ -439,9 +444,12 @@ func TestClientSideLaunchLimitFailsFast(t *testing.T) {
 	if pe := wantClass(t, err, providers.ClassRateLimited); pe.RetryAfter < 59*time.Minute || pe.HTTPStatus != 0 {
 		t.Fatalf("error = %+v, want a local refusal asking for about an hour", pe)
 	}
-	// A name already launched needs no launch slot.
-	if _, err := e.a.Launch(ctx, first); err != nil {
-		t.Fatalf("repeat launch: %v", err)
+	// The slot is per launch, not per name: a repeat of the first name waits too.
+	_, err = e.a.Launch(ctx, first)
+	wantClass(t, err, providers.ClassRateLimited)
+	// Other calls are not launches.
+	if _, err := e.a.Instances(ctx); err != nil {
+		t.Fatalf("Instances during the launch interval: %v", err)
 	}
 	if got := e.sim.Core().Counters().Requests[lambdasim.EndpointLaunch]; got != 1 {
 		t.Fatalf("launch calls = %d, want 1", got)
@@ -548,29 +556,5 @@ func TestLaunchFitsTagsToLambdasPattern(t *testing.T) {
 	}
 	if got.Data.Hostname == nil || *got.Data.Hostname != req.Name {
 		t.Fatalf("hostname = %v, want %s", got.Data.Hostname, req.Name)
-	}
-}
-
-func TestConcurrentLaunchesOfOneNameMakeOneInstance(t *testing.T) {
-	e := newEnv(t, cloudsim.Config{}, nil)
-	name := providers.MachineNamePrefix + "uid10-0"
-	const n = 8
-	ids := make([]string, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			in, err := e.a.Launch(context.Background(), launchReq(name, "gpu_8x_a100_80gb_sxm4", "us-east-1"))
-			ids[i], errs[i] = in.ID, err
-		})
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || ids[i] != ids[0] {
-			t.Fatalf("launch %d = %q, %v; want %q", i, ids[i], errs[i], ids[0])
-		}
-	}
-	if got := e.sim.Core().Counters().Launches[name]; got != 1 {
-		t.Fatalf("launches = %d, want 1", got)
 	}
 }

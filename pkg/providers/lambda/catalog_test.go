@@ -142,17 +142,17 @@ func TestClassifyResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := lambda.ClassifyResponse("Op", tt.status, tt.header, tt.body, now)
+			err := lambda.ClassifyResponse(tt.status, tt.header, tt.body, now)
 			pe := wantClass(t, err, tt.class)
 			if pe.RetryAfter != tt.retryAfter || pe.HTTPStatus != tt.status || pe.Provider != providers.LambdaLabs {
 				t.Fatalf("error = %+v, want RetryAfter %s", pe, tt.retryAfter)
 			}
 		})
 	}
-	if err := lambda.ClassifyResponse("Op", 200, nil, envelope(lambda.CodeInternalError), now); err != nil {
+	if err := lambda.ClassifyResponse(200, nil, envelope(lambda.CodeInternalError), now); err != nil {
 		t.Fatalf("a 200 classified as %v", err)
 	}
-	pe := wantClass(t, lambda.ClassifyResponse("Op", 400, nil, envelope(lambda.CodeInvalidParameters), now), providers.ClassInvalid)
+	pe := wantClass(t, lambda.ClassifyResponse(400, nil, envelope(lambda.CodeInvalidParameters), now), providers.ClassInvalid)
 	if pe.Code != lambda.CodeInvalidParameters || pe.Message != "msg (do this)" {
 		t.Fatalf("code %q, message %q", pe.Code, pe.Message)
 	}

@@ -48,15 +48,15 @@ var codeClasses = map[string]providers.ErrorClass{
 }
 
 // ClassifyResponse turns a non-2xx Lambda response into a *providers.Error
-// and returns nil for a 2xx. op names the operation for the message; now is
-// used to read an HTTP-date Retry-After. A 429 is always ClassRateLimited with
+// and returns nil for a 2xx; it is the adapter's providers.Classifier (the
+// Caller names the operation). now is used to read an HTTP-date Retry-After. A 429 is always ClassRateLimited with
 // a positive RetryAfter; otherwise Lambda's error code decides, and the HTTP
 // status when the code is missing or unknown.
-func ClassifyResponse(op string, status int, header http.Header, body []byte, now time.Time) error {
+func ClassifyResponse(status int, header http.Header, body []byte, now time.Time) error {
 	if status >= 200 && status < 300 {
 		return nil
 	}
-	e := &providers.Error{Provider: providers.LambdaLabs, Operation: op, HTTPStatus: status}
+	e := &providers.Error{Provider: providers.LambdaLabs, HTTPStatus: status}
 	var env errorEnvelope
 	if json.Unmarshal(body, &env) == nil && env.Error.Code != "" {
 		e.Code = clean(env.Error.Code)

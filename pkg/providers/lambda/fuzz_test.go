@@ -79,7 +79,7 @@ func FuzzClassifyResponse(f *testing.F) {
 		if retryAfter != "" {
 			h.Set("Retry-After", retryAfter)
 		}
-		err := lambda.ClassifyResponse("Op", status, h, body, now)
+		err := lambda.ClassifyResponse(status, h, body, now)
 		if status >= 200 && status < 300 {
 			if err != nil {
 				t.Fatalf("2xx classified as %v", err)

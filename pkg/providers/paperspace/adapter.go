@@ -16,15 +16,12 @@
 // User data is passed as a Paperspace startup script: Launch first creates
 // a run-once startup script named after the machine holding the rendered
 // bootstrap, then creates the machine with its id. Startup scripts cost
-// nothing and are left in place when the machine is deleted.
+// nothing and are left in place when the machine is deleted (see Launch).
 package paperspace
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -32,7 +29,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -43,7 +39,7 @@ import (
 const (
 	DefaultBaseURL           = "https://api.paperspace.com/v1"
 	DefaultRequestsPerSecond = 2
-	DefaultCallTimeout       = 30 * time.Second
+	DefaultCallTimeout       = providers.DefaultCallTimeout
 	// DefaultTemplateID is Paperspace's public "Ubuntu 22.04 Server" OS
 	// template (GET /os-templates lists the others).
 	DefaultTemplateID = "t0nspur5"
@@ -63,10 +59,11 @@ const (
 	maxBody = 16 << 20
 )
 
-// Config configures the adapter.
+// Config configures the adapter. Zero values take the defaults; a negative
+// RequestsPerSecond or CallTimeout turns that limit off.
 type Config struct {
-	// BaseURL is the API root, DefaultBaseURL for the real API; a
-	// simulator's URL + "/v1" for the simulator.
+	// BaseURL is the API root (default DefaultBaseURL); a simulator's URL +
+	// "/v1" for the simulator.
 	BaseURL string
 	// Key returns the current API key; it is called for every request, so a
 	// rotated Secret takes effect at once. The key is sent as a bearer token
@@ -75,7 +72,9 @@ type Config struct {
 	// HTTPClient sends the requests (default: a plain http.Client; each call
 	// is bounded by CallTimeout).
 	HTTPClient *http.Client
-	// RequestsPerSecond paces all calls client-side (default 2).
+	// RequestsPerSecond paces all calls client-side (default 2). A call waits
+	// for its turn if that fits in its deadline and CallTimeout, and fails
+	// with ClassRateLimited otherwise.
 	RequestsPerSecond float64
 	// CallTimeout bounds each HTTP call (default 30s); waiting for the rate
 	// limiter does not count against it.
@@ -92,39 +91,20 @@ type Config struct {
 	Prices *PriceTable
 }
 
-// Adapter is the Paperspace provider. It is safe for concurrent use.
+// Adapter is the Paperspace provider. It is safe for concurrent use. It
+// keeps no memory of what it launched: Launch always creates, and the
+// controller finds a machine by its name through Instances.
 type Adapter struct {
 	api        *paperspaceapi.Client
-	key        func() string
-	clock      clock.PassiveClock
-	limiter    *rate.Limiter
-	timeout    time.Duration
+	calls      *providers.Caller
 	templateID string
 	diskSize   int
 	prices     atomic.Pointer[PriceTable]
 
-	mu           sync.Mutex
-	blockedUntil time.Time // no calls before this (after a 429)
-	// launches is keyed by machine name. Entries live as long as the
-	// process (one per launched name, a few hundred bytes) so that a late
-	// retry of a name can never create a second machine.
-	launches map[string]*launchState
+	mu sync.Mutex
 	// lastAvailable keeps the latest answer per machine type and region, so
 	// a refresh where some availability calls fail still reports the rest.
 	lastAvailable map[Availability]bool
-}
-
-// launchState is what the adapter knows about one machine name it was asked
-// to launch. Its mutex serializes launches of that name.
-type launchState struct {
-	mu sync.Mutex
-	// machineID is the machine created (or adopted) for the name.
-	machineID string
-	// scriptID is the startup script created for the name, reused by retries.
-	scriptID string
-	// ambiguous: a create call ended without a clear answer (timeout,
-	// transport error, 5xx), so a machine may exist under the name.
-	ambiguous bool
 }
 
 var _ providers.Provider = (*Adapter)(nil)
@@ -132,25 +112,7 @@ var _ providers.Provider = (*Adapter)(nil)
 // New builds an adapter.
 func New(cfg Config) (*Adapter, error) {
 	if cfg.BaseURL == "" {
-		return nil, errors.New("paperspace: BaseURL is required")
-	}
-	if cfg.Key == nil {
-		return nil, errors.New("paperspace: Key is required")
-	}
-	if cfg.RequestsPerSecond < 0 || math.IsNaN(cfg.RequestsPerSecond) || math.IsInf(cfg.RequestsPerSecond, 0) {
-		return nil, fmt.Errorf("paperspace: RequestsPerSecond %v is invalid", cfg.RequestsPerSecond)
-	}
-	if cfg.RequestsPerSecond == 0 {
-		cfg.RequestsPerSecond = DefaultRequestsPerSecond
-	}
-	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = DefaultCallTimeout
-	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.RealClock{}
+		cfg.BaseURL = DefaultBaseURL
 	}
 	if cfg.TemplateID == "" {
 		cfg.TemplateID = DefaultTemplateID
@@ -161,19 +123,28 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.Prices == nil {
 		cfg.Prices = DefaultPriceTable()
 	}
-	api, err := paperspaceapi.NewClient(cfg.BaseURL, paperspaceapi.WithHTTPClient(cfg.HTTPClient))
+	calls, err := providers.NewCaller(providers.CallConfig{
+		Provider:          providers.Paperspace,
+		Key:               cfg.Key,
+		Classify:          ClassifyResponse,
+		HTTPClient:        cfg.HTTPClient,
+		RequestsPerSecond: providers.OrDefault(cfg.RequestsPerSecond, DefaultRequestsPerSecond),
+		CallTimeout:       providers.OrDefault(cfg.CallTimeout, DefaultCallTimeout),
+		MaxBody:           maxBody,
+		Clock:             cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	api, err := paperspaceapi.NewClient(cfg.BaseURL, paperspaceapi.WithHTTPClient(calls))
 	if err != nil {
 		return nil, fmt.Errorf("paperspace: %w", err)
 	}
 	a := &Adapter{
 		api:        api,
-		key:        cfg.Key,
-		clock:      cfg.Clock,
-		limiter:    rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), int(math.Ceil(cfg.RequestsPerSecond))),
-		timeout:    cfg.CallTimeout,
+		calls:      calls,
 		templateID: cfg.TemplateID,
 		diskSize:   cfg.DiskSize,
-		launches:   map[string]*launchState{},
 	}
 	a.prices.Store(cfg.Prices)
 	return a, nil
@@ -214,8 +185,8 @@ func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 	for i := range avail {
 		g.Go(func() error {
 			params := &paperspaceapi.MachineAvailabilityListParams{MachineType: avail[i].MachineType, Region: avail[i].Region}
-			body, err := a.call(ctx, "machine-availability", func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-				return a.api.MachineAvailabilityList(ctx, params, auth)
+			body, err := a.calls.Call(ctx, "machine-availability", func(ctx context.Context) (*http.Response, error) {
+				return a.api.MachineAvailabilityList(ctx, params)
 			})
 			if err == nil {
 				var ok bool
@@ -257,68 +228,43 @@ func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 	return NormalizeOffers(prices, avail), nil
 }
 
-// Launch creates the machine req.Name, at most once per name: a repeat
-// returns the machine already created without another create call, and after
-// a create that ended ambiguously the machine is looked up by name (and
-// adopted) before a new one is created. The machine is created from the
-// configured template with a dynamic public IP, started at once, with the
-// user data as its run-once startup script.
+// Launch creates the machine req.Name from the configured template with a
+// dynamic public IP, started at once, with the user data as its run-once
+// startup script. It does not deduplicate: a second Launch of a name is a
+// second machine. A create that ends without a definite answer (timeout,
+// transport error, 5xx, unreadable answer) is ClassTransient; the machine
+// may exist, and the controller looks for it by name.
+//
+// Each Launch with user data first creates its own startup script, named
+// after the machine. (The adapter used to remember a name's script and reuse
+// it on a retry of the name, even for another offer whose rendered user data
+// differs; that was per-name launch memory and is gone.) Scripts are never
+// deleted, as before: the machine runs its script at first boot, after the
+// create has returned, and the generated client has no startup-script list
+// or delete operation. A name launched again after a definite refusal of the
+// machine create (a 429, no capacity) therefore leaves its earlier script
+// unused in the account.
 func (a *Adapter) Launch(ctx context.Context, req providers.LaunchRequest) (providers.Instance, error) {
 	if req.Name == "" || req.Offer.InstanceType == "" || req.Offer.ProviderRegion == "" {
 		return providers.Instance{}, &providers.Error{Provider: providers.Paperspace, Operation: "launch", Class: providers.ClassInvalid,
 			Message: "name, offer instance type and offer provider region are required"}
 	}
-	st := a.launchState(req.Name)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-
-	if st.machineID != "" {
-		return a.get(ctx, st.machineID, req.Name)
-	}
-	if st.ambiguous {
-		in, found, err := a.findByName(ctx, req.Name)
-		if err != nil {
-			return providers.Instance{}, err
-		}
-		if found {
-			st.machineID, st.ambiguous = in.ID, false
-			return in, nil
-		}
-		st.ambiguous = false // the earlier create made nothing
-	}
-	if req.UserData != "" && st.scriptID == "" {
+	scriptID := ""
+	if req.UserData != "" {
 		id, err := a.createStartupScript(ctx, req.Name, req.UserData)
 		if err != nil {
 			return providers.Instance{}, err
 		}
-		st.scriptID = id
+		scriptID = id
 	}
-	in, err := a.create(ctx, req, st.scriptID)
-	if err != nil {
-		// A transient failure may have created the machine all the same.
-		st.ambiguous = providers.IsClass(err, providers.ClassTransient)
-		return providers.Instance{}, err
-	}
-	st.machineID, st.ambiguous = in.ID, false
-	return in, nil
-}
-
-func (a *Adapter) launchState(name string) *launchState {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st, ok := a.launches[name]
-	if !ok {
-		st = &launchState{}
-		a.launches[name] = st
-	}
-	return st
+	return a.create(ctx, req, scriptID)
 }
 
 func (a *Adapter) createStartupScript(ctx context.Context, name, script string) (string, error) {
 	const op = "create startup script"
 	runOnce := true
-	body, err := a.call(ctx, op, func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-		return a.api.StartupScriptsCreate(ctx, paperspaceapi.StartupScriptsCreateJSONRequestBody{Name: name, Script: script, IsRunOnce: &runOnce}, auth)
+	body, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+		return a.api.StartupScriptsCreate(ctx, paperspaceapi.StartupScriptsCreateJSONRequestBody{Name: name, Script: script, IsRunOnce: &runOnce})
 	})
 	if err != nil {
 		return "", err
@@ -348,8 +294,8 @@ func (a *Adapter) create(ctx context.Context, req providers.LaunchRequest, scrip
 	if scriptID != "" {
 		reqBody.StartupScriptId = &scriptID
 	}
-	body, err := a.call(ctx, op, func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-		return a.api.MachinesCreate(ctx, reqBody, auth)
+	body, err := a.calls.CallLaunch(ctx, op, func(ctx context.Context) (*http.Response, error) {
+		return a.api.MachinesCreate(ctx, reqBody)
 	})
 	if err != nil {
 		return providers.Instance{}, err
@@ -361,43 +307,11 @@ func (a *Adapter) create(ctx context.Context, req providers.LaunchRequest, scrip
 	return in, nil
 }
 
-// get reads one machine; a machine that no longer exists is reported
-// terminated.
-func (a *Adapter) get(ctx context.Context, id, name string) (providers.Instance, error) {
-	const op = "get machine"
-	body, err := a.call(ctx, op, func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-		return a.api.MachinesGet(ctx, id, auth)
-	})
-	if providers.IsClass(err, providers.ClassNotFound) {
-		return providers.Instance{Provider: providers.Paperspace, ID: id, Name: name, State: providers.StateTerminated, NativeState: "deleted"}, nil
-	}
-	if err != nil {
-		return providers.Instance{}, err
-	}
-	in, err := DecodeMachine(body)
-	if err != nil {
-		return providers.Instance{}, decodeError(op, err)
-	}
-	return in, nil
-}
-
-// findByName returns the machine named name that is not deleted, if any.
-func (a *Adapter) findByName(ctx context.Context, name string) (providers.Instance, bool, error) {
-	var found providers.Instance
-	ok := false
-	err := a.list(ctx, &name, func(in providers.Instance) {
-		if !ok && in.Name == name && in.State != providers.StateTerminated {
-			found, ok = in, true
-		}
-	})
-	return found, ok, err
-}
-
 // Instances lists every machine (following the list cursor) and returns the
 // operator's, by name prefix.
 func (a *Adapter) Instances(ctx context.Context) ([]providers.Instance, error) {
 	var out []providers.Instance
-	err := a.list(ctx, nil, func(in providers.Instance) {
+	err := a.list(ctx, func(in providers.Instance) {
 		if providers.IsOperatorMachine(in.Name) {
 			out = append(out, in)
 		}
@@ -408,15 +322,15 @@ func (a *Adapter) Instances(ctx context.Context) ([]providers.Instance, error) {
 	return out, nil
 }
 
-// list pages through GET /machines (optionally filtered by name).
-func (a *Adapter) list(ctx context.Context, name *string, yield func(providers.Instance)) error {
+// list pages through GET /machines.
+func (a *Adapter) list(ctx context.Context, yield func(providers.Instance)) error {
 	const op = "list machines"
 	limit := pageSize
 	var seen []string
-	params := &paperspaceapi.MachinesListParams{Limit: &limit, Name: name}
+	params := &paperspaceapi.MachinesListParams{Limit: &limit}
 	for range maxPages {
-		body, err := a.call(ctx, op, func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-			return a.api.MachinesList(ctx, params, auth)
+		body, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+			return a.api.MachinesList(ctx, params)
 		})
 		if err != nil {
 			return err
@@ -444,79 +358,13 @@ func (a *Adapter) list(ctx context.Context, name *string, yield func(providers.I
 
 // Terminate deletes a machine; a machine that does not exist is success.
 func (a *Adapter) Terminate(ctx context.Context, id string) error {
-	_, err := a.call(ctx, "delete machine", func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error) {
-		return a.api.MachinesDelete(ctx, id, auth)
+	_, err := a.calls.Call(ctx, "delete machine", func(ctx context.Context) (*http.Response, error) {
+		return a.api.MachinesDelete(ctx, id)
 	})
 	if providers.IsClass(err, providers.ClassNotFound) {
 		return nil
 	}
 	return err
-}
-
-// sendFunc sends one generated-client request with the auth editor applied.
-type sendFunc func(ctx context.Context, auth paperspaceapi.RequestEditorFn) (*http.Response, error)
-
-// call runs one API call: it refuses while a Retry-After is pending (without
-// an HTTP call), waits for the client-side rate limiter, bounds the call by
-// the call timeout, and returns the body of a 2xx answer or a classified
-// *providers.Error. A 429 blocks all calls for its Retry-After.
-func (a *Adapter) call(ctx context.Context, op string, send sendFunc) ([]byte, error) {
-	if err := a.blocked(op); err != nil {
-		return nil, err
-	}
-	key := a.key()
-	if key == "" {
-		return nil, &providers.Error{Provider: providers.Paperspace, Operation: op, Class: providers.ClassUnauthorized, Message: "no API key configured"}
-	}
-	if err := a.limiter.Wait(ctx); err != nil {
-		return nil, &providers.Error{Provider: providers.Paperspace, Operation: op, Class: providers.ClassTransient, Err: err}
-	}
-	// A 429 may have arrived while this call waited for the limiter.
-	if err := a.blocked(op); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
-	auth := func(_ context.Context, req *http.Request) error {
-		req.Header.Set("Authorization", "Bearer "+key)
-		return nil
-	}
-	resp, err := send(ctx, auth)
-	if err != nil {
-		return nil, &providers.Error{Provider: providers.Paperspace, Operation: op, Class: providers.ClassTransient, Err: err}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, &providers.Error{Provider: providers.Paperspace, Operation: op, Class: providers.ClassTransient, HTTPStatus: resp.StatusCode, Err: err}
-	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return body, nil
-	}
-	now := a.clock.Now()
-	perr := classify(resp.StatusCode, resp.Header, body, now)
-	perr.Operation = op
-	if perr.Class == providers.ClassRateLimited {
-		a.mu.Lock()
-		if until := now.Add(perr.RetryAfter); until.After(a.blockedUntil) {
-			a.blockedUntil = until
-		}
-		a.mu.Unlock()
-	}
-	return nil, perr
-}
-
-// blocked returns a ClassRateLimited error while an earlier 429's
-// Retry-After has not passed.
-func (a *Adapter) blocked(op string) error {
-	a.mu.Lock()
-	until := a.blockedUntil
-	a.mu.Unlock()
-	if wait := until.Sub(a.clock.Now()); wait > 0 {
-		return &providers.Error{Provider: providers.Paperspace, Operation: op, Class: providers.ClassRateLimited,
-			Message: "waiting out the provider's Retry-After", RetryAfter: wait}
-	}
-	return nil
 }
 
 // decodeError reports a 2xx body that does not match the spec. For a create

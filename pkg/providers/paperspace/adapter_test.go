@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,7 +249,10 @@ func TestLaunchListTerminate(t *testing.T) {
 	}
 }
 
-func TestLaunchIsIdempotentByName(t *testing.T) {
+// The adapter keeps no launch memory: a second Launch of a name is a second
+// startup script and a second machine, both listed under the name
+// (deduplication by name is the controller's).
+func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{entry("H100", "ca1", -1)}}, nil)
 	ctx := context.Background()
 	req := launchReq("gpur-same-0", "H100", "ca1", "#!/bin/sh\necho hi\n")
@@ -261,43 +264,22 @@ func TestLaunchIsIdempotentByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.ID != first.ID {
-		t.Fatalf("second launch returned %s, want %s", second.ID, first.ID)
+	if second.ID == first.ID {
+		t.Fatalf("second launch returned %s again, want a new machine", second.ID)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/machines"] != 1 || c.Requests["POST /v1/startup-scripts"] != 1 {
-		t.Fatalf("launches %v requests %v, want one machine, one create, one script", c.Launches, c.Requests)
+	if c.Launches[req.Name] != 2 || c.Requests["POST /v1/machines"] != 2 || c.Requests["POST /v1/startup-scripts"] != 2 ||
+		c.Requests["GET /v1/machines"] != 0 {
+		t.Fatalf("launches %v requests %v, want two machines, two creates, two scripts, no list", c.Launches, c.Requests)
 	}
-	if n := len(e.sim.Machines()); n != 1 {
-		t.Fatalf("%d machines, want 1", n)
-	}
-}
-
-func TestConcurrentLaunchesOfOneName(t *testing.T) {
-	e := newEnv(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{entry("A4000x2", "ny2", -1)}}, nil)
-	req := launchReq("gpur-race-0", "A4000x2", "ny2", "user data")
-	const n = 8
-	ids := make(chan string, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			in, err := e.a.Launch(context.Background(), req)
-			if err != nil {
-				t.Error(err)
-			}
-			ids <- in.ID
-		})
-	}
-	wg.Wait()
-	close(ids)
-	first := <-ids
-	for id := range ids {
-		if id != first {
-			t.Fatalf("launches returned %s and %s", first, id)
+	for _, m := range e.sim.Machines() {
+		if m.UserData != req.UserData {
+			t.Errorf("machine %s runs %q, want the launch's user data", m.ID, m.UserData)
 		}
 	}
-	if c := e.sim.Core().Counters(); c.Launches[req.Name] != 1 || c.Requests["POST /v1/startup-scripts"] != 1 {
-		t.Fatalf("launches %v requests %v, want one machine and one script", c.Launches, c.Requests)
+	got, err := e.a.Instances(ctx)
+	if err != nil || len(got) != 2 || got[0].Name != req.Name || got[1].Name != req.Name {
+		t.Fatalf("instances %+v, %v; want both machines named %s", got, err, req.Name)
 	}
 }
 
@@ -316,7 +298,9 @@ func loseCreateAnswers(lose *atomic.Bool) func(http.Handler) http.Handler {
 	}
 }
 
-func TestLaunchAdoptsAfterAmbiguousCreate(t *testing.T) {
+// A create whose answer is lost is ClassTransient; the machine it made is
+// listed under its name, which is where the controller finds and adopts it.
+func TestLaunchLostAnswerIsTransientAndListed(t *testing.T) {
 	var lose atomic.Bool
 	lose.Store(true)
 	e := newEnv(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{entry("A6000x2", "ams1", -1)}}, loseCreateAnswers(&lose))
@@ -326,28 +310,22 @@ func TestLaunchAdoptsAfterAmbiguousCreate(t *testing.T) {
 	wantClass(t, err, providers.ClassTransient, http.StatusBadGateway)
 	lose.Store(false)
 
-	in, err := e.a.Launch(ctx, req)
+	got, err := e.a.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ms := e.sim.Machines()
-	if len(ms) != 1 || in.ID != ms[0].ID {
-		t.Fatalf("adopted %+v, simulator has %+v", in, ms)
+	if len(ms) != 1 || len(got) != 1 || got[0].ID != ms[0].ID || got[0].Name != req.Name {
+		t.Fatalf("listed %+v, simulator has %+v; want the machine listed as %s", got, ms, req.Name)
 	}
-	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/machines"] != 1 || c.Requests["GET /v1/machines"] != 1 {
-		t.Fatalf("launches %v requests %v, want one create and one lookup by name", c.Launches, c.Requests)
-	}
-	// Adopted: a further launch neither lists nor creates.
-	if again, err := e.a.Launch(ctx, req); err != nil || again.ID != in.ID {
-		t.Fatalf("third launch %+v, %v", again, err)
-	}
-	if c := e.sim.Core().Counters(); c.Requests["GET /v1/machines"] != 1 || c.Requests["POST /v1/machines"] != 1 {
-		t.Fatalf("requests %v after the adopted launch", c.Requests)
+	if c := e.sim.Core().Counters(); c.Requests["POST /v1/machines"] != 1 {
+		t.Fatalf("requests %v, want one create", c.Requests)
 	}
 }
 
-func TestLaunchRetriesAfterFailedCreate(t *testing.T) {
+// After a 5xx the retry is a plain create, with no list call of the
+// adapter's own.
+func TestLaunchAfterFailedCreateIsPlainCreate(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{entry("A5000", "ny2", -1)}}, nil)
 	ctx := context.Background()
 	req := launchReq("gpur-retry-0", "A5000", "ny2", "")
@@ -359,8 +337,8 @@ func TestLaunchRetriesAfterFailedCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["GET /v1/machines"] != 1 || c.Requests["POST /v1/machines"] != 2 {
-		t.Fatalf("launches %v requests %v, want a lookup then one successful create", c.Launches, c.Requests)
+	if c.Launches[req.Name] != 1 || c.Requests["GET /v1/machines"] != 0 || c.Requests["POST /v1/machines"] != 2 {
+		t.Fatalf("launches %v requests %v, want two creates and no lookup", c.Launches, c.Requests)
 	}
 }
 
@@ -443,7 +421,7 @@ func rawCall(t *testing.T, method, url, key, body string) (*providers.Error, str
 		t.Fatalf("%s %s answered %d %s, want an error", method, url, resp.StatusCode, raw)
 	}
 	var pe *providers.Error
-	if !errors.As(paperspace.ClassifyResponse(resp.StatusCode, resp.Header, raw), &pe) {
+	if !errors.As(paperspace.ClassifyResponse(resp.StatusCode, resp.Header, raw, time.Now()), &pe) {
 		t.Fatal("ClassifyResponse did not return a *providers.Error")
 	}
 	return pe, resp.Header.Get("Content-Type")
@@ -594,12 +572,21 @@ func TestPreemptedMachineIsInterrupted(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	for name, cfg := range map[string]paperspace.Config{
-		"no base URL":  {Key: func() string { return "k" }},
-		"no key":       {BaseURL: paperspace.DefaultBaseURL},
-		"negative rps": {BaseURL: paperspace.DefaultBaseURL, Key: func() string { return "k" }, RequestsPerSecond: -1},
+		"no key":  {BaseURL: paperspace.DefaultBaseURL},
+		"NaN rps": {Key: func() string { return "k" }, RequestsPerSecond: math.NaN()},
 	} {
 		if _, err := paperspace.New(cfg); err == nil {
 			t.Errorf("%s: New succeeded", name)
+		}
+	}
+	// Defaults as every adapter has them: the real endpoint, and a negative
+	// rate is no limit.
+	for name, cfg := range map[string]paperspace.Config{
+		"defaults":     {Key: func() string { return "k" }},
+		"negative rps": {Key: func() string { return "k" }, RequestsPerSecond: -1},
+	} {
+		if a, err := paperspace.New(cfg); err != nil || a.Name() != providers.Paperspace {
+			t.Errorf("%s: New = %v, %v", name, a, err)
 		}
 	}
 }

@@ -17,7 +17,8 @@ const defaultRetryAfter = time.Second
 // maxMessage bounds the provider message copied into an error.
 const maxMessage = 512
 
-// ClassifyResponse turns a non-2xx Paperspace answer into a *providers.Error.
+// ClassifyResponse turns a non-2xx Paperspace answer into a *providers.Error
+// (nil for a 2xx).
 // Paperspace's error body is {"message", "code", "details"?}; its codes are
 // the generic tRPC ones (BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND,
 // TOO_MANY_REQUESTS, INTERNAL_SERVER_ERROR, ...), so what went wrong is read
@@ -34,13 +35,12 @@ const maxMessage = 512
 //     other than "rate limit"): ClassQuota;
 //   - 403: ClassUnauthorized; 404: ClassNotFound; other 4xx: ClassInvalid.
 //
-// The Retry-After date form is read against the wall clock; the adapter uses
-// its own clock.
-func ClassifyResponse(status int, header http.Header, body []byte) error {
-	return classify(status, header, body, time.Now())
-}
-
-func classify(status int, header http.Header, body []byte, now time.Time) *providers.Error {
+// now reads the Retry-After date form. ClassifyResponse is the adapter's
+// providers.Classifier: the Caller names the operation.
+func ClassifyResponse(status int, header http.Header, body []byte, now time.Time) error {
+	if status >= 200 && status < 300 {
+		return nil
+	}
 	e := &providers.Error{Provider: providers.Paperspace, HTTPStatus: status}
 	var eb paperspaceapi.Error
 	if json.Unmarshal(body, &eb) == nil {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
@@ -31,7 +32,7 @@ func FuzzClassifyResponse(f *testing.F) {
 		if retryAfter != "" {
 			h.Set("Retry-After", retryAfter)
 		}
-		pe, ok := paperspace.ClassifyResponse(status, h, body).(*providers.Error)
+		pe, ok := paperspace.ClassifyResponse(status, h, body, time.Now()).(*providers.Error)
 		if !ok {
 			t.Fatal("not a *providers.Error")
 		}

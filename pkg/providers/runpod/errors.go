@@ -62,13 +62,14 @@ var (
 // nil for a 2xx. It understands all three of RunPod's error formats: REST v1
 // plain text, REST v2 application/problem+json {title, status, detail,
 // errors[]} and GraphQL {errors: [{message}]}. now resolves an HTTP-date
-// Retry-After. The result never includes request headers, so never the key.
-func ClassifyResponse(op string, status int, header http.Header, body []byte, now time.Time) error {
+// Retry-After. It is the adapter's providers.Classifier: the Caller names
+// the operation and scrubs the key, should RunPod ever echo it.
+func ClassifyResponse(status int, header http.Header, body []byte, now time.Time) error {
 	if status >= 200 && status < 300 {
 		return nil
 	}
 	msg := ErrorMessage(body)
-	e := &providers.Error{Provider: providers.RunPod, Operation: op, HTTPStatus: status, Message: msg, Class: providers.ClassForStatus(status)}
+	e := &providers.Error{Provider: providers.RunPod, HTTPStatus: status, Message: msg, Class: providers.ClassForStatus(status)}
 	switch {
 	case status == http.StatusTooManyRequests:
 		e.RetryAfter = providers.ParseRetryAfter(header, now)

@@ -53,7 +53,7 @@ func TestClassifyResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := runpod.ClassifyResponse("Op", tc.status, tc.header, []byte(tc.body), now)
+			err := runpod.ClassifyResponse(tc.status, tc.header, []byte(tc.body), now)
 			if tc.class == "" {
 				if err != nil {
 					t.Fatalf("got %v, want nil", err)
@@ -64,7 +64,7 @@ func TestClassifyResponse(t *testing.T) {
 			if !ok {
 				t.Fatalf("got %T %v", err, err)
 			}
-			if pe.Class != tc.class || pe.RetryAfter != tc.retryAfter || pe.HTTPStatus != tc.status || pe.Operation != "Op" {
+			if pe.Class != tc.class || pe.RetryAfter != tc.retryAfter || pe.HTTPStatus != tc.status || pe.Provider != providers.RunPod {
 				t.Errorf("got %+v, want class %s retry-after %v", pe, tc.class, tc.retryAfter)
 			}
 			if !strings.HasPrefix(pe.Message, tc.message) {

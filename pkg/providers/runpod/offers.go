@@ -22,7 +22,7 @@ import (
 // spot prices of every type and count.
 func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 	const op = "Offers"
-	catalog, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	catalog, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		return a.v2.ListGpuTypes(ctx, &runpodv2.ListGpuTypesParams{
 			Include: &[]runpodv2.CatalogInclude{runpodv2.AVAILABILITY},
 			Product: &[]runpodv2.Product{runpodv2.POD},
@@ -32,24 +32,24 @@ func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
 	if err != nil {
 		return nil, err
 	}
-	spot, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	spot, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.graphql, bytes.NewReader(a.spotQuery))
 		if err != nil {
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		return doer{a}.Do(req)
+		return a.calls.Do(req)
 	})
 	if err != nil {
 		return nil, err
 	}
 	quotes, err := DecodeQuotes(spot)
 	if err != nil {
-		return nil, a.providerError(op, err)
+		return nil, a.calls.Wrap(op, err)
 	}
 	offers, err := NormalizeOffers(catalog, quotes, a.cfg.GPUCounts)
 	if err != nil {
-		return nil, a.providerError(op, err)
+		return nil, a.calls.Wrap(op, err)
 	}
 	return offers, nil
 }

@@ -13,13 +13,11 @@ import (
 
 // Launch creates a secure-cloud pod of req.Offer.GPUCount GPUs of type
 // req.Offer.InstanceType in data center req.Offer.ProviderRegion,
-// interruptible when the offer is spot. It is idempotent by req.Name within
-// this adapter:
-//   - a name already launched returns that pod (as it was at creation; read
-//     Instances for its current state) without calling RunPod;
-//   - after a create that ended ambiguously (timeout, transport error, 5xx,
-//     unreadable answer) the next Launch of the name first lists pods by
-//     that name and adopts a live one, creating only when there is none.
+// interruptible when the offer is spot, with one create call. It does not
+// deduplicate: a second Launch of a name is a second pod. A create that ends
+// without a definite answer (timeout, transport error, 5xx, unreadable
+// answer) is ClassTransient; the pod may exist, and the controller looks for
+// it by name.
 //
 // RunPod has no user-data field: UserData travels base64-encoded in the pod's
 // UserDataEnv environment variable, the name in MachineNameEnv.
@@ -29,24 +27,6 @@ func (a *Adapter) Launch(ctx context.Context, req providers.LaunchRequest) (prov
 		return providers.Instance{}, &providers.Error{Provider: providers.RunPod, Operation: op, Class: providers.ClassInvalid,
 			Message: "launch needs a name, a GPU type, a data center and a positive GPU count"}
 	}
-	st := a.nameState(req.Name)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.inst != nil {
-		return *st.inst, nil
-	}
-	if st.ambiguous {
-		inst, found, err := a.findByName(ctx, op, req.Name)
-		if err != nil {
-			return providers.Instance{}, err
-		}
-		st.ambiguous = false
-		if found {
-			st.inst = &inst
-			return inst, nil
-		}
-	}
-
 	body := runpodv1.PodCreateInput{
 		Name:          new(req.Name),
 		GpuTypeIds:    &[]runpodv1.PodCreateInputGpuTypeIds{runpodv1.PodCreateInputGpuTypeIds(req.Offer.InstanceType)},
@@ -60,48 +40,18 @@ func (a *Adapter) Launch(ctx context.Context, req providers.LaunchRequest) (prov
 			MachineNameEnv: req.Name,
 		},
 	}
-	resp, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	resp, err := a.calls.CallLaunch(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		return a.v1.CreatePod(ctx, body)
 	})
 	if err != nil {
-		st.ambiguous = providers.IsClass(err, providers.ClassTransient)
 		return providers.Instance{}, err
 	}
 	var pod runpodv1.Pod
 	if err := json.Unmarshal(resp, &pod); err != nil || pod.Id == nil || *pod.Id == "" {
-		// RunPod said 2xx, so a pod probably exists; find it next time.
-		st.ambiguous = true
-		return providers.Instance{}, a.providerError(op, fmt.Errorf("create answered without a usable pod (decode error: %v)", err))
+		// RunPod said 2xx, so a pod probably exists: transient, ambiguous.
+		return providers.Instance{}, a.calls.Wrap(op, fmt.Errorf("create answered without a usable pod (decode error: %v)", err))
 	}
-	inst := NormalizePod(pod)
-	st.inst = &inst
-	return inst, nil
-}
-
-// nameState returns the launch bookkeeping of a machine name.
-func (a *Adapter) nameState(name string) *nameState {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st, ok := a.names[name]
-	if !ok {
-		st = &nameState{}
-		a.names[name] = st
-	}
-	return st
-}
-
-// findByName looks for a live (not TERMINATED) pod with exactly this name.
-func (a *Adapter) findByName(ctx context.Context, op, name string) (providers.Instance, bool, error) {
-	pods, err := a.listPods(ctx, op, &runpodv1.ListPodsParams{Name: new(name), IncludeMachine: new(true)})
-	if err != nil {
-		return providers.Instance{}, false, err
-	}
-	for _, p := range pods {
-		if p.Name != nil && *p.Name == name && (p.DesiredStatus == nil || *p.DesiredStatus != runpodv1.PodDesiredStatusTERMINATED) {
-			return NormalizePod(p), true, nil
-		}
-	}
-	return providers.Instance{}, false, nil
+	return NormalizePod(pod), nil
 }
 
 // Instances lists the operator's pods (names with providers.MachineNamePrefix)
@@ -121,7 +71,7 @@ func (a *Adapter) Instances(ctx context.Context) ([]providers.Instance, error) {
 }
 
 func (a *Adapter) listPods(ctx context.Context, op string, params *runpodv1.ListPodsParams) (runpodv1.Pods, error) {
-	body, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	body, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		return a.v1.ListPods(ctx, params)
 	})
 	if err != nil {
@@ -129,7 +79,7 @@ func (a *Adapter) listPods(ctx context.Context, op string, params *runpodv1.List
 	}
 	var pods runpodv1.Pods
 	if err := json.Unmarshal(body, &pods); err != nil {
-		return nil, a.providerError(op, fmt.Errorf("decoding pods: %w", err))
+		return nil, a.calls.Wrap(op, fmt.Errorf("decoding pods: %w", err))
 	}
 	return pods, nil
 }
@@ -137,7 +87,7 @@ func (a *Adapter) listPods(ctx context.Context, op string, params *runpodv1.List
 // Instance reads one pod by id; a missing pod is ClassNotFound.
 func (a *Adapter) Instance(ctx context.Context, id string) (providers.Instance, error) {
 	const op = "Instance"
-	body, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	body, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		return a.v1.GetPod(ctx, id, &runpodv1.GetPodParams{IncludeMachine: new(true)})
 	})
 	if err != nil {
@@ -145,7 +95,7 @@ func (a *Adapter) Instance(ctx context.Context, id string) (providers.Instance, 
 	}
 	var pod runpodv1.Pod
 	if err := json.Unmarshal(body, &pod); err != nil {
-		return providers.Instance{}, a.providerError(op, fmt.Errorf("decoding pod: %w", err))
+		return providers.Instance{}, a.calls.Wrap(op, fmt.Errorf("decoding pod: %w", err))
 	}
 	return NormalizePod(pod), nil
 }
@@ -156,7 +106,7 @@ func (a *Adapter) Terminate(ctx context.Context, id string) error {
 	if id == "" {
 		return &providers.Error{Provider: providers.RunPod, Operation: op, Class: providers.ClassInvalid, Message: "no pod id"}
 	}
-	_, err := a.call(ctx, op, func(ctx context.Context) (*http.Response, error) {
+	_, err := a.calls.Call(ctx, op, func(ctx context.Context) (*http.Response, error) {
 		return a.v1.DeletePod(ctx, id)
 	})
 	if providers.IsClass(err, providers.ClassNotFound) {

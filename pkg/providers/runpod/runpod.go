@@ -27,17 +27,12 @@
 package runpod
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -50,7 +45,7 @@ const (
 	DefaultRESTURL           = "https://rest.runpod.io/v1"
 	DefaultAPIURL            = "https://api.runpod.io"
 	DefaultRequestsPerSecond = 5
-	DefaultCallTimeout       = 30 * time.Second
+	DefaultCallTimeout       = providers.DefaultCallTimeout
 	// DefaultImageName is a CUDA base image; the bootstrap in UserDataEnv
 	// does the rest.
 	DefaultImageName = "nvidia/cuda:12.4.1-base-ubuntu22.04"
@@ -71,7 +66,8 @@ const (
 // maxBody bounds what is read from any response (the catalog is the largest).
 const maxBody = 64 << 20
 
-// Config configures an Adapter.
+// Config configures an Adapter. Zero values take the defaults; a negative
+// RequestsPerSecond or CallTimeout turns that limit off.
 type Config struct {
 	// RESTURL is the REST v1 base URL (default DefaultRESTURL).
 	RESTURL string
@@ -86,9 +82,9 @@ type Config struct {
 	// from CallTimeout).
 	HTTPClient *http.Client
 	// RequestsPerSecond is the client-side rate limit over all RunPod calls
-	// (default DefaultRequestsPerSecond, burst the same, at least 1). It is
-	// paced in real time; a call whose deadline would pass while waiting for
-	// its turn fails at once with ClassRateLimited.
+	// (default DefaultRequestsPerSecond, burst the rate rounded up). It is
+	// paced in real time; a call whose turn would come after its deadline
+	// or CallTimeout fails at once with ClassRateLimited.
 	RequestsPerSecond float64
 	// CallTimeout bounds every HTTP call (default DefaultCallTimeout).
 	CallTimeout time.Duration
@@ -105,54 +101,28 @@ type Config struct {
 }
 
 // Adapter implements providers.Provider for RunPod. It is safe for
-// concurrent use.
+// concurrent use. All three APIs go through one providers.Caller, so they
+// share RunPod's rate limit and Retry-After. It keeps no memory of what it
+// launched: Launch always creates, and the controller finds a pod by its
+// name through Instances.
 type Adapter struct {
 	cfg       Config
+	calls     *providers.Caller
 	v1        *runpodv1.Client
 	v2        *runpodv2.Client
 	graphql   string // GraphQL endpoint URL
 	spotQuery []byte // the GraphQL request body, fixed by GPUCounts
-	limiter   *rate.Limiter
-
-	mu           sync.Mutex
-	blockedUntil time.Time             // no calls before this (RunPod's Retry-After)
-	names        map[string]*nameState // launches by machine name
-}
-
-// nameState is what the adapter knows about one machine name it launched.
-type nameState struct {
-	mu sync.Mutex // serializes Launch calls for the name
-	// inst is the pod launched under the name, once known.
-	inst *providers.Instance
-	// ambiguous: the last create for the name may or may not have made a
-	// pod (timeout, transport error, 5xx); look for it before creating.
-	ambiguous bool
 }
 
 var _ providers.Provider = (*Adapter)(nil)
 
 // New builds an Adapter, filling in defaults.
 func New(cfg Config) (*Adapter, error) {
-	if cfg.Key == nil {
-		return nil, errors.New("runpod: Config.Key is required")
-	}
 	if cfg.RESTURL == "" {
 		cfg.RESTURL = DefaultRESTURL
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = DefaultAPIURL
-	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
-	}
-	if cfg.RequestsPerSecond <= 0 {
-		cfg.RequestsPerSecond = DefaultRequestsPerSecond
-	}
-	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = DefaultCallTimeout
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.ImageName == "" {
 		cfg.ImageName = DefaultImageName
@@ -162,19 +132,29 @@ func New(cfg Config) (*Adapter, error) {
 		return nil, err
 	}
 	cfg.GPUCounts = counts
-
+	calls, err := providers.NewCaller(providers.CallConfig{
+		Provider:          providers.RunPod,
+		Key:               cfg.Key,
+		Classify:          ClassifyResponse,
+		HTTPClient:        cfg.HTTPClient,
+		RequestsPerSecond: providers.OrDefault(cfg.RequestsPerSecond, DefaultRequestsPerSecond),
+		CallTimeout:       providers.OrDefault(cfg.CallTimeout, DefaultCallTimeout),
+		MaxBody:           maxBody,
+		Clock:             cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
 	a := &Adapter{
 		cfg:       cfg,
+		calls:     calls,
 		graphql:   strings.TrimSuffix(cfg.APIURL, "/") + "/graphql",
 		spotQuery: spotQuery(counts),
-		limiter:   rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(1, int(cfg.RequestsPerSecond))),
-		names:     map[string]*nameState{},
 	}
-	d := doer{a}
-	if a.v1, err = runpodv1.NewClient(cfg.RESTURL, runpodv1.WithHTTPClient(d)); err != nil {
+	if a.v1, err = runpodv1.NewClient(cfg.RESTURL, runpodv1.WithHTTPClient(calls)); err != nil {
 		return nil, fmt.Errorf("runpod: REST v1 client: %w", err)
 	}
-	if a.v2, err = runpodv2.NewClient(cfg.APIURL, runpodv2.WithHTTPClient(d)); err != nil {
+	if a.v2, err = runpodv2.NewClient(cfg.APIURL, runpodv2.WithHTTPClient(calls)); err != nil {
 		return nil, fmt.Errorf("runpod: REST v2 client: %w", err)
 	}
 	return a, nil
@@ -197,89 +177,3 @@ func normalizeCounts(in []int) ([]int, error) {
 
 // Name is providers.RunPod.
 func (a *Adapter) Name() string { return providers.RunPod }
-
-// doer is the HTTP client the generated clients (and the GraphQL call) use.
-// It enforces, in order: RunPod's last Retry-After (failing fast, without a
-// request), the client-side rate limit, and the Bearer key; and it records
-// the Retry-After of every 429.
-type doer struct{ a *Adapter }
-
-func (d doer) Do(req *http.Request) (*http.Response, error) {
-	a := d.a
-	if wait := a.blockedFor(); wait > 0 {
-		return nil, &providers.Error{Provider: providers.RunPod, Class: providers.ClassRateLimited, RetryAfter: wait,
-			Message: "waiting out RunPod's Retry-After; no request sent"}
-	}
-	if err := a.limiter.Wait(req.Context()); err != nil {
-		// The context ends before a token would be free.
-		return nil, &providers.Error{Provider: providers.RunPod, Class: providers.ClassRateLimited,
-			RetryAfter: time.Duration(float64(time.Second) / a.cfg.RequestsPerSecond),
-			Message:    "client-side rate limit; no request sent", Err: err}
-	}
-	key := a.cfg.Key()
-	if key == "" {
-		return nil, &providers.Error{Provider: providers.RunPod, Class: providers.ClassUnauthorized, Message: "no API key configured"}
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := a.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		now := a.cfg.Clock.Now()
-		wait := providers.ParseRetryAfter(resp.Header, now)
-		if wait <= 0 {
-			wait = defaultRetryAfter
-		}
-		a.mu.Lock()
-		if until := now.Add(wait); until.After(a.blockedUntil) {
-			a.blockedUntil = until
-		}
-		a.mu.Unlock()
-	}
-	return resp, nil
-}
-
-// blockedFor is how much longer RunPod asked the adapter to wait.
-func (a *Adapter) blockedFor() time.Duration {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.blockedUntil.Sub(a.cfg.Clock.Now())
-}
-
-// call runs one HTTP call under CallTimeout, reads the body and classifies
-// the outcome. Every error it returns is a *providers.Error for op: the
-// generated clients' transport errors, timeouts and unreadable bodies are
-// ClassTransient.
-func (a *Adapter) call(ctx context.Context, op string, send func(context.Context) (*http.Response, error)) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	defer cancel()
-	resp, err := send(ctx)
-	if err != nil {
-		return nil, a.providerError(op, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, a.providerError(op, fmt.Errorf("reading response: %w", err))
-	}
-	if err := ClassifyResponse(op, resp.StatusCode, resp.Header, body, a.cfg.Clock.Now()); err != nil {
-		return nil, a.providerError(op, err)
-	}
-	return body, nil
-}
-
-// providerError makes err a *providers.Error for op (ClassTransient unless it
-// already is one) and scrubs the API key from its message, in case RunPod
-// ever echoes it back.
-func (a *Adapter) providerError(op string, err error) error {
-	var pe *providers.Error
-	if !errors.As(err, &pe) {
-		pe = &providers.Error{Provider: providers.RunPod, Class: providers.ClassTransient, Err: err}
-	}
-	pe.Operation = op
-	if key := a.cfg.Key(); key != "" && strings.Contains(pe.Message, key) {
-		pe.Message = strings.ReplaceAll(pe.Message, key, "[redacted]")
-	}
-	return pe
-}

@@ -253,7 +253,10 @@ func TestLaunchListTerminate(t *testing.T) {
 	}
 }
 
-func TestLaunchSameNameTwice(t *testing.T) {
+// The adapter keeps no launch memory: a second Launch of a name is a second
+// create, and both pods are listed under the name (deduplication by name is
+// the controller's).
+func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
 	ctx := context.Background()
 	req := launchReq(providers.MachineNamePrefix+"twice-0", rtx, "US-TX-3", 1, providers.OnDemand)
@@ -265,21 +268,23 @@ func TestLaunchSameNameTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.ID != second.ID || first.Spot {
-		t.Errorf("launches returned %+v and %+v", first, second)
+	if first.ID == second.ID || first.Spot || second.Name != req.Name {
+		t.Errorf("launches returned %+v and %+v, want two on-demand pods", first, second)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/pods"] != 1 {
-		t.Errorf("launches %v, requests %v", c.Launches, c.Requests)
+	if c.Launches[req.Name] != 2 || c.Requests["POST /v1/pods"] != 2 || c.Requests["GET /v1/pods"] != 0 {
+		t.Errorf("launches %v, requests %v; want two creates and no list", c.Launches, c.Requests)
 	}
-	if got, err := e.adapter.Instances(ctx); err != nil || len(got) != 1 {
-		t.Errorf("instances %+v, %v", got, err)
+	got, err := e.adapter.Instances(ctx)
+	if err != nil || len(got) != 2 || got[0].Name != req.Name || got[1].Name != req.Name {
+		t.Errorf("instances %+v, %v; want both pods named %s", got, err, req.Name)
 	}
 }
 
-// A create that times out may still have made the pod; the next Launch of
-// the name must find and adopt it instead of creating a second one.
-func TestLaunchAdoptsAfterTimeout(t *testing.T) {
+// A create that times out may still have made the pod: the Launch is
+// ClassTransient, and the pod is listed under its name, which is where the
+// controller finds and adopts it.
+func TestLaunchTimeoutIsTransientAndListed(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, func(c *runpod.Config) { c.CallTimeout = 100 * time.Millisecond })
 	ctx := context.Background()
 	req := launchReq(providers.MachineNamePrefix+"slow-0", h100, "US-CA-2", 1, providers.OnDemand)
@@ -297,21 +302,18 @@ func TestLaunchAdoptsAfterTimeout(t *testing.T) {
 	}
 
 	e.sim.Core().SetFaults(cloudsim.Faults{})
-	inst, err := e.adapter.Launch(ctx, req)
+	got, err := e.adapter.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/pods"] != 1 || c.Requests["GET /v1/pods"] != 1 {
-		t.Errorf("launches %v, requests %v: want the pod adopted by one list call", c.Launches, c.Requests)
-	}
-	if ms := e.sim.Machines(); len(ms) != 1 || inst.ID != ms[0].ID {
-		t.Errorf("adopted %+v, sim has %+v", inst, ms)
+	if ms := e.sim.Machines(); len(ms) != 1 || len(got) != 1 || got[0].ID != ms[0].ID || got[0].Name != req.Name {
+		t.Errorf("listed %+v, sim has %+v; want the pod listed as %s", got, ms, req.Name)
 	}
 }
 
-// After a 5xx nothing was created; the retry lists, finds nothing and creates.
-func TestLaunchAfterServerError(t *testing.T) {
+// After a 5xx nothing was created; the retry is a plain create, with no list
+// call of the adapter's own.
+func TestLaunchAfterServerErrorIsPlainCreate(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey, Faults: cloudsim.Faults{ErrorRate: 1}}, nil)
 	ctx := context.Background()
 	req := launchReq(providers.MachineNamePrefix+"flaky-0", a40, "US-GA-1", 1, providers.OnDemand)
@@ -323,7 +325,7 @@ func TestLaunchAfterServerError(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/pods"] != 2 || c.Requests["GET /v1/pods"] != 1 {
+	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/pods"] != 2 || c.Requests["GET /v1/pods"] != 0 {
 		t.Errorf("launches %v, requests %v", c.Launches, c.Requests)
 	}
 }
