@@ -65,6 +65,9 @@ type Offer struct {
 	Available bool `json:"available"`
 	// PriceSource says where HourlyPrice came from.
 	PriceSource PriceSource `json:"priceSource"`
+	// Kind is what the machine is: a VM that can join as a Node, or a
+	// container. Empty means VM.
+	Kind MachineKind `json:"kind,omitempty"`
 }
 
 // Key identifies an offering for the unavailable-offerings cache.
@@ -93,8 +96,11 @@ type LaunchRequest struct {
 	Name string
 	// Offer is the offer being bought.
 	Offer Offer
-	// UserData is the rendered bootstrap (cloud-init or Talos machine config).
+	// UserData is the rendered bootstrap of a VM, in a format its provider
+	// runs (BootstrapFormats).
 	UserData string
+	// Container is what a container machine runs; nil for a VM.
+	Container *ContainerSpec
 	// Tags are key/value labels attached where the provider supports them.
 	Tags map[string]string
 }
@@ -130,6 +136,8 @@ type Instance struct {
 	// NativeState is the provider's own status string, for messages.
 	NativeState string `json:"nativeState"`
 	PublicIP    string `json:"publicIP,omitempty"`
+	// Ports are a container machine's port mappings, when known.
+	Ports []PortMapping `json:"ports,omitempty"`
 }
 
 // Provider is one GPU cloud. Implementations are safe for concurrent use.
