@@ -85,6 +85,37 @@ func benchmarkSelect(b *testing.B, n int) {
 	}
 }
 
+// benchKindsRequest is benchRequest served by containers, with two
+// providers lacking a bootstrap; withKinds makes a third of a catalog's
+// offers containers.
+var benchKindsRequest = func() Request {
+	r := benchRequest
+	r.Kind, r.NoBootstrap = providers.Container, []string{"vast", "fluidstack"}
+	return r
+}()
+
+func withKinds(offers []providers.Offer) []providers.Offer {
+	for i := range offers {
+		if i%3 == 0 {
+			offers[i].Kind = providers.Container
+		}
+	}
+	return offers
+}
+
+// BenchmarkSelectKinds100k is a decision over a catalog of both machine
+// kinds for a container request with providers lacking a bootstrap: the
+// kind splits runs, so it costs about what BenchmarkSelect100k does.
+func BenchmarkSelectKinds100k(b *testing.B) {
+	ix := NewIndex(withKinds(benchCatalog(100_000)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := ix.Select(benchKindsRequest, Unavailable{}).Best(); !ok {
+			b.Fatal("no eligible offer")
+		}
+	}
+}
+
 func BenchmarkSelect1k(b *testing.B)   { benchmarkSelect(b, 1_000) }
 func BenchmarkSelect10k(b *testing.B)  { benchmarkSelect(b, 10_000) }
 func BenchmarkSelect100k(b *testing.B) { benchmarkSelect(b, 100_000) }
@@ -139,6 +170,13 @@ func TestSelectAllocations(t *testing.T) {
 		})
 		if allocs >= 20 {
 			t.Errorf("a decision over %d offers allocates %.0f times, want < 20", n, allocs)
+		}
+		kinds := NewIndex(withKinds(benchCatalog(n)))
+		allocs = testing.AllocsPerRun(20, func() {
+			kinds.Select(benchKindsRequest, Unavailable{Offerings: cache.Keys()}).Best()
+		})
+		if allocs >= 20 {
+			t.Errorf("a container decision over %d offers allocates %.0f times, want < 20", n, allocs)
 		}
 	}
 }

@@ -31,6 +31,8 @@ const (
 	rProviderPinnedElsewhere reason = iota
 	rWrongGPUType
 	rWrongGPUCount
+	rWrongMachineKind
+	rNoBootstrapForProvider
 	rRegionNotPreferred
 	rSpotNotRequested
 	rOnDemandNotAllowed
@@ -51,6 +53,13 @@ type decision struct {
 	policy Policy
 	pinned bool
 	pin    int32 // provider id when pinned; -1 when the pinned provider has no offer here
+	// kind is the id of the requested machine kind, wantKind, in the
+	// group; -1 when no offer of the group is of that kind.
+	kind     int32
+	wantKind providers.MachineKind
+	// noBootstrap marks the group's providers in Request.NoBootstrap; nil
+	// when none is.
+	noBootstrap []bool
 	// regionPos is the request position of each of the group's regions, -1
 	// for none; posBuf backs it for the usual handful of regions.
 	regionPos      []int32
@@ -71,8 +80,9 @@ type decision struct {
 
 // Select ranks the catalog's offers for req, passing over the offerings
 // and providers in unavailable. Its cost grows with the number of runs
-// (provider, capacity type, region) of the requested GPU type and count and
-// the number of unavailable offerings, not with the number of offers.
+// (provider, capacity type, region, machine kind) of the requested GPU type
+// and count, the number of unavailable offerings and of providers without
+// a bootstrap, not with the number of offers.
 func (ix *Index) Select(req Request, unavailable Unavailable) Result {
 	g := ix.byType[req.GPUType]
 	if g == nil {
@@ -83,6 +93,9 @@ func (ix *Index) Select(req Request, unavailable Unavailable) Result {
 	if i := slices.Index(g.providers, req.Provider); d.pinned && i >= 0 {
 		d.pin, pinnedInGroup = int32(i), g.perProvider[i]
 	}
+	d.wantKind = req.kind()
+	d.kind = int32(slices.Index(g.kinds, d.wantKind))
+	d.noBootstrap = providerSet(g.providers, req.NoBootstrap)
 	// Offers of other GPU types are only counted. With a pin, those of other
 	// providers lose to the pin first.
 	var counts [numReasons]int
@@ -133,14 +146,7 @@ func (ix *Index) Select(req Request, unavailable Unavailable) Result {
 // into counts, and returns the number eligible, having set d.best.
 func (d *decision) decide(unavailable Unavailable, counts *[numReasons]int) int {
 	cg := d.cg
-	for _, name := range unavailable.Providers {
-		if i := slices.Index(d.g.providers, name); i >= 0 {
-			if d.blocked == nil {
-				d.blocked = make([]bool, len(d.g.providers))
-			}
-			d.blocked[i] = true
-		}
-	}
+	d.blocked = providerSet(d.g.providers, unavailable.Providers)
 	for _, key := range unavailable.Offerings {
 		d.marked = append(d.marked, cg.withKey(key)...)
 	}
@@ -207,6 +213,12 @@ func (d *decision) passes(r *run) reason {
 	if d.pinned && r.provider != d.pin {
 		return rProviderPinnedElsewhere
 	}
+	if r.kind != d.kind {
+		return rWrongMachineKind
+	}
+	if d.noBootstrap != nil && d.noBootstrap[r.provider] {
+		return rNoBootstrapForProvider
+	}
 	if d.regionPos[r.region] < 0 {
 		return rRegionNotPreferred
 	}
@@ -221,6 +233,21 @@ func (d *decision) rule(spot bool) *capRule {
 		return &d.spot
 	}
 	return &d.onDemand
+}
+
+// providerSet marks which of the group's providers (ids into group) are
+// among names; nil when none is.
+func providerSet(group, names []string) []bool {
+	var set []bool
+	for _, name := range names {
+		if i := slices.Index(group, name); i >= 0 {
+			if set == nil {
+				set = make([]bool, len(group))
+			}
+			set[i] = true
+		}
+	}
+	return set
 }
 
 func (d *decision) isBlocked(provider int32) bool {

@@ -31,10 +31,19 @@ var (
 	fuzzRegions = []string{"us-west", "us-west-1", "us-west-2", "us-westfoo", "us-east-1", "us", "eu-west-1", "", "us-", "-"}
 	fuzzCounts  = []int{1, 2, 4, 8, 0}
 	fuzzPrices  = []float64{0, 0.10, 0.22, 0.25, 0.50, 1.00, 2.00, 3.00, 10.0, 12.0, 1e9}
+	// fuzzRequestKinds includes a kind no offer has.
+	fuzzRequestKinds = []providers.MachineKind{"", providers.VM, providers.Container, "bogus"}
+	fuzzOfferKinds   = []providers.MachineKind{"", providers.VM, providers.Container, providers.Container}
+	// fuzzNoBootstrap is what each of four bits adds to Request.NoBootstrap.
+	fuzzNoBootstrap = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace, "nowhere"}
 )
 
 // decodeFuzzCase turns bytes into a request (valid or not), a catalog of up
-// to 64 offers with unique ids and a set of unavailable offerings.
+// to 64 offers with unique ids and a set of unavailable offerings. The
+// machine kinds and the providers without a bootstrap come from the high
+// bits of the region count and of each offer's region byte, so a corpus
+// written before they existed still decodes to VM requests and offers with
+// every bootstrap.
 func decodeFuzzCase(data []byte) (Request, []providers.Offer, refUnavailable) {
 	in := fuzzInput(data)
 	flags := in.next()
@@ -47,7 +56,14 @@ func decodeFuzzCase(data []byte) (Request, []providers.Offer, refUnavailable) {
 		MaxSpotPrice: pickByte(in.next(), fuzzPrices),
 		MaxPrice:     pickByte(in.next(), fuzzPrices),
 	}
-	for range in.next() % 4 {
+	regions := in.next()
+	req.Kind = pickByte(regions>>2, fuzzRequestKinds)
+	for i, p := range fuzzNoBootstrap {
+		if regions&(0x10<<i) != 0 {
+			req.NoBootstrap = append(req.NoBootstrap, p)
+		}
+	}
+	for range regions % 4 {
 		req.Regions = append(req.Regions, pickByte(in.next(), fuzzRegions))
 	}
 	var catalog []providers.Offer
@@ -66,6 +82,7 @@ func decodeFuzzCase(data []byte) (Request, []providers.Offer, refUnavailable) {
 			Capacity:     providers.OnDemand,
 			HourlyPrice:  pickByte(b2>>3, fuzzPrices),
 			Available:    b2&2 == 0,
+			Kind:         pickByte(b1>>6, fuzzOfferKinds),
 		}
 		o.ProviderRegion = o.Region
 		if b2&1 != 0 {

@@ -12,12 +12,12 @@ import (
 // Index is one catalog prepared for selection whose cost does not grow with
 // the number of offers. Offers are grouped by GPU type, then GPU count; each
 // count group is cut into runs of offers that every rule but the price cap
-// treats alike (same provider, capacity type, region and provider-reported
-// capacity), and each run is sorted by price. A decision then costs a
-// binary search per run for the price cap, a lookup per unavailable
-// offering and a merge of the runs' heads; offers of other GPU types and
-// counts are only counted. An Index is immutable and safe for concurrent
-// use.
+// treats alike (same provider, capacity type, region, machine kind and
+// provider-reported capacity), and each run is sorted by price. A decision
+// then costs a binary search per run for the price cap, a lookup per
+// unavailable offering and a merge of the runs' heads; offers of other GPU
+// types and counts are only counted. An Index is immutable and safe for
+// concurrent use.
 type Index struct {
 	total int
 	// perProvider counts the catalog's offers by provider name.
@@ -36,6 +36,8 @@ type typeGroup struct {
 	perProvider []int
 	// regions are the canonical regions in the group.
 	regions []string
+	// kinds are the machine kinds (providers.KindOf) in the group.
+	kinds []providers.MachineKind
 }
 
 // countGroup is every offer of one GPU type with one GPU count.
@@ -53,12 +55,14 @@ type countGroup struct {
 	byKey []int32
 }
 
-// run is the entries of a countGroup from one provider, capacity type and
-// region, with one provider-reported availability, sorted by price.
+// run is the entries of a countGroup from one provider, capacity type,
+// region and machine kind, with one provider-reported availability, sorted
+// by price.
 type run struct {
 	start, end int32 // entries[start:end]
 	provider   int32 // index into typeGroup.providers
 	region     int32 // index into typeGroup.regions
+	kind       int32 // index into typeGroup.kinds
 	spot       bool
 	available  bool
 }
@@ -126,12 +130,15 @@ func NewIndex(offers []providers.Offer) *Index {
 func (g *typeGroup) fill(offers []providers.Offer, order []int32, entries []entry, byKey []int32) {
 	providerIDs := make(map[string]int32)
 	regionIDs := make(map[string]int32)
+	kindIDs := make(map[providers.MachineKind]int32)
 	provider := make([]int32, len(order))
 	region := make([]int32, len(order))
+	kind := make([]int32, len(order))
 	for i, oi := range order {
 		o := &offers[oi]
 		provider[i] = intern(providerIDs, &g.providers, o.Provider)
 		region[i] = intern(regionIDs, &g.regions, o.Region)
+		kind[i] = intern(kindIDs, &g.kinds, providers.KindOf(*o))
 	}
 	g.perProvider = make([]int, len(g.providers))
 	for _, p := range provider {
@@ -147,15 +154,17 @@ func (g *typeGroup) fill(offers []providers.Offer, order []int32, entries []entr
 		for _, p := range provider[start:end] {
 			cg.perProvider[p]++
 		}
-		cg.fill(offers, order[start:end], provider[start:end], region[start:end], entries[start:end:end], byKey[start:end:end])
+		cg.fill(offers, order[start:end], provider[start:end], region[start:end], kind[start:end],
+			entries[start:end:end], byKey[start:end:end])
 		g.counts = append(g.counts, cg)
 		start = end
 	}
 }
 
 // fill sets the count group's entries, runs and byKey from the offers at
-// order (sorted by offerOrder) with their interned provider and region.
-func (cg *countGroup) fill(offers []providers.Offer, order, provider, region []int32, entries []entry, byKey []int32) {
+// order (sorted by offerOrder) with their interned provider, region and
+// machine kind.
+func (cg *countGroup) fill(offers []providers.Offer, order, provider, region, kind []int32, entries []entry, byKey []int32) {
 	// runOf sorts the positions in order by run, then price, then order.
 	price := func(o *providers.Offer) float64 {
 		if math.IsNaN(o.HourlyPrice) {
@@ -173,6 +182,7 @@ func (cg *countGroup) fill(offers []providers.Offer, order, provider, region []i
 			cmp.Compare(provider[i], provider[j]),
 			boolCompare(a.Capacity == providers.Spot, b.Capacity == providers.Spot),
 			cmp.Compare(region[i], region[j]),
+			cmp.Compare(kind[i], kind[j]),
 			boolCompare(a.Available, b.Available),
 			cmp.Compare(price(a), price(b)),
 			cmp.Compare(i, j),
@@ -183,6 +193,7 @@ func (cg *countGroup) fill(offers []providers.Offer, order, provider, region []i
 		r := run{
 			provider:  provider[i],
 			region:    region[i],
+			kind:      kind[i],
 			spot:      o.Capacity == providers.Spot,
 			available: o.Available,
 		}
@@ -204,7 +215,8 @@ func (cg *countGroup) fill(offers []providers.Offer, order, provider, region []i
 }
 
 func (r *run) sameKey(o *run) bool {
-	return r.provider == o.provider && r.spot == o.spot && r.region == o.region && r.available == o.available
+	return r.provider == o.provider && r.spot == o.spot && r.region == o.region && r.kind == o.kind &&
+		r.available == o.available
 }
 
 // compareKeys orders offering keys field by field.
@@ -230,7 +242,7 @@ func (cg *countGroup) withKey(key providers.OfferingKey) []int32 {
 }
 
 // intern returns the id of s in names, appending it when new.
-func intern(ids map[string]int32, names *[]string, s string) int32 {
+func intern[T comparable](ids map[T]int32, names *[]T, s T) int32 {
 	id, ok := ids[s]
 	if !ok {
 		id = int32(len(*names))
@@ -255,6 +267,7 @@ func offerOrder(a, b *providers.Offer, idA, idB string) int {
 		strings.Compare(a.Region, b.Region),
 		strings.Compare(string(a.PriceSource), string(b.PriceSource)),
 		boolCompare(a.Available, b.Available),
+		strings.Compare(string(providers.KindOf(*a)), string(providers.KindOf(*b))),
 	)
 }
 

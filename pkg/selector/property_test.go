@@ -73,6 +73,10 @@ func observe(res Result) observed {
 // refReason is why o is not eligible for req, or "" when it is.
 func refReason(req Request, o providers.Offer, unavailable refUnavailable) Reason {
 	isSpot := o.Capacity == providers.Spot
+	wantKind := req.Kind
+	if wantKind == "" {
+		wantKind = providers.VM
+	}
 	spotCap := req.MaxSpotPrice
 	if spotCap <= 0 {
 		spotCap = req.MaxPrice
@@ -84,6 +88,10 @@ func refReason(req Request, o providers.Offer, unavailable refUnavailable) Reaso
 		return WrongGPUType
 	case o.GPUCount != req.GPUCount:
 		return WrongGPUCount
+	case providers.KindOf(o) != wantKind:
+		return WrongMachineKind
+	case slices.Contains(req.NoBootstrap, o.Provider):
+		return NoBootstrapForProvider
 	case refPosition(req, o.Region) < 0:
 		return RegionNotPreferred
 	case isSpot && !req.Spot:
@@ -188,18 +196,26 @@ var (
 	propProviders = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace}
 	propRegions   = []string{"us-west", "us-west-1", "us-west-2", "us-westfoo", "us-east-1", "eu-west-1", "us", "eu"}
 	propPrices    = []float64{0.10, 0.25, 0.50, 1.00, 2.00, 2.50, 10.0}
+	// propKinds has the empty kind, which means VM for offers and requests.
+	propKinds = []providers.MachineKind{"", providers.VM, providers.Container}
 )
 
 func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
 
-// randomCase returns a random request, a catalog with unique offer ids and
-// a random set of unavailable offerings. Small pools make ties frequent.
+// randomCase returns a random request, a catalog of both machine kinds with
+// unique offer ids and a random set of unavailable offerings. Small pools
+// make ties frequent.
 func randomCase(r *rand.Rand) (Request, []providers.Offer, refUnavailable) {
 	req := Request{
 		GPUType:  pick(r, propGPUTypes),
 		GPUCount: pick(r, propCounts),
 		Policy:   pick(r, []Policy{"", Ordered, LowestPrice}),
 		Spot:     r.IntN(2) == 0,
+		Kind:     pick(r, propKinds),
+	}
+	// Providers without a bootstrap, sometimes repeated or unknown.
+	for range r.IntN(3) {
+		req.NoBootstrap = append(req.NoBootstrap, pick(r, append(propProviders, "nowhere")))
 	}
 	for range r.IntN(4) {
 		req.Regions = append(req.Regions, pick(r, propRegions))
@@ -230,6 +246,7 @@ func randomCase(r *rand.Rand) (Request, []providers.Offer, refUnavailable) {
 			HourlyPrice:  pick(r, propPrices),
 			Available:    r.IntN(8) != 0,
 			PriceSource:  providers.PriceSourceAPI,
+			Kind:         pick(r, propKinds),
 		}
 		o.ProviderRegion = strings.ToUpper(o.Region)
 		if seen[o.ID()] {

@@ -151,6 +151,11 @@ func (d *decision) reasonAt(cg *countGroup, pos int32) reason {
 // reason other than the provider pin and the GPU count.
 func (d *decision) appendDetail(buf []byte, r reason, e *entry, run *run) []byte {
 	switch r {
+	case rWrongMachineKind:
+		buf = append(append(buf, d.g.kinds[run.kind]...), " offer, "...)
+		return append(append(buf, d.wantKind...), " requested"...)
+	case rNoBootstrapForProvider:
+		return append(append(buf, "no bootstrap for provider "...), d.g.providers[run.provider]...)
 	case rRegionNotPreferred:
 		buf = append(append(buf, "region "...), d.g.regions[run.region]...)
 		return append(buf, " not requested"...)

@@ -1,19 +1,21 @@
 // Package selector ranks GPU offers for a request following the selection
 // order of the product contract: it filters the eligible offers (provider
-// pin, GPU type and exact count, region, capacity type and price cap,
-// unavailable offerings, provider capacity), ranks spot before on-demand,
-// then by region position and price as the region policy says, and breaks
-// the remaining ties by provider name and offer id.
+// pin, GPU type and exact count, machine kind, a bootstrap for the provider,
+// region, capacity type and price cap, unavailable offerings, provider
+// capacity), ranks spot before on-demand, then by region position and price
+// as the region policy says, and breaks the remaining ties by provider name
+// and offer id.
 //
 // The package is pure: offers in, a ranked choice and the reasons every other
 // offer lost out. It does no I/O and starts no goroutines. Build an Index once
 // per catalog and call Select for every decision: a decision costs time in
-// the number of distinct (provider, capacity type, region) runs of the
-// requested GPU type and count, not in the number of offers, and ranks or
-// explains the rest only when asked (Result.Ranked, Result.Rejected). What
-// is unavailable right now (offerings that failed to launch, providers
-// blocked for their credentials) is the caller's to track and is handed to
-// Select as an Unavailable; the package holds no clock, lock or cache.
+// the number of distinct (provider, capacity type, region, machine kind)
+// runs of the requested GPU type and count, not in the number of offers, and
+// ranks or explains the rest only when asked (Result.Ranked,
+// Result.Rejected). What is unavailable right now (offerings that failed to
+// launch, providers blocked for their credentials) is the caller's to track
+// and is handed to Select as an Unavailable; the package holds no clock,
+// lock or cache.
 package selector
 
 import (
@@ -62,12 +64,33 @@ type Request struct {
 	MaxPrice float64
 	// Provider pins the request to one provider; empty means any.
 	Provider string
+	// Kind is the machine kind the request is served by; an offer must be
+	// of this kind (providers.KindOf), or it loses as WrongMachineKind.
+	// Empty means providers.VM: a GPURequest without spec.container.
+	Kind providers.MachineKind
+	// NoBootstrap names the providers the caller has no bootstrap for: the
+	// controller lists those whose machines run none of the formats of the
+	// request's bootstrap templates (providers.BootstrapFormats). Their
+	// offers lose as NoBootstrapForProvider, a pinned provider's too. Names
+	// of providers without offers are ignored; nil means every provider
+	// has one.
+	NoBootstrap []string
+}
+
+// kind is the request's machine kind, VM when unset.
+func (r Request) kind() providers.MachineKind {
+	if r.Kind == "" {
+		return providers.VM
+	}
+	return r.Kind
 }
 
 // Validate reports inputs the selector cannot rank: an empty GPU type, a GPU
-// count below 1, an unknown policy, or a negative or NaN price cap. Select
-// does not validate; it finds no eligible offer for a count below 1, ranks an
-// unknown policy as Ordered and treats a cap that is not positive as unset.
+// count below 1, an unknown policy or machine kind, or a negative or NaN
+// price cap. Select does not validate; it finds no eligible offer for a
+// count below 1, ranks an unknown policy as Ordered, matches an unknown kind
+// only to offers of that same kind and treats a cap that is not positive as
+// unset.
 func (r Request) Validate() error {
 	var errs []error
 	if r.GPUType == "" {
@@ -80,6 +103,11 @@ func (r Request) Validate() error {
 	case "", Ordered, LowestPrice:
 	default:
 		errs = append(errs, fmt.Errorf("unknown region policy %q, want %q or %q", r.Policy, Ordered, LowestPrice))
+	}
+	switch r.Kind {
+	case "", providers.VM, providers.Container:
+	default:
+		errs = append(errs, fmt.Errorf("unknown machine kind %q, want %q or %q", r.Kind, providers.VM, providers.Container))
 	}
 	if r.MaxSpotPrice < 0 || math.IsNaN(r.MaxSpotPrice) {
 		errs = append(errs, fmt.Errorf("maxSpotPrice must not be negative, got %v", r.MaxSpotPrice))
@@ -102,6 +130,16 @@ const (
 	WrongGPUType Reason = "WrongGPUType"
 	// WrongGPUCount: the offer has another number of GPUs.
 	WrongGPUCount Reason = "WrongGPUCount"
+	// WrongMachineKind: the offer is of another machine kind than the
+	// request's (Request.Kind): a container offer for a request that needs a
+	// Node, or a VM offer for one with spec.container.
+	WrongMachineKind Reason = "WrongMachineKind"
+	// NoBootstrapForProvider: the offer's provider is in Request.NoBootstrap,
+	// so the caller has no bootstrap its machines run (for instance a
+	// cloud-init template for a provider that runs only scripts). A request
+	// pinned to such a provider reports this reason for the provider's
+	// offers.
+	NoBootstrapForProvider Reason = "NoBootstrapForProvider"
 	// RegionNotPreferred: the offer's region matches none of the request's.
 	RegionNotPreferred Reason = "RegionNotPreferred"
 	// SpotNotRequested: a spot offer, and the request does not want spot.
@@ -123,9 +161,10 @@ const (
 // reasonOrder lists every Reason in checking order; Summary uses it to
 // break ties between equal counts.
 var reasonOrder = [...]Reason{
-	ProviderPinnedElsewhere, WrongGPUType, WrongGPUCount, RegionNotPreferred,
-	SpotNotRequested, OnDemandNotAllowed, OverSpotCap, OverOnDemandCap,
-	MarkedUnavailable, NoCapacity,
+	ProviderPinnedElsewhere, WrongGPUType, WrongGPUCount, WrongMachineKind,
+	NoBootstrapForProvider, RegionNotPreferred, SpotNotRequested,
+	OnDemandNotAllowed, OverSpotCap, OverOnDemandCap, MarkedUnavailable,
+	NoCapacity,
 }
 
 // Rejection is an offer that lost and why.

@@ -37,6 +37,11 @@ func withInstanceType(o providers.Offer, instanceType string) providers.Offer {
 	return o
 }
 
+func asContainer(o providers.Offer) providers.Offer {
+	o.Kind = providers.Container
+	return o
+}
+
 func soldOut(o providers.Offer) providers.Offer {
 	o.Available = false
 	return o
@@ -340,6 +345,108 @@ func TestSelect(t *testing.T) {
 			},
 		},
 		{
+			name: "container request: container offers rank, VM offers lose as WrongMachineKind",
+			req:  Request{GPUType: "RTX4090", GPUCount: 1, Regions: []string{"us-west"}, MaxPrice: 1.00, Kind: providers.Container},
+			offers: []providers.Offer{
+				asContainer(withInstanceType(mk("runpod", "RTX4090", 1, "us-west-1", onDemand, 0.69), "pod")),
+				withInstanceType(mk("runpod", "RTX4090", 1, "us-west-1", onDemand, 0.30), "vm"),
+				asContainer(mk("vast", "RTX4090", 1, "us-west-2", onDemand, 0.40)),
+				mk("lambdalabs", "RTX4090", 1, "us-west-1", onDemand, 0.20),
+				asContainer(mk("vast", "RTX4090", 2, "us-west-2", onDemand, 0.80)),
+				asContainer(mk("vast", "RTX4090", 1, "eu-west-1", onDemand, 0.10)),
+			},
+			wantRanked: []string{"vast/RTX4090-x/us-west-2/on-demand", "runpod/pod/us-west-1/on-demand"},
+			wantRejected: map[string]Reason{
+				"runpod/vm/us-west-1/on-demand":            WrongMachineKind,
+				"lambdalabs/RTX4090-x/us-west-1/on-demand": WrongMachineKind,
+				"vast/RTX4090-xx/us-west-2/on-demand":      WrongGPUCount,
+				"vast/RTX4090-x/eu-west-1/on-demand":       RegionNotPreferred,
+			},
+			wantCounts: map[Reason]int{WrongMachineKind: 2, WrongGPUCount: 1, RegionNotPreferred: 1},
+		},
+		{
+			name: "VM request (kind unset) where only container offers exist: no result",
+			req:  Request{GPUType: "RTX4090", GPUCount: 1},
+			offers: []providers.Offer{
+				asContainer(mk("runpod", "RTX4090", 1, "us-west-1", onDemand, 0.69)),
+				asContainer(mk("runpod", "RTX4090", 1, "us-east-1", spot, 0.34)),
+				asContainer(a100West),
+			},
+			wantRejected: map[string]Reason{
+				"runpod/RTX4090-x/us-west-1/on-demand": WrongMachineKind,
+				"runpod/RTX4090-x/us-east-1/spot":      WrongMachineKind,
+			},
+			wantCounts: map[Reason]int{WrongMachineKind: 2, WrongGPUType: 1},
+		},
+		{
+			name: "VM request: an offer without a kind is a VM",
+			req:  Request{GPUType: "H100", GPUCount: 1, Kind: providers.VM},
+			offers: []providers.Offer{
+				mk("lambdalabs", "H100", 1, "us-west-1", onDemand, 2.50),
+				func() providers.Offer {
+					o := mk("paperspace", "H100", 1, "us-west-1", onDemand, 2.00)
+					o.Kind = providers.VM
+					return o
+				}(),
+				asContainer(mk("runpod", "H100", 1, "us-west-1", onDemand, 1.00)),
+			},
+			wantRanked:   []string{"paperspace/H100-x/us-west-1/on-demand", "lambdalabs/H100-x/us-west-1/on-demand"},
+			wantRejected: map[string]Reason{"runpod/H100-x/us-west-1/on-demand": WrongMachineKind},
+		},
+		{
+			name: "NoBootstrap excludes the cheapest provider; unknown names are ignored",
+			req:  Request{GPUType: "H100", GPUCount: 1, Regions: []string{"us"}, NoBootstrap: []string{"paperspace", "nowhere", "paperspace"}},
+			offers: []providers.Offer{
+				mk("paperspace", "H100", 1, "us-east-1", onDemand, 1.50),
+				mk("paperspace", "H100", 1, "us-west-1", onDemand, 1.80),
+				mk("lambdalabs", "H100", 1, "us-west-1", onDemand, 2.50),
+				mk("lambdalabs", "H100", 1, "us-east-1", onDemand, 2.00),
+				mk("paperspace", "A100", 1, "us-east-1", onDemand, 1.00),
+			},
+			wantRanked: []string{"lambdalabs/H100-x/us-east-1/on-demand", "lambdalabs/H100-x/us-west-1/on-demand"},
+			wantRejected: map[string]Reason{
+				"paperspace/H100-x/us-east-1/on-demand": NoBootstrapForProvider,
+				"paperspace/H100-x/us-west-1/on-demand": NoBootstrapForProvider,
+			},
+			wantCounts: map[Reason]int{NoBootstrapForProvider: 2, WrongGPUType: 1},
+		},
+		{
+			name: "pinned to a provider without a bootstrap: its offers report NoBootstrapForProvider",
+			req:  Request{GPUType: "H100", GPUCount: 1, Provider: "paperspace", NoBootstrap: []string{"paperspace"}},
+			offers: []providers.Offer{
+				mk("paperspace", "H100", 1, "us-east-1", onDemand, 1.50),
+				soldOut(mk("paperspace", "H100", 1, "us-west-1", spot, 0.80)),
+				mk("paperspace", "H100", 8, "us-east-1", onDemand, 12.00),
+				mk("lambdalabs", "H100", 1, "us-west-1", onDemand, 2.50),
+				mk("paperspace", "A100", 1, "us-east-1", onDemand, 1.00),
+			},
+			wantRejected: map[string]Reason{
+				"paperspace/H100-x/us-east-1/on-demand":        NoBootstrapForProvider,
+				"paperspace/H100-x/us-west-1/spot":             NoBootstrapForProvider,
+				"paperspace/H100-xxxxxxxx/us-east-1/on-demand": WrongGPUCount,
+				"lambdalabs/H100-x/us-west-1/on-demand":        ProviderPinnedElsewhere,
+			},
+			wantCounts: map[Reason]int{NoBootstrapForProvider: 2, WrongGPUCount: 1, ProviderPinnedElsewhere: 1, WrongGPUType: 1},
+		},
+		{
+			name: "machine kind is checked after the GPU count, the bootstrap after the kind, both before the region",
+			req:  Request{GPUType: "H100", GPUCount: 1, Regions: []string{"us-west"}, Kind: providers.Container, NoBootstrap: []string{"runpod"}},
+			offers: []providers.Offer{
+				mk("runpod", "H100", 2, "eu-west-1", spot, 9.00),
+				mk("runpod", "H100", 1, "eu-west-1", spot, 9.00),
+				asContainer(withInstanceType(mk("runpod", "H100", 1, "eu-west-1", spot, 9.00), "pod")),
+				asContainer(mk("vast", "H100", 1, "eu-west-1", spot, 9.00)),
+				asContainer(mk("vast", "H100", 1, "us-west-1", onDemand, 9.00)),
+			},
+			wantRanked: []string{"vast/H100-x/us-west-1/on-demand"},
+			wantRejected: map[string]Reason{
+				"runpod/H100-xx/eu-west-1/spot": WrongGPUCount,
+				"runpod/H100-x/eu-west-1/spot":  WrongMachineKind,
+				"runpod/pod/eu-west-1/spot":     NoBootstrapForProvider,
+				"vast/H100-x/eu-west-1/spot":    RegionNotPreferred,
+			},
+		},
+		{
 			name:       "a GPU type missing from the catalog: everything counted, nothing listed",
 			req:        Request{GPUType: "B200", GPUCount: 8},
 			offers:     []providers.Offer{a100West, rtxODWest1},
@@ -421,6 +528,9 @@ func TestSelectDetails(t *testing.T) {
 		{Request{GPUType: "H100", GPUCount: 1, Spot: true}, mk("runpod", "H100", 1, "us-west-1", onDemand, 1), "spot requested without maxPrice for an on-demand fallback"},
 		{Request{GPUType: "H100", GPUCount: 1, MaxPrice: 2}, mk("runpod", "H100", 1, "us-west-1", onDemand, 20), "20.00 > cap 2.00"},
 		{Request{GPUType: "H100", GPUCount: 1}, soldOut(mk("runpod", "H100", 1, "us-west-1", onDemand, 1)), "provider reports no capacity"},
+		{Request{GPUType: "H100", GPUCount: 1}, asContainer(mk("runpod", "H100", 1, "us-west-1", onDemand, 1)), "container offer, vm requested"},
+		{Request{GPUType: "H100", GPUCount: 1, Kind: providers.Container}, mk("lambdalabs", "H100", 1, "us-west-1", onDemand, 1), "vm offer, container requested"},
+		{Request{GPUType: "H100", GPUCount: 1, NoBootstrap: []string{"paperspace"}}, mk("paperspace", "H100", 1, "us-west-1", onDemand, 1), "no bootstrap for provider paperspace"},
 	}
 	for _, tt := range tests {
 		res := Select(tt.req, []providers.Offer{tt.offer}, Unavailable{})
@@ -485,8 +595,11 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(*Request) {}, ""},
 		{"valid with everything", func(r *Request) {
-			*r = Request{GPUType: "H100", GPUCount: 8, Regions: []string{"us"}, Policy: LowestPrice, Spot: true, MaxSpotPrice: 1, MaxPrice: 2, Provider: "runpod"}
+			*r = Request{GPUType: "H100", GPUCount: 8, Regions: []string{"us"}, Policy: LowestPrice, Spot: true, MaxSpotPrice: 1, MaxPrice: 2,
+				Provider: "runpod", Kind: providers.Container, NoBootstrap: []string{"paperspace"}}
 		}, ""},
+		{"valid VM kind", func(r *Request) { r.Kind = providers.VM }, ""},
+		{"unknown kind", func(r *Request) { r.Kind = "Container" }, `unknown machine kind "Container"`},
 		{"empty type", func(r *Request) { r.GPUType = "" }, "gpuType must not be empty"},
 		{"zero count", func(r *Request) { r.GPUCount = 0 }, "gpuCount must be at least 1, got 0"},
 		{"negative count", func(r *Request) { r.GPUCount = -2 }, "gpuCount must be at least 1, got -2"},
@@ -521,6 +634,10 @@ func TestSummary(t *testing.T) {
 	lost := Select(Request{GPUType: "RTX4090", GPUCount: 1, Spot: true, MaxSpotPrice: 0.10, MaxPrice: 0.20, Regions: []string{"us-west"}},
 		append(slices.Delete(slices.Clone(catalog), 2, 3), mk("lambdalabs", "RTX4090", 1, "us-west-1", onDemand, 0.45), mk("paperspace", "RTX4090", 1, "us-west-2", onDemand, 0.50)),
 		Unavailable{})
+	// A VM request with a cloud-init bootstrap: RunPod's pods and
+	// Paperspace's VMs cannot serve it.
+	wrongMachine := Select(Request{GPUType: "RTX4090", GPUCount: 1, NoBootstrap: []string{"paperspace"}},
+		[]providers.Offer{asContainer(chosen), asContainer(rtxSpotEast), rtxODWest1Dear}, Unavailable{})
 	tests := []struct {
 		name   string
 		res    Result
@@ -536,6 +653,7 @@ func TestSummary(t *testing.T) {
 		{"tiny", lost, 2, "no"},
 		{"nothing considered", Result{Request: Request{GPUType: "B200", GPUCount: 8}}, 0, "no eligible offer among 0 for B200 x8"},
 		{"head only when it fits without reasons", lost, 45, "no eligible offer among 14 for RTX4090 x1"},
+		{"machine kind and bootstrap reasons", wrongMachine, 0, "no eligible offer among 3 for RTX4090 x1: 2 WrongMachineKind, 1 NoBootstrapForProvider"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

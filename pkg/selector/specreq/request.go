@@ -8,6 +8,7 @@ package specreq
 
 import (
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
@@ -16,7 +17,10 @@ import (
 // 1 and an empty regionPolicy means Ordered. A single region is a one-entry
 // preference list (when both region and regionPreference are set, which
 // admission rejects, region wins). Unset price caps are 0, which the
-// selector reads as no cap.
+// selector reads as no cap. A spec with a container is served by container
+// machines (providers.Container), any other by VMs (providers.VM).
+// NoBootstrap is left nil: which providers run the request's bootstrap
+// template is the caller's to work out, from the template it reads.
 //
 // The returned Request shares the spec's regionPreference slice.
 func RequestFromSpec(spec tgpv1.GPURequestSpec) selector.Request {
@@ -27,6 +31,10 @@ func RequestFromSpec(spec tgpv1.GPURequestSpec) selector.Request {
 		Spot:     spec.SpotInstance,
 		Provider: spec.Provider,
 		Regions:  spec.RegionPreference,
+		Kind:     providers.VM,
+	}
+	if spec.Container != nil {
+		s.Kind = providers.Container
 	}
 	if s.GPUCount == 0 {
 		s.GPUCount = 1
