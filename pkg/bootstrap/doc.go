@@ -56,5 +56,6 @@
 //
 // The template sees Data. Besides text/template's builtins it has yaml
 // (a double-quoted scalar, also a JSON string) and shell (a single-quoted
-// shell word) to write values safely; DefaultTemplate uses them.
+// shell word) to write values safely; DefaultTemplate, a bash script, uses
+// shell.
 package bootstrap

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,46 +25,137 @@ import (
 // (and send to a provider) a Secret they could not read themselves.
 const LabelBootstrapConsent = "tgp.solanyn.com/bootstrap"
 
-// bootstrapTemplate reads the request's user-data template: the Secret key
-// spec.bootstrap names, or the default. The Secret must carry the consent
-// label and may not live in the operator's own namespace. Errors name the
-// Secret and key, never their content.
-func (c *Controller) bootstrapTemplate(ctx context.Context, req *tgpv1.GPURequest) (string, error) {
+// bootstrapSet is a request's bootstrap templates by format.
+type bootstrapSet map[providers.BootstrapFormat]string
+
+// pick is the template to send a provider's VMs: the first of the formats
+// it runs that the set has.
+func (b bootstrapSet) pick(p providers.Provider) (string, bool) {
+	for _, f := range providers.BootstrapFormats(p) {
+		if t, ok := b[f]; ok {
+			return t, true
+		}
+	}
+	return "", false
+}
+
+// noBootstrap lists the configured providers the set has no template for;
+// their offers lose with reason NoBootstrapForProvider.
+func (c *Controller) noBootstrap(b bootstrapSet) []string {
+	var out []string
+	for name, p := range c.providers {
+		if _, ok := b.pick(p); !ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// bootstrapTemplates reads the request's user-data templates: the Secret
+// keys spec.bootstrap names (key in any format, scriptKey a script), or the
+// default. Errors name the Secret and key, never their content.
+func (c *Controller) bootstrapTemplates(ctx context.Context, req *tgpv1.GPURequest) (bootstrapSet, error) {
 	b := req.Spec.Bootstrap
 	if b == nil {
-		return bootstrap.DefaultTemplate, nil
+		return bootstrapSet{providers.FormatOf(bootstrap.DefaultTemplate): bootstrap.DefaultTemplate}, nil
+	}
+	secret, err := c.consentedSecret(ctx, req.Namespace, b.SecretName, "bootstrap")
+	if err != nil {
+		return nil, err
 	}
 	ref := req.Namespace + "/" + b.SecretName
-	if req.Namespace == c.cfg.OperatorNamespace {
-		return "", fmt.Errorf("bootstrap Secret %s: the operator's own namespace is never a bootstrap source", ref)
-	}
-	secret, err := c.kube.CoreV1().Secrets(req.Namespace).Get(ctx, b.SecretName, metav1.GetOptions{})
-	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("bootstrap Secret %s not found", ref)
-		}
-		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("bootstrap Secret %s cannot be read by the operator", ref)
-		}
-		return "", fmt.Errorf("reading bootstrap Secret %s: %s", ref, apierrors.ReasonForError(err))
-	}
-	if secret.Labels[LabelBootstrapConsent] != "true" {
-		return "", fmt.Errorf("bootstrap Secret %s lacks the label %s: \"true\" that allows its use as a bootstrap template", ref, LabelBootstrapConsent)
-	}
 	key := b.Key
 	if key == "" {
 		key = "userdata"
 	}
 	data, ok := secret.Data[key]
 	if !ok {
-		return "", fmt.Errorf("bootstrap Secret %s has no key %q", ref, key)
+		return nil, fmt.Errorf("bootstrap Secret %s has no key %q", ref, key)
 	}
-	return string(data), nil
+	set := bootstrapSet{providers.FormatOf(string(data)): string(data)}
+	if b.ScriptKey != "" {
+		script, ok := secret.Data[b.ScriptKey]
+		if !ok {
+			return nil, fmt.Errorf("bootstrap Secret %s has no key %q", ref, b.ScriptKey)
+		}
+		if providers.FormatOf(string(script)) != providers.FormatScript {
+			return nil, fmt.Errorf("bootstrap Secret %s key %q is not a script (its first line must start with #!)", ref, b.ScriptKey)
+		}
+		set[providers.FormatScript] = string(script)
+	}
+	return set, nil
+}
+
+// consentedSecret reads a Secret the operator may use for a request's
+// machine: in the request's namespace, never the operator's own, and
+// carrying the consent label. use says what for, in errors.
+func (c *Controller) consentedSecret(ctx context.Context, namespace, name, use string) (*corev1.Secret, error) {
+	ref := namespace + "/" + name
+	if namespace == c.cfg.OperatorNamespace {
+		return nil, fmt.Errorf("%s Secret %s: the operator's own namespace is never a source", use, ref)
+	}
+	secret, err := c.kube.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%s Secret %s not found", use, ref)
+		}
+		if apierrors.IsForbidden(err) {
+			return nil, fmt.Errorf("%s Secret %s cannot be read by the operator", use, ref)
+		}
+		return nil, fmt.Errorf("reading %s Secret %s: %s", use, ref, apierrors.ReasonForError(err))
+	}
+	if secret.Labels[LabelBootstrapConsent] != "true" {
+		return nil, fmt.Errorf("%s Secret %s lacks the label %s: \"true\" that allows the operator to use it", use, ref, LabelBootstrapConsent)
+	}
+	return secret, nil
+}
+
+// containerSpec resolves spec.container for a launch: env values from
+// consent-labelled Secrets are read here and go only to the provider.
+func (c *Controller) containerSpec(ctx context.Context, req *tgpv1.GPURequest) (*providers.ContainerSpec, error) {
+	spec := req.Spec.Container
+	out := &providers.ContainerSpec{Image: spec.Image, Args: spec.Args, Env: make(map[string]string, len(spec.Env))}
+	secrets := map[string]*corev1.Secret{}
+	for _, e := range spec.Env {
+		if e.Value != nil {
+			out.Env[e.Name] = *e.Value
+			continue
+		}
+		if e.ValueFrom == nil {
+			continue // validation refuses it
+		}
+		ref := e.ValueFrom
+		secret, ok := secrets[ref.SecretName]
+		if !ok {
+			var err error
+			if secret, err = c.consentedSecret(ctx, req.Namespace, ref.SecretName, "container env"); err != nil {
+				return nil, err
+			}
+			secrets[ref.SecretName] = secret
+		}
+		v, ok := secret.Data[ref.Key]
+		if !ok {
+			return nil, fmt.Errorf("container env %s: Secret %s/%s has no key %q", e.Name, req.Namespace, ref.SecretName, ref.Key)
+		}
+		out.Env[e.Name] = string(v)
+	}
+	for _, p := range spec.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		out.Ports = append(out.Ports, providers.Port{Port: int(p.Port), Protocol: proto})
+	}
+	return out, nil
 }
 
 // render renders a template for one machine, bounded in time, work and
 // output (the provider's user-data limit).
 func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer providers.Offer) (string, error) {
+	if req.Spec.Container != nil {
+		return "", nil
+	}
 	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
 	return bootstrap.Render(template, bootstrap.Data{
 		NodeName:         name,
@@ -78,7 +170,7 @@ func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer 
 	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
 }
 
-// bootstrapError reports a bootstrap that cannot be read or rendered: no
+// bootstrapError reports a bootstrap (or container env) that cannot be read or rendered: no
 // launch, Launched=False with reason BootstrapError, one Warning Event per
 // distinct message, and a retry after bootstrapRetry (a fixed Secret is
 // picked up then). Nothing in the message comes from the template.

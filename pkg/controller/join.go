@@ -51,6 +51,9 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 			st.PublicIP = inst.PublicIP
 		}
 	}
+	if req.Spec.Container != nil {
+		return c.trackContainer(s, current, launched, now)
+	}
 	if st.Phase == tgpv1.PhaseBooting && found && inst.State == providers.StateRunning {
 		st.Phase, st.Message = tgpv1.PhaseJoining, "instance running, waiting for its Node"
 		c.event(req, corev1.EventTypeNormal, "InstanceRunning", "%s instance %s is running; waiting for Node %s", st.Provider, inst.ID, machine)
@@ -104,7 +107,15 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 		}
 		next = min(next, wait)
 	}
-	if until, reason, ok := c.terminationDue(req, node, now); ok {
+	return c.watchReady(s, now, next)
+}
+
+// watchReady ends a Ready machine when its lifetime or idle time is up, and
+// asks for the final write when cost is due; next is the latest wake-up.
+func (c *Controller) watchReady(s *syncCtx, now time.Time, next time.Duration) (time.Duration, error) {
+	req := s.req
+	st := &req.Status
+	if until, reason, ok := c.terminationDue(req, now); ok {
 		if until <= 0 {
 			return c.terminate(s, reason)
 		}
@@ -112,6 +123,51 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 	}
 	s.costDue = billing(st) && (st.CostUpdatedAt == nil || now.Sub(st.CostUpdatedAt.Time) >= c.cfg.CostInterval)
 	return clampDelay(next), nil
+}
+
+// trackContainer follows a container machine: Booting until the provider
+// reports it running, then Ready with its address and ports; no Node is
+// involved. The join timeout bounds the wait for running.
+func (c *Controller) trackContainer(s *syncCtx, inst *providers.Instance, launched, now time.Time) (time.Duration, error) {
+	req := s.req
+	st := &req.Status
+	if inst != nil {
+		st.Ports = portStatus(inst.Ports)
+	}
+	if st.Phase != tgpv1.PhaseReady {
+		deadline := launched.Add(c.cfg.JoinTimeout)
+		if !now.Before(deadline) {
+			return c.joinTimeout(s, inst)
+		}
+		if inst == nil || inst.State != providers.StateRunning {
+			return clampDelay(deadline.Sub(now)), nil
+		}
+		first := st.ReadyAt == nil
+		st.Phase, st.ReadyAt, st.Message = tgpv1.PhaseReady, ptr(metav1.NewTime(now)), ""
+		c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "NotApplicable", "a container machine does not join as a Node")
+		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionTrue, "ContainerRunning", "")
+		if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
+			c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
+		}
+		c.event(req, corev1.EventTypeNormal, "Ready", "container %s is running on %s %s", inst.ID, st.Provider, st.Region)
+		klog.FromContext(s.ctx).Info("ready", "container", inst.ID, "provider", st.Provider, "region", st.Region, "ports", len(st.Ports))
+		if first && st.Interruptions == 0 {
+			c.metrics.TimeToReady.Observe(now.Sub(req.CreationTimestamp.Time).Seconds())
+		}
+	}
+	return c.watchReady(s, now, c.cfg.CostInterval)
+}
+
+// portStatus is the status form of a container's port mappings.
+func portStatus(ports []providers.PortMapping) []tgpv1.PortStatus {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]tgpv1.PortStatus, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, tgpv1.PortStatus{Port: int32(p.Port), Protocol: p.Protocol, PublicIP: p.PublicIP, PublicPort: int32(p.PublicPort)})
+	}
+	return out
 }
 
 // permanentNodeError says a Node write failed in a way a retry cannot fix.
@@ -146,6 +202,9 @@ func (c *Controller) joinTimeout(s *syncCtx, inst *providers.Instance) (time.Dur
 	req := s.req
 	st := &req.Status
 	msg := fmt.Sprintf("Node %s did not become Ready within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
+	if req.Spec.Container != nil {
+		msg = fmt.Sprintf("container %s was not running within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
+	}
 	if inst != nil {
 		if err := c.terminateInstance(s.ctx, *inst); err != nil {
 			return 0, err

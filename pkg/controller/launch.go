@@ -27,6 +27,12 @@ const summaryLen = 320
 // launches from them (the offers CLI ranks with the same specreq mapping and
 // selector, over a catalog it fetches itself).
 func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector.Result {
+	return c.selectFor(ctx, specreq.RequestFromSpec(req.Spec))
+}
+
+// selectFor ranks the cached offers for a selector request, passing over
+// what availability.go says is unavailable now.
+func (c *Controller) selectFor(ctx context.Context, sreq selector.Request) selector.Result {
 	offers, version := c.catalog.Current(ctx)
 	c.indexMu.Lock()
 	if c.index == nil || c.indexVersion != version {
@@ -35,7 +41,7 @@ func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector
 	}
 	idx := c.index
 	c.indexMu.Unlock()
-	return idx.Select(specreq.RequestFromSpec(req.Spec), c.unavailableNow())
+	return idx.Select(sreq, c.unavailableNow())
 }
 
 // publishOfferPrices exports the lowest price per offer group.
@@ -61,14 +67,26 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 	logger := klog.FromContext(ctx)
 	st := &req.Status
 	c.ensureConditions(req)
-	res := c.Select(ctx, req)
+	// What the machine runs comes first: it decides which providers can
+	// serve the request (a VM needs a bootstrap its provider runs).
+	var (
+		templates bootstrapSet
+		container *providers.ContainerSpec
+		err       error
+	)
+	sreq := specreq.RequestFromSpec(req.Spec)
+	if req.Spec.Container != nil {
+		container, err = c.containerSpec(ctx, req)
+	} else if templates, err = c.bootstrapTemplates(ctx, req); err == nil {
+		sreq.NoBootstrap = c.noBootstrap(templates)
+	}
+	if err != nil {
+		return c.bootstrapError(s, err)
+	}
+	res := c.selectFor(ctx, sreq)
 	summary := res.Summary(summaryLen)
 	if res.Eligible == 0 {
 		return c.noOffers(s, res, summary)
-	}
-	template, err := c.bootstrapTemplate(ctx, req)
-	if err != nil {
-		return c.bootstrapError(s, err)
 	}
 	var (
 		failures []string
@@ -98,6 +116,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			attempt++
 			name = machineName(req.UID, attempt)
 		}
+		template, _ := templates.pick(p) // selection passed over providers without one
 		userData, err := c.render(req, template, name, offer)
 		if err != nil {
 			return c.bootstrapError(s, err)
@@ -107,7 +126,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		// instance is found by that name and adopted, never launched twice.
 		st.Phase, st.MachineName, st.Attempt = tgpv1.PhaseProvisioning, name, attempt
 		setOffer(st, offer)
-		st.InstanceID, st.NodeName, st.PublicIP, st.LaunchedAt = "", "", "", nil
+		st.InstanceID, st.NodeName, st.PublicIP, st.LaunchedAt, st.Ports = "", "", "", nil, nil
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
@@ -118,7 +137,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		if launches++; len(failures) > 0 {
 			c.metrics.Failovers.Inc() // the previous offer failed; this is the next
 		}
-		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Tags: c.machineTags(req)})
+		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Container: container, Tags: c.machineTags(req)})
 		c.metrics.observeCall(offer.Provider, "launch", err)
 		result := "success"
 		if err != nil {

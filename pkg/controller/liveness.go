@@ -27,7 +27,7 @@ func (c *Controller) interrupt(s *syncCtx, inst *providers.Instance, cause, msg 
 	c.accrue(req)
 	st.Interruptions++
 	st.Phase, st.Message = tgpv1.PhaseInterrupted, msg
-	st.MachineName, st.InstanceID, st.NodeName, st.PublicIP = "", "", "", ""
+	st.MachineName, st.InstanceID, st.NodeName, st.PublicIP, st.Ports = "", "", "", "", nil
 	st.CostUpdatedAt, st.IdleSince, st.ReadyAt, st.LaunchedAt = nil, nil, nil, nil
 	c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionTrue, cause, msg)
 	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "Interrupted", msg)

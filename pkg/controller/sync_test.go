@@ -97,6 +97,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, reqs...)
+}
+
+// newFixtureWith is newFixture with the controller given wrap(provider)
+// instead of the fake provider itself (nil: the provider as it is).
+func newFixtureWith(t *testing.T, wrap func(*fakeProvider) providers.Provider, reqs ...*tgpv1.GPURequest) *fixture {
+	t.Helper()
 	objs := make([]runtime.Object, 0, len(reqs))
 	for _, r := range reqs {
 		objs = append(objs, r)
@@ -113,12 +120,16 @@ func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
 			Available: true, PriceSource: providers.PriceSourceAPI,
 		}}},
 	}
+	var provider providers.Provider = f.provider
+	if wrap != nil {
+		provider = wrap(f.provider)
+	}
 	tgpFactory := tgpinformers.NewSharedInformerFactory(f.client, 0)
 	kubeFactory := informers.NewSharedInformerFactory(f.kube, 0)
 	ctrl, err := New(Options{
 		KubeClient: f.kube, Client: f.client,
 		Requests: tgpFactory.Tgp().V1().GPURequests(), Nodes: kubeFactory.Core().V1().Nodes(), Pods: kubeFactory.Core().V1().Pods(),
-		Providers: []providers.Provider{f.provider}, Recorder: f.recorder, Clock: f.clock, Registry: prometheus.NewRegistry(),
+		Providers: []providers.Provider{provider}, Recorder: f.recorder, Clock: f.clock, Registry: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)

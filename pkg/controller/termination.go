@@ -115,7 +115,7 @@ func (c *Controller) terminate(s *syncCtx, reason string) (time.Duration, error)
 // terminationDue evaluates maxLifetime and idleTimeout for a Ready machine,
 // updating terminationScheduledAt and idleSince; it returns how long until
 // the earliest one ends the machine (<= 0: now) and why.
-func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, now time.Time) (time.Duration, string, bool) {
+func (c *Controller) terminationDue(req *tgpv1.GPURequest, now time.Time) (time.Duration, string, bool) {
 	st := &req.Status
 	var (
 		due    time.Duration
@@ -132,7 +132,12 @@ func (c *Controller) terminationDue(req *tgpv1.GPURequest, node *corev1.Node, no
 	}
 	// The idle clock runs whether or not idleTimeout is set, so a timeout
 	// set later counts from when the Node really became idle.
-	if c.nodeBusy(node.Name) {
+	// A container machine has no Node and no idle time (admission refuses
+	// idleTimeout for it).
+	if req.Spec.Container != nil || st.NodeName == "" {
+		return due, reason, reason != ""
+	}
+	if c.nodeBusy(st.NodeName) {
 		if st.IdleSince != nil {
 			st.IdleSince = nil
 		}
