@@ -169,6 +169,11 @@ type Controller struct {
 	// launchedHere maps machine names this process launched to when the
 	// launch returned (a few dozen bytes each, for the process's life).
 	launchedHere sync.Map
+	// ambiguous maps machine names whose launch got no definite answer
+	// (ClassTransient) and that no listing has shown yet to when the
+	// answer came; such a request launches nothing else until a listing
+	// started after that settles it.
+	ambiguous sync.Map
 	// terminateSent maps provider/instance id to when a terminate call was
 	// last sent for it.
 	terminateSent sync.Map

@@ -185,13 +185,15 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 				logger.Info("adopted after an ambiguous launch answer", "machine", st.MachineName, "instance", found.ID)
 				return c.cfg.PollInterval, nil
 			}
-			// Not there (yet): never reuse the name, and ask no more of this
-			// provider in this sync, so a slow provider gets at most one
-			// machine per sync; one that appears later is unclaimed and the
-			// collector reaps it.
-			c.unavailable.Mark(offer.Key(), string(providers.ClassTransient))
-			skip[offer.Provider] = true
-			st.MachineName = ""
+			// Not listed (yet): the machine may still appear (RunPod has
+			// answered 500 after creating a pod). Launch nothing else until a
+			// listing that starts after this answer settles it: the request
+			// stays Provisioning under this name, adopted if the machine
+			// shows up, and only then failed over (resumeProvisioning).
+			c.ambiguous.Store(st.MachineName, c.clock.Now())
+			st.Message = fmt.Sprintf("%s gave no definite answer to the launch of %s; waiting for its listing before launching anything else", offer.Provider, st.MachineName)
+			logger.Info("ambiguous launch answer; waiting for a listing", "machine", st.MachineName, "offer", offer.ID(), "err", err)
+			return c.cfg.PollInterval, nil
 		default:
 			c.unavailable.Mark(offer.Key(), string(providers.ClassOf(err)))
 		}
@@ -314,16 +316,33 @@ func (c *Controller) resumeProvisioning(s *syncCtx) (time.Duration, error) {
 		return c.cfg.PollInterval, nil
 	}
 	at, ours := c.launchedHere.Load(st.MachineName)
+	answeredAt, ambiguous := c.ambiguous.Load(st.MachineName)
 	switch {
 	case found && inst.State.Alive():
 		launchedAt := c.clock.Now()
-		if ours {
+		switch {
+		case ours:
 			launchedAt = at.(time.Time)
-		} else {
+		case ambiguous:
+			c.ambiguous.Delete(st.MachineName)
+			c.event(req, corev1.EventTypeNormal, "Adopted", "%s answered the launch ambiguously, but instance %s exists as %s; adopting it", st.Provider, inst.ID, st.MachineName)
+			klog.FromContext(s.ctx).Info("adopted after an ambiguous launch answer", "machine", st.MachineName, "instance", inst.ID)
+		default:
 			c.event(req, corev1.EventTypeNormal, "Adopted", "found instance %s launched as %s; adopting it", inst.ID, st.MachineName)
 		}
 		c.recordLaunch(req, inst, launchedAt)
 		return c.track(s)
+	case ambiguous && listedAt.After(answeredAt.(time.Time).Add(listMargin)):
+		// Listed after the answer and not there: nothing was created. The
+		// name is retired all the same (a machine that appears even later
+		// is unclaimed and the collector reaps it), the offering marked,
+		// and the next offer launched.
+		c.ambiguous.Delete(st.MachineName)
+		c.unavailable.Mark(offeringOf(st), string(providers.ClassTransient))
+		st.MachineName = ""
+		return c.provision(s)
+	case ambiguous:
+		return c.cfg.PollInterval, nil // the poller enqueues the request when it lists
 	case ours && listedAt.After(at.(time.Time).Add(listMargin)):
 		return c.interrupt(s, nil, "InstanceVanished", fmt.Sprintf("instance %s disappeared before %s listed it", st.MachineName, st.Provider))
 	case ours:

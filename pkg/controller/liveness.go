@@ -21,8 +21,7 @@ func (c *Controller) interrupt(s *syncCtx, inst *providers.Instance, cause, msg 
 	ctx, req := s.ctx, s.req
 	st := &req.Status
 	nodes := c.ownedNodes(req)
-	key := providers.OfferingKey{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.ProviderRegion, Capacity: capacity(st.Spot)}
-	c.unavailable.Mark(key, cause)
+	c.unavailable.Mark(offeringOf(st), cause)
 	c.metrics.Interruptions.WithLabelValues(st.Provider, st.Region, req.Spec.GPUType).Inc()
 	c.accrue(req)
 	st.Interruptions++
@@ -52,6 +51,11 @@ func (c *Controller) interrupt(s *syncCtx, inst *providers.Instance, cause, msg 
 		}
 	}
 	return c.provision(s)
+}
+
+// offeringOf is the offering of the request's current machine, as status records it.
+func offeringOf(st *tgpv1.GPURequestStatus) providers.OfferingKey {
+	return providers.OfferingKey{Provider: st.Provider, InstanceType: st.InstanceType, Region: st.ProviderRegion, Capacity: capacity(st.Spot)}
 }
 
 func capacity(spot bool) providers.CapacityType {

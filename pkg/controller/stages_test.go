@@ -953,3 +953,61 @@ func TestStageFailedWriteCountsNoCost(t *testing.T) {
 		t.Errorf("cost metric %.6f, want 2.00 (counted once)", got)
 	}
 }
+
+// TestStageAmbiguousLaunchWaitsForAListing: after a launch answer that
+// leaves the outcome unknown and no machine listed yet, nothing else is
+// launched until a listing that started after the answer settles it: the
+// machine is adopted if it shows up, the next offer launched if not.
+func TestStageAmbiguousLaunchWaitsForAListing(t *testing.T) {
+	ambiguous := &providers.Error{Provider: "runpod", Operation: "launch", Class: providers.ClassTransient, HTTPStatus: 500}
+	for _, tc := range []struct {
+		name string
+		// appears says the provider lists the machine after all.
+		appears bool
+		want    tgpv1.Phase
+		calls   []string
+	}{
+		{name: "the machine appears: adopted", appears: true, want: tgpv1.PhaseBooting, calls: []string{ownMachine}},
+		{name: "the listing shows none: the next offer", want: tgpv1.PhaseProvisioning, calls: []string{ownMachine, stageNextMachine}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := stageFixture(t, newRequest("gpu", func(r *tgpv1.GPURequest) { r.Finalizers = []string{tgpv1.Finalizer} }))
+			calls := stageFailFirst(f, 1, ambiguous)
+			f.sync("gpu")
+			st := f.reload("gpu").Status
+			if len(*calls) != 1 || st.Phase != tgpv1.PhaseProvisioning || st.MachineName != ownMachine {
+				t.Fatalf("after the ambiguous answer: %d launch calls, phase %s, machine %q; want 1, Provisioning, %s", len(*calls), st.Phase, st.MachineName, ownMachine)
+			}
+			// A sync before any new listing waits.
+			f.sync("gpu")
+			if len(*calls) != 1 {
+				t.Fatalf("%d launch calls before a listing, want 1", len(*calls))
+			}
+			f.clock.Step(5 * time.Second)
+			if tc.appears {
+				stageList(f, stageInstance("pod-7", ownMachine, providers.StatePending))
+			} else {
+				stageList(f)
+			}
+			f.sync("gpu")
+			var names []string
+			for _, c := range *calls {
+				names = append(names, c.Name)
+			}
+			if diff := cmp.Diff(tc.calls, names); diff != "" {
+				t.Errorf("launch calls (-want +got):\n%s", diff)
+			}
+			st = f.reload("gpu").Status
+			if st.Phase != tc.want {
+				t.Errorf("phase %s, want %s", st.Phase, tc.want)
+			}
+			adopted := slices.ContainsFunc(stageEvents(f), func(e string) bool { return strings.Contains(e, "Adopted") })
+			if adopted != tc.appears {
+				t.Errorf("Adopted event %v, want %v", adopted, tc.appears)
+			}
+			if !tc.appears && st.Region != stageSecondOffer.Region {
+				t.Errorf("relaunched in %s, want the next offer's %s", st.Region, stageSecondOffer.Region)
+			}
+		})
+	}
+}
