@@ -58,7 +58,7 @@ func (c *Controller) noBootstrap(b bootstrapSet) []string {
 func (c *Controller) bootstrapTemplates(ctx context.Context, req *tgpv1.GPURequest) (bootstrapSet, error) {
 	b := req.Spec.Bootstrap
 	if b == nil {
-		return bootstrapSet{providers.FormatOf(bootstrap.DefaultTemplate): bootstrap.DefaultTemplate}, nil
+		return defaultBootstrap(), nil
 	}
 	secret, err := c.consentedSecret(ctx, req.Namespace, b.SecretName, "bootstrap")
 	if err != nil {
@@ -85,6 +85,11 @@ func (c *Controller) bootstrapTemplates(ctx context.Context, req *tgpv1.GPUReque
 		set[providers.FormatScript] = string(script)
 	}
 	return set, nil
+}
+
+// defaultBootstrap is the set of a request without spec.bootstrap.
+func defaultBootstrap() bootstrapSet {
+	return bootstrapSet{providers.FormatOf(bootstrap.DefaultTemplate): bootstrap.DefaultTemplate}
 }
 
 // consentedSecret reads a Secret the operator may use for a request's

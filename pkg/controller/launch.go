@@ -26,8 +26,15 @@ const summaryLen = 320
 // Select ranks the cached offers for a request exactly as the controller
 // launches from them (the offers CLI ranks with the same specreq mapping and
 // selector, over a catalog it fetches itself).
+// A request with a bootstrap Secret is ranked as if every provider could run
+// it (the offers CLI does not read Secrets); one without is ranked with the
+// default template, as the controller does.
 func (c *Controller) Select(ctx context.Context, req *tgpv1.GPURequest) selector.Result {
-	return c.selectFor(ctx, specreq.RequestFromSpec(req.Spec))
+	sreq := specreq.RequestFromSpec(req.Spec)
+	if req.Spec.Container == nil && req.Spec.Bootstrap == nil {
+		sreq.NoBootstrap = c.noBootstrap(defaultBootstrap())
+	}
+	return c.selectFor(ctx, sreq)
 }
 
 // selectFor ranks the cached offers for a selector request, passing over
