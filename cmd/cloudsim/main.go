@@ -187,7 +187,7 @@ func operatorFlags(ep Endpoints) []string {
 		case providers.LambdaLabs:
 			out = append(out, "--lambda-url="+p.URL)
 		case providers.RunPod:
-			out = append(out, "--runpod-rest-url="+p.URL+"/v1", "--runpod-api-url="+p.URL)
+			out = append(out, "--runpod-api-url="+p.URL)
 		case providers.Paperspace:
 			out = append(out, "--paperspace-url="+p.URL+"/v1")
 		}

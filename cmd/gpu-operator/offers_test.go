@@ -86,7 +86,6 @@ func endpointArgs(t *testing.T, st *stack.Stack, key string) []string {
 	}
 	args := []string{
 		"--lambda-url", st.URL(providers.LambdaLabs),
-		"--runpod-rest-url", st.URL(providers.RunPod) + "/v1",
 		"--runpod-api-url", st.URL(providers.RunPod),
 		"--paperspace-url", st.URL(providers.Paperspace) + "/v1",
 		// Paperspace's catalog is one availability call per machine type

@@ -110,7 +110,7 @@ func TestOperatorBinary(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "--kubeconfig", env.Kubeconfig, "--namespace", "gpu-operator",
 		"--metrics-addr", metricsAddr, "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
-		"--providers", "runpod", "--runpod-rest-url", sims.URL("runpod")+"/v1", "--runpod-api-url", sims.URL("runpod"),
+		"--providers", "runpod", "--runpod-api-url", sims.URL("runpod"),
 		"--poll-interval", "500ms", "-v", "2")
 	cmd.Env = append(os.Environ(), "RUNPOD_API_KEY=k")
 	logs := &lockedBuffer{}

@@ -20,8 +20,8 @@ type providerFlags struct {
 	lambdaRPS         float64
 	lambdaLaunchEvery time.Duration
 	lambdaSSHKeys     string
-	runpodRESTURL     string
 	runpodAPIURL      string
+	runpodCloud       string
 	runpodRPS         float64
 	paperspaceURL     string
 	paperspaceRPS     float64
@@ -36,9 +36,11 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.lambdaRPS, "lambda-rps", 1, "Client-side request rate limit for Lambda Cloud (its published limit is about 1/s).")
 	fs.DurationVar(&p.lambdaLaunchEvery, "lambda-launch-interval", 12*time.Second, "Minimum interval between Lambda launches (its published limit is 1 per 12s).")
 	fs.StringVar(&p.lambdaSSHKeys, "lambda-ssh-key-names", "", "Comma-separated SSH key names registered at Lambda Cloud, sent with every launch (the real API requires one).")
-	fs.StringVar(&p.runpodRESTURL, "runpod-rest-url", runpod.DefaultRESTURL, "RunPod REST v1 base URL.")
-	fs.StringVar(&p.runpodAPIURL, "runpod-api-url", runpod.DefaultAPIURL, "RunPod API base URL (REST v2 catalog and GraphQL).")
-	fs.Float64Var(&p.runpodRPS, "runpod-rps", 5, "Client-side request rate limit for RunPod.")
+	fs.StringVar(&p.runpodAPIURL, "runpod-api-url", runpod.DefaultAPIURL, "RunPod REST v2 server (requests go to <url>/v2/...).")
+	// Community hosts are run by third parties and are less reliable than
+	// RunPod's own data centers, so the secure cloud is the default.
+	fs.StringVar(&p.runpodCloud, "runpod-cloud", string(runpod.SecureCloud), "RunPod cloud tier to offer and rent pods in: SECURE (RunPod's own data centers) or COMMUNITY (community-hosted machines: cheaper, but less reliable).")
+	fs.Float64Var(&p.runpodRPS, "runpod-rps", runpod.DefaultRequestsPerSecond, "Client-side request rate limit for RunPod (its REST v2 spec's example policy is 60 requests a minute).")
 	fs.StringVar(&p.paperspaceURL, "paperspace-url", paperspace.DefaultBaseURL, "Paperspace API base URL.")
 	fs.Float64Var(&p.paperspaceRPS, "paperspace-rps", 2, "Client-side request rate limit for Paperspace.")
 	fs.StringVar(&p.pricesConfigMap, "paperspace-prices-configmap", "gpu-operator-paperspace-prices", "ConfigMap in --namespace overriding Paperspace's shipped price table (one key per machine type, USD/h).")
@@ -63,8 +65,11 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 				RequestsPerSecond: p.lambdaRPS, LaunchInterval: p.lambdaLaunchEvery, CallTimeout: p.callTimeout,
 				SSHKeyNames: splitList(p.lambdaSSHKeys)})
 		case providers.RunPod:
-			a, err = runpod.New(runpod.Config{RESTURL: p.runpodRESTURL, APIURL: p.runpodAPIURL, Key: keyFn, HTTPClient: httpClient,
-				RequestsPerSecond: p.runpodRPS, CallTimeout: p.callTimeout})
+			var cloud runpod.Cloud
+			if cloud, err = runpod.ParseCloud(p.runpodCloud); err == nil {
+				a, err = runpod.New(runpod.Config{APIURL: p.runpodAPIURL, Cloud: cloud, Key: keyFn, HTTPClient: httpClient,
+					RequestsPerSecond: p.runpodRPS, CallTimeout: p.callTimeout})
+			}
 		case providers.Paperspace:
 			a, err = paperspace.New(paperspace.Config{BaseURL: p.paperspaceURL, Key: keyFn, HTTPClient: httpClient,
 				RequestsPerSecond: p.paperspaceRPS, CallTimeout: p.callTimeout})

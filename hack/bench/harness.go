@@ -236,7 +236,7 @@ func (s *sims) operatorArgs() []string {
 		case providers.LambdaLabs:
 			args = append(args, "--lambda-url", srv.URL)
 		case providers.RunPod:
-			args = append(args, "--runpod-rest-url", srv.URL+"/v1", "--runpod-api-url", srv.URL)
+			args = append(args, "--runpod-api-url", srv.URL)
 		case providers.Paperspace:
 			args = append(args, "--paperspace-url", srv.URL+"/v1")
 		}

@@ -51,8 +51,12 @@ type Machine struct {
 	Spot         bool
 	UserData     string
 	NativeState  string
-	// Active: booted and running; the node agent registers its Node.
+	// Active: booted and running; the node agent registers its Node unless
+	// it is a Container.
 	Active bool
+	// Container: a container machine (a RunPod pod), which runs an image and
+	// never registers a Node, whatever its state.
+	Container bool
 	// Live: still exists at the provider (not terminated); may still bill.
 	Live bool
 	// Preempted: taken back by the provider.

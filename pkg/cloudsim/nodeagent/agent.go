@@ -141,8 +141,8 @@ func (a *Agent) Sync(ctx context.Context) error {
 	active := map[string]cloudsim.Machine{}
 	for _, s := range a.Simulators {
 		for _, m := range s.Machines() {
-			if !m.Active {
-				continue
+			if !m.Active || m.Container {
+				continue // a container cannot run a kubelet
 			}
 			key := m.Provider + "/" + m.ID
 			name, ok := a.names[key]

@@ -1,26 +1,41 @@
-// Package runpod simulates RunPod's APIs over HTTP for tests and the demo:
+// Package runpod simulates RunPod's REST v2 API (https://api.runpod.io,
+// ../shared/provider-specs/runpod/rest-v2-openapi.json) over HTTP for tests
+// and the demo. It serves the operations the operator uses and their
+// neighbours:
 //
-//   - REST v1 pods under /v1: POST/GET /v1/pods, GET/DELETE /v1/pods/{podId},
-//     with RunPod's plain-text errors;
-//   - the REST v2 GPU catalog at GET /v2/catalog/gpus, with
-//     application/problem+json errors;
-//   - GraphQL at POST /graphql, answering the gpuTypes { lowestPrice } query
-//     (parsed just enough), with {"errors": [{"message"}]} errors.
+//   - GET /v2/pods (listPods), answered wrapped: {"pods": [...]};
+//   - POST /v2/pods (createPod), 201 with the Pod;
+//   - GET and DELETE /v2/pods/{id} (getPod, deletePod: 204);
+//   - POST /v2/pods/{id}/action (podAction: start, stop, restart, terminate);
+//   - GET /v2/catalog/gpus (listGpuTypes) with include=AVAILABILITY, product,
+//     count and cloud.
 //
-// JSON shapes come from the generated clients of RunPod's own specs. Catalog
-// entries are RunPod GPU types (InstanceType) in data centers (Region); GPUs
-// is the largest pod of the type there and prices are per GPU, as RunPod
-// quotes them.
+// Every error is an RFC 9457 application/problem+json ErrorResponse
+// {title, status, detail[, errors]}, with the spec's own example wording
+// where it has one. Every authenticated answer carries RateLimit and
+// RateLimit-Policy headers when the simulator enforces a rate; a 429 also
+// carries Retry-After in integer seconds. Pods are rendered with every
+// field the spec's Pod requires. REST v1 and GraphQL are not served: RunPod
+// retired v1 on 2026-11-15, and the operator uses neither.
 //
-// Pods are RUNNING from creation; until CreatedAt+BootDelay they have no
-// public IP (booting). Preempt stops an interruptible pod (EXITED; it still
-// exists and bills its disk). DELETE marks a pod TERMINATED: it stays listed
-// for TerminateDelay, then GET answers 404.
+// Catalog entries are RunPod GPU types (InstanceType) in data centers
+// (Region); GPUs is the largest pod of the type there and OnDemandPrice the
+// price of one GPU, as RunPod quotes them. SpotPrice is ignored: RunPod
+// sells no spot capacity any more. The simulator sells its whole catalog in
+// both clouds (SECURE and COMMUNITY) at the same price and from the same
+// capacity, and records which cloud each pod was asked for.
+//
+// Pods are containers: a new pod is PROVISIONING, then STARTING, then
+// RUNNING (SetDelays; by default half of BootDelay each), and only a RUNNING
+// pod has runtime port mappings with a public IP. Preempt stops a pod as
+// RunPod does when it takes the machine back (EXITED, still billing its
+// disk); Fail puts it in ERROR. A deleted pod is TERMINATED and listed for
+// TerminateDelay, then gone (404). FailAfterCreate makes creates answer 500
+// after the pod exists, as RunPod has been seen to.
 package runpod
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -36,21 +51,22 @@ import (
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/providers"
-	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv1"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv2"
 )
 
-// UserDataEnv is the pod environment variable holding the base64 user data;
-// it is the adapter's convention (providers/runpod.UserDataEnv), which RunPod
-// itself does not know about.
-const UserDataEnv = "TGP_USER_DATA"
-
-// Error texts, as RunPod words them where known.
+// Error details. RunPod's spec gives example problem bodies for most
+// statuses; those are used as given. Capacity has none (see MsgNoCapacity).
 const (
-	// MsgNoCapacity is RunPod's answer when nothing matching is free.
+	// MsgNoCapacity is the detail of a 400 when nothing matching is free:
+	// RunPod's scheduler wording as reported in public issues (see the
+	// adapter's capacityPhrases); REST v2 documents no text of its own.
 	MsgNoCapacity = "There are no longer any instances available with the requested specifications. Please refresh and try again."
-	// MsgQuota is sent when the account's pod quota is used up.
-	MsgQuota = "You have reached the maximum number of pods allowed by your account quota. Terminate a pod or contact support to raise your limit."
+	// MsgBalance is the detail of the 402 sent when the account's quota of
+	// live pods (cloudsim.Config.Quota) is used up; 402 "Insufficient
+	// balance" is the one account limit createPod documents.
+	MsgBalance = "insufficient balance: your account balance cannot cover another pod"
+	// MsgNotFound is the spec's example detail of a 404.
+	MsgNotFound = "pod not found"
 )
 
 // Server is the RunPod simulator. It is safe for concurrent use.
@@ -58,37 +74,51 @@ type Server struct {
 	core *cloudsim.Core
 	mux  *http.ServeMux
 
-	mu    sync.Mutex
-	pods  map[string]*pod
-	order []string // pod ids in creation order
+	mu              sync.Mutex
+	pods            map[string]*pod
+	order           []string // pod ids in creation order
+	creates         [][]byte // every create body received, in order
+	failAfterCreate int      // creates left that answer 500 after making the pod
+	provisionDelay  time.Duration
+	startDelay      time.Duration
 }
 
 // pod is a simulated pod.
 type pod struct {
-	id, name      string
-	gpuType, dc   string
-	gpus          int
-	interruptible bool
-	perGPU        float64 // USD/h per GPU as billed
-	image         string
-	env           map[string]any
-	seq           int
-	createdAt     time.Time
-	preempted     bool      // stopped by Preempt (EXITED)
-	terminatedAt  time.Time // zero while not deleted
+	id, name     string
+	gpuType, dc  string
+	gpus         int
+	cloud        runpodv2.Cloud
+	perGPU       float64 // USD/h per GPU as billed
+	image, args  string
+	env          map[string]string
+	ports        []string // "port/protocol", as created
+	seq          int
+	createdAt    time.Time
+	stoppedAt    time.Time // zero unless stopped (EXITED)
+	preempted    bool      // stopped by Preempt, not by a stop action
+	failed       bool      // ERROR
+	terminatedAt time.Time // zero while not deleted
 }
 
 var _ cloudsim.Simulator = (*Server)(nil)
 
 // New builds a simulator; a nil clock means the real clock.
 func New(cfg cloudsim.Config, clk clock.Clock) *Server {
-	s := &Server{core: cloudsim.NewCore(cfg, clk), mux: http.NewServeMux(), pods: map[string]*pod{}}
-	s.handle("POST /v1/pods", formatV1, true, s.createPod)
-	s.handle("GET /v1/pods", formatV1, false, s.listPods)
-	s.handle("GET /v1/pods/{podId}", formatV1, false, s.getPod)
-	s.handle("DELETE /v1/pods/{podId}", formatV1, false, s.deletePod)
-	s.handle("GET /v2/catalog/gpus", formatV2, false, s.catalog)
-	s.handle("POST /graphql", formatGraphQL, false, s.graphql)
+	s := &Server{
+		core: cloudsim.NewCore(cfg, clk), mux: http.NewServeMux(), pods: map[string]*pod{},
+		provisionDelay: cfg.BootDelay / 2,
+	}
+	s.startDelay = cfg.BootDelay - s.provisionDelay
+	s.handle("GET /v2/pods", false, s.listPods)
+	s.handle("POST /v2/pods", true, s.createPod)
+	s.handle("GET /v2/pods/{id}", false, s.getPod)
+	s.handle("DELETE /v2/pods/{id}", false, s.deletePod)
+	s.handle("POST /v2/pods/{id}/action", false, s.podAction)
+	s.handle("GET /v2/catalog/gpus", false, s.catalog)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "resource not found")
+	})
 	return s
 }
 
@@ -98,24 +128,44 @@ func (s *Server) Provider() string { return providers.RunPod }
 // Core gives the shared counters, faults and catalog.
 func (s *Server) Core() *cloudsim.Core { return s.core }
 
-// ServeHTTP serves the RunPod APIs.
+// ServeHTTP serves the RunPod API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// errFormat is one of RunPod's three error formats.
-type errFormat int
+// SetDelays sets how long a new pod stays PROVISIONING and then STARTING
+// before it is RUNNING (default: BootDelay split in two halves).
+func (s *Server) SetDelays(provisioning, starting time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.provisionDelay, s.startDelay = provisioning, starting
+}
 
-const (
-	formatV1      errFormat = iota // text/plain
-	formatV2                       // application/problem+json
-	formatGraphQL                  // {"errors": [{"message"}]}
-)
+// FailAfterCreate makes the next n creates that would succeed create their
+// pod and then answer 500, as RunPod has: the caller cannot tell whether the
+// pod exists. The pods count as launches.
+func (s *Server) FailAfterCreate(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failAfterCreate = n
+}
+
+// CreateBodies returns every POST /v2/pods body the simulator has admitted,
+// as received, in order (tests assert on the exact JSON).
+func (s *Server) CreateBodies() []json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]json.RawMessage, len(s.creates))
+	for i, b := range s.creates {
+		out[i] = slices.Clone(b)
+	}
+	return out
+}
 
 // maxRequest bounds request bodies.
 const maxRequest = 1 << 20
 
-// handle registers h behind core.Admit, answering the gate's verdicts in
-// the API's own error format.
-func (s *Server) handle(endpoint string, f errFormat, launch bool, h http.HandlerFunc) {
+// handle registers h behind core.Admit, answering the gate's verdicts with
+// RunPod's problem documents.
+func (s *Server) handle(endpoint string, launch bool, h http.HandlerFunc) {
 	s.mux.HandleFunc(endpoint, func(w http.ResponseWriter, r *http.Request) {
 		// Read the whole request first, as a real front end does: only then
 		// does net/http watch the connection, so a client that gives up
@@ -123,45 +173,64 @@ func (s *Server) handle(endpoint string, f errFormat, launch bool, h http.Handle
 		// call then goes on to be served, like a request whose answer is lost.
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
 		if err != nil {
-			writeError(w, f, http.StatusRequestEntityTooLarge, "request body too large")
+			writeProblem(w, http.StatusRequestEntityTooLarge, "request body too large")
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		switch s.core.Admit(r.Context(), endpoint, cloudsim.BearerKey(r), launch) {
+		gate := s.core.Admit(r.Context(), endpoint, cloudsim.BearerKey(r), launch)
+		if gate != cloudsim.Unauthorized {
+			s.rateHeaders(w, gate == cloudsim.RateLimited)
+		}
+		switch gate {
 		case cloudsim.Serve:
 			h(w, r)
 		case cloudsim.Unauthorized:
-			if f == formatGraphQL {
-				// GraphQL reports even authentication failures in a 200.
-				writeError(w, f, http.StatusOK, "Unauthorized request, please check your API key.")
-				return
+			detail := "invalid bearer token"
+			if cloudsim.BearerKey(r) == "" {
+				detail = "missing bearer token" // the spec's example
 			}
-			writeError(w, f, http.StatusUnauthorized, "Unauthorized: missing or invalid API key")
+			writeProblem(w, http.StatusUnauthorized, detail)
 		case cloudsim.RateLimited:
 			w.Header().Set("Retry-After", strconv.Itoa(s.core.RetryAfter()))
-			writeError(w, f, http.StatusTooManyRequests, "rate limit exceeded for the minute window")
+			writeProblem(w, http.StatusTooManyRequests, "rate limit exceeded for the minute window")
 		case cloudsim.Fail:
-			writeError(w, f, http.StatusInternalServerError, "Something went wrong. Please try again later.")
+			writeProblem(w, http.StatusInternalServerError, "an unexpected error occurred")
 		case cloudsim.Unavailable:
-			writeError(w, f, http.StatusServiceUnavailable, "Service temporarily unavailable")
+			writeProblem(w, http.StatusServiceUnavailable, "service temporarily unavailable")
 		}
 	})
 }
 
-// writeError answers an error in format f.
-func writeError(w http.ResponseWriter, f errFormat, status int, msg string) {
-	switch f {
-	case formatV1:
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(status)
-		fmt.Fprint(w, msg)
-	case formatV2:
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(runpodv2.ErrorResponse{Title: http.StatusText(status), Status: status, Detail: msg})
-	case formatGraphQL:
-		writeJSON(w, status, map[string]any{"errors": []map[string]string{{"message": msg}}})
+// rateHeaders sets RateLimit-Policy and RateLimit for the simulator's
+// enforced rate, as a per-minute window (the spec's window names are minute,
+// hour and day); exhausted reports the window as used up.
+func (s *Server) rateHeaders(w http.ResponseWriter, exhausted bool) {
+	rps := s.core.Config().RequestsPerSecond
+	if rps <= 0 && !exhausted {
+		return
 	}
+	quota := max(1, int(rps*60))
+	remaining := quota
+	if exhausted {
+		remaining = 0
+	}
+	reset := 60
+	if exhausted {
+		reset = s.core.RetryAfter()
+	}
+	w.Header().Set("RateLimit-Policy", fmt.Sprintf(`"minute";q=%d;w=60`, quota))
+	w.Header().Set("RateLimit", fmt.Sprintf(`"minute";r=%d;t=%d`, remaining, reset))
+}
+
+// writeProblem answers an RFC 9457 problem document (the spec's ErrorResponse).
+func writeProblem(w http.ResponseWriter, status int, detail string, errs ...string) {
+	p := runpodv2.ErrorResponse{Title: http.StatusText(status), Status: status, Detail: detail}
+	if len(errs) > 0 {
+		p.Errors = &errs
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -170,86 +239,129 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// createPod serves POST /v1/pods.
+// portRE is REST v2's "port/protocol" (the spec's examples: 8888/http, 22/tcp).
+var portRE = regexp.MustCompile(`^([0-9]{1,5})/(http|tcp)$`)
+
+// createPod serves POST /v2/pods.
 func (s *Server) createPod(w http.ResponseWriter, r *http.Request) {
-	var in runpodv1.PodCreateInput
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		writeError(w, formatV1, http.StatusBadRequest, "Invalid input: request body is not valid JSON")
+	raw, _ := io.ReadAll(r.Body)
+	var in runpodv2.CreatePodRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	// CreatePodRequest is unevaluatedProperties: false.
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", "$: "+err.Error())
 		return
 	}
-	if in.ComputeType != nil && *in.ComputeType == runpodv1.PodCreateInputComputeTypeCPU {
-		writeError(w, formatV1, http.StatusBadRequest, "Invalid input: CPU pods are not simulated")
-		return
+	s.mu.Lock()
+	s.creates = append(s.creates, raw)
+	s.mu.Unlock()
+
+	var violations []string
+	if in.Name == "" {
+		violations = append(violations, "$.name: minLength: got 0, want 1")
 	}
-	name := deref(in.Name, "my pod")
-	if len(name) > 191 {
-		writeError(w, formatV1, http.StatusBadRequest, "Invalid input: name must be at most 191 characters")
-		return
+	if in.Gpu != nil && in.Gpu.Count != nil && *in.Gpu.Count < 1 {
+		violations = append(violations, fmt.Sprintf("$.gpu.count: minimum: got %d, want 1", *in.Gpu.Count))
 	}
-	count := deref(in.GpuCount, 1)
-	if count < 1 {
-		writeError(w, formatV1, http.StatusBadRequest, "Invalid input: gpuCount must be at least 1")
-		return
+	if in.TemplateId == nil && (in.Image == nil || *in.Image == "") {
+		violations = append(violations, "$: missing property 'image'")
 	}
-	if in.GpuTypeIds == nil || len(*in.GpuTypeIds) == 0 {
-		writeError(w, formatV1, http.StatusBadRequest, "Invalid input: gpuTypeIds is required for a GPU pod")
-		return
+	if in.Cloud != nil && !in.Cloud.Valid() {
+		violations = append(violations, fmt.Sprintf("$.cloud: value must be one of 'SECURE', 'COMMUNITY', got %q", *in.Cloud))
 	}
-	spot := deref(in.Interruptible, false)
-	catalog := s.core.Catalog()
-	for _, t := range *in.GpuTypeIds {
-		if !slices.ContainsFunc(catalog, func(e cloudsim.CatalogEntry) bool { return e.InstanceType == string(t) }) {
-			writeError(w, formatV1, http.StatusBadRequest, fmt.Sprintf("Invalid input: gpuTypeIds contains an unknown GPU type %q", t))
-			return
+	var ports []string
+	if in.Ports != nil {
+		for i, p := range *in.Ports {
+			m := portRE.FindStringSubmatch(p)
+			if m == nil {
+				violations = append(violations, fmt.Sprintf("$.ports[%d]: %q is not port/protocol (http or tcp)", i, p))
+				continue
+			}
+			if n, _ := strconv.Atoi(m[1]); n < 1 || n > 65535 {
+				violations = append(violations, fmt.Sprintf("$.ports[%d]: %q is not port/protocol (http or tcp)", i, p))
+				continue
+			}
+			ports = append(ports, p)
 		}
+	}
+	if len(violations) > 0 {
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", violations...)
+		return
+	}
+	switch {
+	case in.Gpu == nil && in.Cpu == nil, in.Gpu != nil && in.Cpu != nil:
+		writeProblem(w, http.StatusBadRequest, "exactly one of gpu or cpu must be set")
+		return
+	case in.Cpu != nil:
+		writeProblem(w, http.StatusBadRequest, "CPU pods are not simulated")
+		return
+	case in.TemplateId != nil:
+		writeProblem(w, http.StatusNotFound, "template not found") // the simulator has no templates
+		return
+	}
+	count := 1
+	if in.Gpu.Count != nil {
+		count = *in.Gpu.Count
+	}
+	cloud := runpodv2.CloudSECURE
+	if in.Cloud != nil {
+		cloud = *in.Cloud
+	}
+	catalog := s.core.Catalog()
+	if !slices.ContainsFunc(catalog, func(e cloudsim.CatalogEntry) bool { return e.InstanceType == in.Gpu.Id }) {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("unknown GPU type %q", in.Gpu.Id))
+		return
 	}
 	var dcs []string
 	if in.DataCenterIds != nil {
 		for _, dc := range *in.DataCenterIds {
-			if !slices.ContainsFunc(catalog, func(e cloudsim.CatalogEntry) bool { return e.Region == string(dc) }) {
-				writeError(w, formatV1, http.StatusBadRequest, fmt.Sprintf("Invalid input: dataCenterIds contains an unknown data center %q", dc))
+			if !slices.ContainsFunc(catalog, func(e cloudsim.CatalogEntry) bool { return e.Region == dc }) {
+				writeProblem(w, http.StatusBadRequest, fmt.Sprintf("unknown data center %q", dc))
 				return
 			}
-			dcs = append(dcs, string(dc))
+			dcs = append(dcs, dc)
 		}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if q := s.core.Config().Quota; q > 0 && s.liveLocked() >= q {
-		writeError(w, formatV1, http.StatusBadRequest, MsgQuota)
+		writeProblem(w, http.StatusPaymentRequired, MsgBalance)
 		return
 	}
-	// Rent the first type, in the order given, with a free machine in one of
-	// the data centers (any, when none is given).
-	for _, t := range *in.GpuTypeIds {
-		for _, e := range catalog {
-			price := e.OnDemandPrice
-			if spot {
-				price = e.SpotPrice
+	// Place the pod in the first data center, in catalog order, that sells
+	// the type at this size and has a free machine (any, when none is given).
+	for _, e := range catalog {
+		if e.InstanceType != in.Gpu.Id || (len(dcs) > 0 && !slices.Contains(dcs, e.Region)) || e.GPUs < count || e.OnDemandPrice <= 0 {
+			continue
+		}
+		if !s.core.TakeCapacity(e.InstanceType, e.Region) {
+			continue
+		}
+		now := s.core.Now()
+		p := &pod{
+			id: s.core.NextID("pod"), name: in.Name, gpuType: e.InstanceType, dc: e.Region, gpus: count, cloud: cloud,
+			perGPU: e.OnDemandPrice, image: derefp(in.Image), args: derefp(in.Args),
+			env: map[string]string{}, ports: ports, seq: len(s.order) + 1, createdAt: now,
+		}
+		if in.Env != nil {
+			for k, v := range *in.Env {
+				p.env[k] = v
 			}
-			if e.InstanceType != string(t) || (dcs != nil && !slices.Contains(dcs, e.Region)) || e.GPUs < count || price <= 0 {
-				continue
-			}
-			if !s.core.TakeCapacity(e.InstanceType, e.Region) {
-				continue
-			}
-			p := &pod{
-				id: s.core.NextID("pod"), name: name, gpuType: e.InstanceType, dc: e.Region, gpus: count,
-				interruptible: spot, perGPU: price, image: deref(in.ImageName, ""), seq: len(s.order) + 1,
-				createdAt: s.core.Now(),
-			}
-			if in.Env != nil {
-				p.env = *in.Env
-			}
-			s.pods[p.id] = p
-			s.order = append(s.order, p.id)
-			s.core.RecordLaunch(name)
-			writeJSON(w, http.StatusCreated, s.render(p, true, s.core.Now()))
+		}
+		s.pods[p.id] = p
+		s.order = append(s.order, p.id)
+		s.core.RecordLaunch(p.name)
+		if s.failAfterCreate > 0 {
+			s.failAfterCreate--
+			writeProblem(w, http.StatusInternalServerError, "an unexpected error occurred")
 			return
 		}
+		writeJSON(w, http.StatusCreated, s.render(p, now))
+		return
 	}
-	writeError(w, formatV1, http.StatusBadRequest, MsgNoCapacity)
+	writeProblem(w, http.StatusBadRequest, MsgNoCapacity)
 }
 
 // liveLocked counts pods not terminated (stopped ones count: they still exist).
@@ -268,130 +380,220 @@ func (s *Server) visible(p *pod, now time.Time) bool {
 	return p.terminatedAt.IsZero() || now.Before(p.terminatedAt.Add(s.core.Config().TerminateDelay))
 }
 
-// listPods serves GET /v1/pods with its name, id and desiredStatus filters.
+// listPods serves GET /v2/pods (includeClusterPods changes nothing: the
+// simulator has no clusters).
 func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	machine := q.Get("includeMachine") == "true"
+	if v := r.URL.Query().Get("includeClusterPods"); v != "" && v != "true" && v != "false" {
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", "includeClusterPods: value must be a boolean")
+		return
+	}
 	now := s.core.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := runpodv1.Pods{}
+	// ListPodsResponse, with the pods rendered as podJSON.
+	pods := make([]podJSON, 0, len(s.order))
 	for _, id := range s.order {
-		p := s.pods[id]
-		if !s.visible(p, now) {
-			continue
+		if p := s.pods[id]; s.visible(p, now) {
+			pods = append(pods, s.render(p, now))
 		}
-		if v := q.Get("name"); v != "" && p.name != v {
-			continue
-		}
-		if v := q.Get("id"); v != "" && p.id != v {
-			continue
-		}
-		if v := q.Get("desiredStatus"); v != "" && string(status(p)) != v {
-			continue
-		}
-		out = append(out, s.render(p, machine, now))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, struct {
+		Pods []podJSON `json:"pods"`
+	}{pods})
 }
 
-// getPod serves GET /v1/pods/{podId}.
+// getPod serves GET /v2/pods/{id}.
 func (s *Server) getPod(w http.ResponseWriter, r *http.Request) {
 	now := s.core.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.pods[r.PathValue("podId")]
+	p, ok := s.pods[r.PathValue("id")]
 	if !ok || !s.visible(p, now) {
-		writeError(w, formatV1, http.StatusNotFound, "Pod not found.")
+		writeProblem(w, http.StatusNotFound, MsgNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.render(p, r.URL.Query().Get("includeMachine") == "true", now))
+	writeJSON(w, http.StatusOK, s.render(p, now))
 }
 
-// deletePod serves DELETE /v1/pods/{podId}: 204, or 404 for a pod gone.
+// deletePod serves DELETE /v2/pods/{id}: 204, or 404 for a pod that is
+// gone or already deleted.
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
-	now := s.core.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.pods[r.PathValue("podId")]
-	if !ok || !s.visible(p, now) {
-		writeError(w, formatV1, http.StatusNotFound, "Pod not found.")
+	if !s.terminateLocked(r.PathValue("id")) {
+		writeProblem(w, http.StatusNotFound, MsgNotFound)
 		return
-	}
-	if p.terminatedAt.IsZero() {
-		p.terminatedAt = now
-		s.core.ReturnCapacity(p.gpuType, p.dc)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// status is a pod's desiredStatus.
-func status(p *pod) runpodv1.PodDesiredStatus {
-	switch {
-	case !p.terminatedAt.IsZero():
-		return runpodv1.PodDesiredStatusTERMINATED
-	case p.preempted:
-		return runpodv1.PodDesiredStatusEXITED
+// terminateLocked deletes a pod; false when there is none to delete.
+func (s *Server) terminateLocked(id string) bool {
+	p, ok := s.pods[id]
+	if !ok || !p.terminatedAt.IsZero() {
+		return false
 	}
-	return runpodv1.PodDesiredStatusRUNNING
+	p.terminatedAt = s.core.Now()
+	if p.stoppedAt.IsZero() {
+		s.core.ReturnCapacity(p.gpuType, p.dc) // a stopped pod gave its GPUs back already
+	}
+	return true
 }
 
-// booted reports whether a running pod has finished initializing at now.
-func (s *Server) booted(p *pod, now time.Time) bool {
-	return status(p) == runpodv1.PodDesiredStatusRUNNING && !now.Before(p.createdAt.Add(s.core.Config().BootDelay))
-}
-
-// render is the REST v1 Pod of p at now; machine adds the machine object.
-func (s *Server) render(p *pod, machine bool, now time.Time) runpodv1.Pod {
-	out := runpodv1.Pod{
-		Id:                new(p.id),
-		Name:              new(p.name),
-		DesiredStatus:     new(status(p)),
-		Interruptible:     new(p.interruptible),
-		CostPerHr:         new(p.perGPU * float64(p.gpus)),
-		AdjustedCostPerHr: new(p.perGPU * float64(p.gpus)),
-		Image:             new(p.image),
-		MachineId:         new("m" + p.id),
-		LastStartedAt:     new(p.createdAt.UTC().Format(time.RFC3339Nano)),
-		LastStatusChange:  new("Rented by User: " + p.createdAt.UTC().Format(time.RFC1123)),
-		PortMappings:      &map[string]any{},
+// podAction serves POST /v2/pods/{id}/action. Valid actions per status, as
+// the spec lists them: RUNNING stop/restart/terminate; EXITED and ERROR
+// start/terminate; PROVISIONING and STARTING stop/terminate. Anything else
+// is 409.
+func (s *Server) podAction(w http.ResponseWriter, r *http.Request) {
+	var in runpodv2.PodActionRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || !in.Action.Valid() {
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", "$.action: value must be one of 'start', 'stop', 'restart', 'terminate'")
+		return
 	}
-	if p.env != nil {
-		out.Env = &p.env
+	now := s.core.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pods[r.PathValue("id")]
+	if !ok || !s.visible(p, now) || !p.terminatedAt.IsZero() {
+		writeProblem(w, http.StatusNotFound, MsgNotFound)
+		return
 	}
-	out.Gpu = &runpodv1.Pod_Gpu{Id: new(p.gpuType), Count: new(p.gpus), DisplayName: new(displayName(p.gpuType))}
-	if s.booted(p, now) {
-		out.PublicIp = new(fmt.Sprintf("100.65.%d.%d", p.seq/250, p.seq%250+1))
-		out.PortMappings = &map[string]any{"22": 10000 + p.seq}
+	st := s.status(p, now)
+	if !slices.Contains(actions(st), in.Action) {
+		writeProblem(w, http.StatusConflict, fmt.Sprintf("action %q is not valid for a pod in status %s", in.Action, st))
+		return
 	}
-	switch {
-	case p.preempted:
-		out.LastStatusChange = new("Exited by Runpod: interruptible pod stopped to free up resources")
-	case !p.terminatedAt.IsZero():
-		out.LastStatusChange = new("Terminated by User: " + p.terminatedAt.UTC().Format(time.RFC1123))
-	}
-	if machine {
-		out.Machine = &runpodv1.Pod_Machine{
-			GpuTypeId:          new(p.gpuType),
-			GpuDisplayName:     new(displayName(p.gpuType)),
-			DataCenterId:       new(p.dc),
-			Location:           new(p.dc),
-			CurrentPricePerGpu: new(p.perGPU),
-			SecureCloud:        new(true),
-			SupportPublicIp:    new(true),
+	switch in.Action {
+	case runpodv2.Terminate:
+		s.terminateLocked(p.id)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case runpodv2.Stop:
+		s.stopLocked(p, false)
+	case runpodv2.Start:
+		// A failed pod kept its GPUs; a stopped one needs them back.
+		if !p.failed && !s.core.TakeCapacity(p.gpuType, p.dc) {
+			writeProblem(w, http.StatusBadRequest, MsgNoCapacity)
+			return
 		}
+		p.stoppedAt, p.preempted, p.failed, p.createdAt = time.Time{}, false, false, now
+	case runpodv2.Restart:
+		p.createdAt = now.Add(-s.provisionDelay) // back to STARTING
+	}
+	writeJSON(w, http.StatusOK, s.render(p, now))
+}
+
+// stopLocked stops a pod: EXITED, its GPUs released, its disk kept.
+func (s *Server) stopLocked(p *pod, preempted bool) {
+	p.stoppedAt, p.preempted = s.core.Now(), preempted
+	s.core.ReturnCapacity(p.gpuType, p.dc)
+}
+
+// status is a pod's PodStatus at now.
+func (s *Server) status(p *pod, now time.Time) runpodv2.PodStatus {
+	switch {
+	case !p.terminatedAt.IsZero():
+		return runpodv2.TERMINATED
+	case p.failed:
+		return runpodv2.ERROR
+	case !p.stoppedAt.IsZero():
+		return runpodv2.EXITED
+	case now.Before(p.createdAt.Add(s.provisionDelay)):
+		return runpodv2.PROVISIONING
+	case now.Before(p.createdAt.Add(s.provisionDelay + s.startDelay)):
+		return runpodv2.STARTING
+	}
+	return runpodv2.RUNNING
+}
+
+// actions are the valid transitions of a status (the spec's podAction).
+func actions(st runpodv2.PodStatus) []runpodv2.PodAction {
+	switch st {
+	case runpodv2.RUNNING:
+		return []runpodv2.PodAction{runpodv2.Stop, runpodv2.Restart, runpodv2.Terminate}
+	case runpodv2.EXITED, runpodv2.ERROR:
+		return []runpodv2.PodAction{runpodv2.Start, runpodv2.Terminate}
+	case runpodv2.PROVISIONING, runpodv2.STARTING:
+		return []runpodv2.PodAction{runpodv2.Stop, runpodv2.Terminate}
+	}
+	return []runpodv2.PodAction{}
+}
+
+// podJSON is a Pod as RunPod sends it. The generated runpodv2.Pod cannot
+// say null for ssh.proxy, ssh.direct and runtime (the spec's anyOf with null
+// became plain structs), so those fields are shadowed here.
+type podJSON struct {
+	runpodv2.Pod
+	Ssh     podSsh               `json:"ssh"`
+	Runtime *runpodv2.PodRuntime `json:"runtime"`
+}
+
+type podSsh struct {
+	Proxy  *runpodv2.PodSshEndpoint `json:"proxy"`
+	Direct *runpodv2.PodSshEndpoint `json:"direct"`
+}
+
+// publicIP is the address of a pod's host.
+func publicIP(p *pod) string { return fmt.Sprintf("100.65.%d.%d", p.seq/250, p.seq%250+1) }
+
+// publicPort is the host port a pod's i-th exposed port is mapped to.
+func publicPort(p *pod, i int) int { return 10000 + (p.seq%5000)*10 + i }
+
+// render is the Pod of p at now, with every field the spec requires.
+func (s *Server) render(p *pod, now time.Time) podJSON {
+	st := s.status(p, now)
+	out := podJSON{Pod: runpodv2.Pod{
+		Id:               p.id,
+		Name:             p.name,
+		Status:           st,
+		Actions:          actions(st),
+		Image:            p.image,
+		Args:             p.args,
+		Disk:             50,
+		Mounts:           runpodv2.Mounts{},
+		Ports:            append([]string{}, p.ports...),
+		Env:              map[string]string{},
+		Cloud:            p.cloud,
+		DataCenterId:     new(p.dc),
+		CudaVersion:      new("12.8"),
+		Cost:             0,
+		GlobalNetworking: runpodv2.PodGlobalNetworking{Enabled: false},
+		CreatedAt:        p.createdAt.UTC(),
+		Gpu:              &runpodv2.GpuConfig{Id: p.gpuType, Count: new(p.gpus)},
+	}}
+	for k, v := range p.env {
+		out.Env[k] = v
+	}
+	if st != runpodv2.TERMINATED {
+		out.Ssh.Proxy = &runpodv2.PodSshEndpoint{Host: "ssh.runpod.io", Port: 22, Username: p.id + "-64411eb2", Command: "ssh " + p.id + "-64411eb2@ssh.runpod.io"}
+	}
+	if st == runpodv2.RUNNING {
+		out.Cost = p.perGPU * float64(p.gpus)
+		out.StartedAt = new(p.createdAt.Add(s.provisionDelay + s.startDelay).UTC())
+		rt := &runpodv2.PodRuntime{Uptime: new(int(now.Sub(*out.StartedAt).Seconds())), Ports: &[]runpodv2.PodRuntimePort{}}
+		ip := publicIP(p)
+		for i, spec := range p.ports {
+			port, proto, _ := strings.Cut(spec, "/")
+			n, _ := strconv.Atoi(port)
+			m := runpodv2.PodRuntimePort{Private: new(n), Type: new(proto), Ip: new(ip), Public: new(publicPort(p, i))}
+			*rt.Ports = append(*rt.Ports, m)
+			if spec == "22/tcp" {
+				out.Ssh.Direct = &runpodv2.PodSshEndpoint{Host: ip, Port: publicPort(p, i), Username: "root",
+					Command: fmt.Sprintf("ssh root@%s -p %d", ip, publicPort(p, i))}
+			}
+		}
+		out.Runtime = rt
 	}
 	return out
 }
 
-// displayName is RunPod's short name of a GPU type ("RTX 4090", "H100 80GB HBM3").
-func displayName(id string) string {
-	return strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(id, "NVIDIA "), "GeForce "), "Tesla ")
-}
-
-// Preempt stops an interruptible pod as RunPod does when it takes spot
-// capacity back: desiredStatus EXITED, no public IP; the pod still exists
-// (and bills its disk) until it is deleted.
+// Preempt stops a pod the way RunPod does when it takes a machine back on
+// its own (host maintenance or failure, an exhausted balance): the pod is
+// EXITED, its GPUs are released, and it still exists (billing its disk)
+// until it is deleted. RunPod sells no spot capacity, so any pod that is not
+// already stopped, failed or deleted can be stopped.
 func (s *Server) Preempt(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -399,34 +601,43 @@ func (s *Server) Preempt(id string) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("runpod sim: no pod %q", id)
-	case !p.interruptible:
-		return fmt.Errorf("runpod sim: pod %q is not interruptible", id)
-	case status(p) != runpodv1.PodDesiredStatusRUNNING:
-		return fmt.Errorf("runpod sim: pod %q is %s, not running", id, status(p))
+	case !p.terminatedAt.IsZero() || !p.stoppedAt.IsZero() || p.failed:
+		return fmt.Errorf("runpod sim: pod %q is %s", id, s.status(p, s.core.Now()))
 	}
-	p.preempted = true
+	s.stopLocked(p, true)
 	return nil
 }
 
-// Machines returns every pod ever created, terminated ones included, with
-// the user data the adapter put in UserDataEnv.
+// Fail puts a pod that is not deleted or stopped into ERROR ("an
+// unrecoverable error state"); it keeps its GPUs until it is deleted.
+func (s *Server) Fail(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pods[id]
+	switch {
+	case !ok:
+		return fmt.Errorf("runpod sim: no pod %q", id)
+	case !p.terminatedAt.IsZero() || !p.stoppedAt.IsZero():
+		return fmt.Errorf("runpod sim: pod %q is %s", id, s.status(p, s.core.Now()))
+	}
+	p.failed = true
+	return nil
+}
+
+// Machines returns every pod ever created, terminated ones included. Every
+// one is a Container: the node agent registers no Node for it.
 func (s *Server) Machines() []cloudsim.Machine {
 	now := s.core.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]cloudsim.Machine, 0, len(s.pods))
 	for _, p := range s.pods {
-		m := cloudsim.Machine{
+		st := s.status(p, now)
+		out = append(out, cloudsim.Machine{
 			Provider: providers.RunPod, ID: p.id, Name: p.name, InstanceType: p.gpuType, Region: p.dc,
-			GPUs: p.gpus, Spot: p.interruptible, NativeState: string(status(p)),
-			Active: s.booted(p, now), Live: p.terminatedAt.IsZero(), Preempted: p.preempted,
-		}
-		if v, ok := p.env[UserDataEnv].(string); ok {
-			if b, err := base64.StdEncoding.DecodeString(v); err == nil {
-				m.UserData = string(b)
-			}
-		}
-		out = append(out, m)
+			GPUs: p.gpus, NativeState: string(st), Container: true,
+			Active: st == runpodv2.RUNNING, Live: p.terminatedAt.IsZero(), Preempted: p.preempted,
+		})
 	}
 	cloudsim.SortMachines(out)
 	return out
@@ -449,34 +660,50 @@ func stock(capacity int) runpodv2.AvailabilityLevel {
 // levelRank orders availability levels.
 var levelRank = map[runpodv2.AvailabilityLevel]int{runpodv2.NONE: 0, runpodv2.LOW: 1, runpodv2.MEDIUM: 2, runpodv2.HIGH: 3}
 
-// catalog serves GET /v2/catalog/gpus. A type's price is the lowest on-demand
-// price of its entries, its secure maxCount the largest entry. With
-// include=AVAILABILITY (which, as in RunPod, requires product and vice versa)
-// it adds availability for pods of `count` GPUs: per data center from the
-// entry's remaining capacity, omitting dataCenters when none has any.
+// memoryGB reads the VRAM from a GPU type id ("NVIDIA H100 80GB HBM3": 80).
+var memoryGB = regexp.MustCompile(`([0-9]+)GB`)
+
+// catalog serves GET /v2/catalog/gpus. A type's price is the lowest
+// on-demand price of its entries, its maxCount the largest entry, in both
+// clouds. With include=AVAILABILITY (which, as in RunPod, requires product
+// and vice versa; count and cloud are valid only with it) it adds
+// availability for pods of `count` GPUs: per data center from the entry's
+// remaining capacity, omitting dataCenters when none has any.
 func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	include, product := q.Get("include"), q.Get("product")
 	if include != "" && include != string(runpodv2.AVAILABILITY) {
-		writeError(w, formatV2, http.StatusBadRequest, fmt.Sprintf("unsupported include %q", include))
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", fmt.Sprintf("include: unsupported value %q", include))
 		return
 	}
 	withAvailability := include != ""
 	if withAvailability != (product != "") {
-		writeError(w, formatV2, http.StatusBadRequest, "product is required with include=AVAILABILITY and valid only with it")
+		writeProblem(w, http.StatusBadRequest, "product is required with include=AVAILABILITY and valid only with it")
 		return
+	}
+	if !withAvailability && (q.Has("count") || q.Has("cloud")) {
+		writeProblem(w, http.StatusBadRequest, "count and cloud are valid only with include=AVAILABILITY")
+		return
+	}
+	for _, p := range strings.Split(product, ",") {
+		if p != "" && !slices.Contains([]runpodv2.Product{runpodv2.POD, runpodv2.CLUSTER, runpodv2.SERVERLESS}, runpodv2.Product(p)) {
+			writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", fmt.Sprintf("product: unsupported value %q", p))
+			return
+		}
 	}
 	count := 1
 	if v := q.Get("count"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, formatV2, http.StatusBadRequest, "count must be a positive integer")
+			writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", "count: must be an integer of at least 1")
 			return
 		}
 		count = n
 	}
-	// The simulator only has secure-cloud machines.
-	community := q.Get("cloud") == string(runpodv2.COMMUNITY)
+	if v := q.Get("cloud"); v != "" && !runpodv2.GpuCloudFilter(v).Valid() {
+		writeProblem(w, http.StatusUnprocessableEntity, "Request validation failed.", fmt.Sprintf("cloud: unsupported value %q", v))
+		return
+	}
 
 	resp := runpodv2.ListGpuTypesResponse{Gpus: []runpodv2.GpuType{}}
 	index := map[string]int{}
@@ -485,9 +712,13 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			i = len(resp.Gpus)
 			index[e.InstanceType] = i
-			g := runpodv2.GpuType{Id: e.InstanceType, Name: displayName(e.InstanceType), Manufacturer: runpodv2.GpuManufacturerNVIDIA, Secure: true}
+			g := runpodv2.GpuType{Id: e.InstanceType, Name: displayName(e.InstanceType), Manufacturer: runpodv2.GpuManufacturerNVIDIA,
+				Secure: true, Community: true}
 			if strings.HasPrefix(e.InstanceType, "AMD") {
 				g.Manufacturer = runpodv2.GpuManufacturerAMD
+			}
+			if m := memoryGB.FindStringSubmatch(e.InstanceType); m != nil {
+				g.Memory, _ = strconv.Atoi(m[1])
 			}
 			if withAvailability {
 				g.Availability = new(runpodv2.NONE)
@@ -497,16 +728,14 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 		}
 		g := &resp.Gpus[i]
 		if e.OnDemandPrice > 0 && (g.Price.Secure == 0 || e.OnDemandPrice < g.Price.Secure) {
-			g.Price.Secure = e.OnDemandPrice
+			g.Price.Secure, g.Price.Community = e.OnDemandPrice, e.OnDemandPrice
 		}
 		g.MaxCount.Secure = max(g.MaxCount.Secure, e.GPUs)
-		if !withAvailability || e.GPUs < count {
+		g.MaxCount.Community = g.MaxCount.Secure
+		if !withAvailability || e.GPUs < count || e.OnDemandPrice <= 0 {
 			continue
 		}
 		level := stock(e.Capacity)
-		if community {
-			level = runpodv2.NONE
-		}
 		*g.DataCenters = append(*g.DataCenters, runpodv2.DataCenterAvailability{Id: e.Region, Name: e.Region, Availability: level})
 		if levelRank[level] > levelRank[*g.Availability] {
 			*g.Availability = level
@@ -520,115 +749,15 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// lowestPriceField matches one lowestPrice selection, aliased or not, and
-// captures the alias and the input object.
-var lowestPriceField = regexp.MustCompile(`(?:([_A-Za-z][_0-9A-Za-z]*)\s*:\s*)?lowestPrice\s*\(\s*input\s*:\s*\{([^}]*)\}\s*\)`)
-
-// gpuCountArg finds gpuCount in a lowestPrice input object.
-var gpuCountArg = regexp.MustCompile(`gpuCount\s*:\s*(\d+)`)
-
-// graphql serves POST /graphql for the query
-//
-//	gpuTypes { id [alias:] lowestPrice(input: {gpuCount: N, ...}) { minimumBidPrice uninterruptablePrice stockStatus } ... }
-//
-// answering, per type and selection, the lowest spot price (minimumBidPrice)
-// and on-demand price (uninterruptablePrice) per GPU over entries with at
-// least N GPUs, and their stock; null when no entry is that large. Anything
-// else gets a GraphQL error.
-func (s *Server) graphql(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Query string `json:"query"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Query == "" {
-		writeError(w, formatGraphQL, http.StatusBadRequest, "Must provide query string.")
-		return
-	}
-	if !strings.Contains(req.Query, "gpuTypes") {
-		writeError(w, formatGraphQL, http.StatusOK, "the simulator answers only gpuTypes queries")
-		return
-	}
-	type selection struct {
-		field string
-		count int
-	}
-	var sels []selection
-	for _, m := range lowestPriceField.FindAllStringSubmatch(req.Query, -1) {
-		c := gpuCountArg.FindStringSubmatch(m[2])
-		if c == nil {
-			writeError(w, formatGraphQL, http.StatusOK, `Field "GpuLowestPriceInput.gpuCount" of required type "Int!" was not provided.`)
-			return
-		}
-		n, err := strconv.Atoi(c[1])
-		if err != nil {
-			writeError(w, formatGraphQL, http.StatusOK, fmt.Sprintf("Int cannot represent value: %s", c[1]))
-			return
-		}
-		field := m[1]
-		if field == "" {
-			field = "lowestPrice"
-		}
-		sels = append(sels, selection{field, n})
-	}
-
-	catalog := s.core.Catalog()
-	var types []string
-	for _, e := range catalog {
-		if !slices.Contains(types, e.InstanceType) {
-			types = append(types, e.InstanceType)
-		}
-	}
-	gpuTypes := make([]map[string]any, 0, len(types))
-	for _, t := range types {
-		obj := map[string]any{"id": t}
-		for _, sel := range sels {
-			obj[sel.field] = lowestPrice(catalog, t, sel.count)
-		}
-		gpuTypes = append(gpuTypes, obj)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": map[string]any{"gpuTypes": gpuTypes}})
+// displayName is RunPod's short name of a GPU type ("RTX 4090", "H100 80GB HBM3").
+func displayName(id string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(id, "NVIDIA "), "GeForce "), "Tesla ")
 }
 
-// lowestPrice is GraphQL's LowestPrice of type t for pods of n GPUs, or nil.
-func lowestPrice(catalog []cloudsim.CatalogEntry, t string, n int) map[string]any {
-	var spot, onDemand float64
-	capacity, found := 0, false
-	for _, e := range catalog {
-		if e.InstanceType != t || e.GPUs < n {
-			continue
-		}
-		found = true
-		if e.SpotPrice > 0 && (spot == 0 || e.SpotPrice < spot) {
-			spot = e.SpotPrice
-		}
-		if e.OnDemandPrice > 0 && (onDemand == 0 || e.OnDemandPrice < onDemand) {
-			onDemand = e.OnDemandPrice
-		}
-		if e.Capacity < 0 || capacity < 0 {
-			capacity = -1
-		} else {
-			capacity += e.Capacity
-		}
-	}
-	if !found {
-		return nil
-	}
-	out := map[string]any{"gpuTypeId": t, "minimumBidPrice": nil, "uninterruptablePrice": nil, "stockStatus": nil}
-	if spot > 0 {
-		out["minimumBidPrice"] = spot
-	}
-	if onDemand > 0 {
-		out["uninterruptablePrice"] = onDemand
-	}
-	if level := stock(capacity); level != runpodv2.NONE {
-		// GraphQL spells stock levels in title case: "High", "Medium", "Low".
-		out["stockStatus"] = string(level[:1]) + strings.ToLower(string(level[1:]))
-	}
-	return out
-}
-
-func deref[T any](p *T, def T) T {
+func derefp[T any](p *T) T {
 	if p == nil {
-		return def
+		var zero T
+		return zero
 	}
 	return *p
 }

@@ -176,7 +176,7 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 		out = append(out, a)
 	}
 	if s.RunPod != nil {
-		a, err := runpod.New(runpod.Config{RESTURL: s.URL(providers.RunPod) + "/v1", APIURL: s.URL(providers.RunPod),
+		a, err := runpod.New(runpod.Config{APIURL: s.URL(providers.RunPod),
 			Key: key(providers.RunPod, s.RunPod), RequestsPerSecond: rps(s.RunPod), CallTimeout: o.CallTimeout, Clock: o.Clock})
 		if err != nil {
 			return nil, err

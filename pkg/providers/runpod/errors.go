@@ -3,7 +3,9 @@ package runpod
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -11,166 +13,156 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
-// defaultRetryAfter is how long to back off after a 429 that names no
-// Retry-After (RunPod documents the header, but a missing one must not make
-// the adapter retry at once).
-const defaultRetryAfter = time.Second
-
 // maxMessage bounds the provider text copied into an error.
 const maxMessage = 512
 
-// RunPod reports capacity exhaustion and account limits as plain 400s with no
-// machine-readable code (REST v1 documents 400/401/404 with text bodies only;
-// v2 sends application/problem+json whose detail is the same kind of text).
-// The class is therefore read from the text. Quota phrases are checked first
-// so that "not enough funds" is a quota problem, not a capacity one.
-var (
-	// quotaPhrases mark account limits: pod quotas, spend limits, balance.
-	quotaPhrases = []string{
-		"quota",
-		"limit", // "spend limit", "pod limit reached", "limit exceeded"
-		"insufficient funds",
-		"not enough funds",
-		"insufficient balance",
-		"balance is too low",
-		"low balance",
-	}
-	// capacityPhrases mark "nothing of that kind free right now", e.g. RunPod's
-	// "There are no longer any instances available with the requested
-	// specifications. Please refresh and try again." and GraphQL's "This
-	// machine does not have the resources to deploy your pod."
-	capacityPhrases = []string{
-		"no longer any instances available",
-		"no instances currently available",
-		"no instances available",
-		"no available",
-		"not enough",
-		"capacity",
-		"does not have the resources",
-		"unavailable",
-		"not available",
-		"out of stock",
-		"sold out",
-	}
-	// authPhrases mark credential failures reported inside a GraphQL 200.
-	authPhrases = []string{"unauthorized", "unauthenticated", "not authorized", "forbidden", "api key", "authentication"}
-	// rateLimitPhrases mark throttling reported inside a GraphQL body.
-	rateLimitPhrases = []string{"rate limit", "too many requests"}
-)
+// capacityPhrases are what a createPod 400 says when no machine of the
+// requested GPU type is free in the requested data centers.
+//
+// RunPod's REST v2 spec (createPod's description) says capacity exhaustion
+// is a 400 that "currently carries no machine-readable code of its own — only
+// a human-readable detail", and it publishes no example of that detail. The
+// phrases below are an ASSUMPTION: they are the wording RunPod's pod
+// scheduler has used for years behind GraphQL and REST v1, which REST v2
+// fronts, as reported verbatim in public issues:
+//   - "There are no longer any instances available with the requested
+//     specifications. Please refresh and try again." (runpod/runpodctl#189,
+//     mlabonne/llm-autoeval#3), also "... with the request specifications.
+//     Please try again later." (dstackai/dstack#1740) and "... with enough
+//     disk space." (runpod/runpod-python#297);
+//   - "This machine does not have the resources to deploy your pod."
+//     (TheLastBen/fast-stable-diffusion#2484).
+//
+// The match is deliberately narrow: any other 400 is ClassInvalid, which
+// fails only the request that sent it, whereas ClassCapacity marks the
+// offering unavailable for every tenant; a broad match would let one
+// tenant's bad image or args take an offering away from the others. Should
+// RunPod word capacity differently in v2, such launches fail as invalid
+// instead of failing over: add the new wording here.
+var capacityPhrases = []string{
+	"no longer any instances available",
+	"does not have the resources to deploy",
+}
 
-// ClassifyResponse turns a RunPod HTTP response into a *providers.Error, or
-// nil for a 2xx. It understands all three of RunPod's error formats: REST v1
-// plain text, REST v2 application/problem+json {title, status, detail,
-// errors[]} and GraphQL {errors: [{message}]}. now resolves an HTTP-date
-// Retry-After. It is the adapter's providers.Classifier: the Caller names
-// the operation and scrubs the key, should RunPod ever echo it.
+// ClassifyResponse turns a RunPod REST v2 answer into a *providers.Error, or
+// nil for a 2xx. Errors are RFC 9457 application/problem+json documents
+// {title, status, detail, errors[]} (the spec's ErrorResponse); the class
+// comes from the status, as createPod's description of its failures says:
+//
+//   - 400: a request that breaks a rule, or no capacity for this GPU type and
+//     data center; capacity is told apart by its detail (capacityPhrases),
+//     everything else is ClassInvalid;
+//   - 402 (insufficient balance; "no candidate will succeed"): ClassQuota;
+//   - 401, 403: ClassUnauthorized;
+//   - 404: ClassNotFound;
+//   - 409 (an action not valid for the pod's status, a cluster member pod)
+//     and 422 (the body does not match the contract; "never retry"):
+//     ClassInvalid;
+//   - 429: ClassRateLimited after Retry-After (integer seconds on this API),
+//     else the reset time of the exhausted window of the RateLimit header,
+//     else providers.DefaultRetryAfter;
+//   - 5xx: ClassTransient, with Retry-After when a 503 sends one. A 5xx to a
+//     create is ambiguous: RunPod has answered 500 after creating the pod.
+//
+// now resolves an HTTP-date Retry-After. It is the adapter's
+// providers.Classifier: the Caller names the operation and scrubs the key,
+// should RunPod ever echo it.
 func ClassifyResponse(status int, header http.Header, body []byte, now time.Time) error {
 	if status >= 200 && status < 300 {
 		return nil
 	}
-	msg := ErrorMessage(body)
+	msg, detail := ErrorMessage(body)
 	e := &providers.Error{Provider: providers.RunPod, HTTPStatus: status, Message: msg, Class: providers.ClassForStatus(status)}
 	switch {
 	case status == http.StatusTooManyRequests:
 		e.RetryAfter = providers.ParseRetryAfter(header, now)
 		if e.RetryAfter <= 0 {
-			e.RetryAfter = defaultRetryAfter
+			e.RetryAfter = rateLimitReset(header)
+		}
+		if e.RetryAfter <= 0 {
+			e.RetryAfter = providers.DefaultRetryAfter
 		}
 	case status >= 500:
-		// A 503 may say when to come back; the class stays transient.
 		e.RetryAfter = providers.ParseRetryAfter(header, now)
-	case e.Class == providers.ClassInvalid && status >= 400:
-		// Only a 4xx rejection can mean "no capacity" or "over quota".
-		e.Class = classifyText(msg, providers.ClassInvalid)
+	case status == http.StatusPaymentRequired:
+		e.Class = providers.ClassQuota
+	case status == http.StatusBadRequest && isCapacity(detail):
+		e.Class = providers.ClassCapacity
 	}
 	return e
 }
 
-// classifyText reads a quota or capacity class from provider text, falling
-// back to def.
-func classifyText(msg string, def providers.ErrorClass) providers.ErrorClass {
-	lower := strings.ToLower(msg)
-	switch {
-	case containsAny(lower, quotaPhrases):
-		return providers.ClassQuota
-	case containsAny(lower, capacityPhrases):
-		return providers.ClassCapacity
-	}
-	return def
-}
-
-// classifyGraphQL classifies the errors RunPod's GraphQL API returns with an
-// HTTP 200.
-func classifyGraphQL(op, msg string) error {
-	lower := strings.ToLower(msg)
-	e := &providers.Error{Provider: providers.RunPod, Operation: op, HTTPStatus: http.StatusOK, Message: msg}
-	switch {
-	case containsAny(lower, authPhrases):
-		e.Class = providers.ClassUnauthorized
-	case containsAny(lower, rateLimitPhrases):
-		e.Class, e.RetryAfter = providers.ClassRateLimited, defaultRetryAfter
-	default:
-		e.Class = classifyText(msg, providers.ClassInvalid)
-	}
-	return e
-}
-
-func containsAny(s string, subs []string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
+// isCapacity reports whether a 400's detail is a capacity miss.
+func isCapacity(detail string) bool {
+	lower := strings.ToLower(detail)
+	for _, p := range capacityPhrases {
+		if strings.Contains(lower, p) {
 			return true
 		}
 	}
 	return false
 }
 
-// graphQLErrors is the error part of a GraphQL response.
-type graphQLErrors struct {
-	Errors []struct {
-		Message string `json:"message"`
-	} `json:"errors"`
-}
-
-// joined returns the messages of a GraphQL error list, "" when there are none.
-func (g graphQLErrors) joined() string {
-	msgs := make([]string, 0, len(g.Errors))
-	for _, e := range g.Errors {
-		if e.Message != "" {
-			msgs = append(msgs, e.Message)
+// rateLimitReset reads the RateLimit header RunPod sends (IETF
+// ratelimit-headers draft, e.g. `"minute";r=0;t=12, "hour";r=2800;t=1812`)
+// and returns the longest reset time t of a window with no requests left
+// (r=0), or 0 when none is exhausted or the header is absent or unreadable.
+func rateLimitReset(h http.Header) time.Duration {
+	var longest time.Duration
+	for _, v := range h.Values("RateLimit") {
+		for _, member := range strings.Split(v, ",") {
+			params := strings.Split(member, ";")
+			remaining, reset := -1, -1
+			for _, p := range params[1:] {
+				k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if !ok {
+					continue
+				}
+				n, err := strconv.Atoi(strings.TrimSpace(val))
+				if err != nil || n < 0 {
+					continue
+				}
+				switch k {
+				case "r":
+					remaining = n
+				case "t":
+					reset = n
+				}
+			}
+			if remaining == 0 && reset > 0 && reset < math.MaxInt32 {
+				longest = max(longest, time.Duration(reset)*time.Second)
+			}
 		}
 	}
-	return strings.Join(msgs, "; ")
+	return longest
 }
 
-// ErrorMessage extracts the human-readable text of a RunPod error body: the
-// title, detail and validation errors of a v2 problem document, the messages
-// of a GraphQL error list, the message of a {"message"|"error": ...} object,
-// or else the (plain-text v1) body itself. The result is valid UTF-8 and at
-// most maxMessage bytes long.
-func ErrorMessage(body []byte) string {
+// ErrorMessage extracts the human-readable text of a RunPod error body:
+// "title: detail: errors..." for a problem document, else the body itself
+// (a proxy's plain-text or HTML page). detail is the problem's detail alone
+// ("" when there is none). Both are valid UTF-8 and at most maxMessage bytes.
+func ErrorMessage(body []byte) (msg, detail string) {
 	body = bytes.TrimSpace(body)
-	msg := string(body)
+	msg = string(body)
 	if len(body) > 0 && body[0] == '{' {
-		if m, ok := jsonMessage(body); ok {
-			msg = m
+		if m, d, ok := problemMessage(body); ok {
+			msg, detail = m, d
 		}
 	}
-	return truncate(strings.ToValidUTF8(msg, "\uFFFD"), maxMessage)
+	return clean(msg), clean(detail)
 }
 
-// jsonMessage reads the message of a JSON error body in any of RunPod's
-// shapes. "errors" is a list of strings in a v2 problem document and a list
-// of {message} objects in a GraphQL response, so it is decoded in two steps.
-func jsonMessage(body []byte) (string, bool) {
+func clean(s string) string { return truncate(strings.ToValidUTF8(s, "\uFFFD"), maxMessage) }
+
+// problemMessage reads an RFC 9457 problem document.
+func problemMessage(body []byte) (msg, detail string, ok bool) {
 	var doc struct {
-		Title   string          `json:"title"`
-		Detail  string          `json:"detail"`
-		Errors  json.RawMessage `json:"errors"`
-		Message string          `json:"message"`
-		Error   string          `json:"error"`
+		Title  string          `json:"title"`
+		Detail string          `json:"detail"`
+		Errors json.RawMessage `json:"errors"`
 	}
 	if json.Unmarshal(body, &doc) != nil {
-		return "", false
+		return "", "", false
 	}
 	parts := make([]string, 0, 4)
 	for _, m := range []string{doc.Title, doc.Detail} {
@@ -178,26 +170,18 @@ func jsonMessage(body []byte) (string, bool) {
 			parts = append(parts, m)
 		}
 	}
-	if len(doc.Errors) > 0 {
-		var problems []string
-		var gql graphQLErrors
-		if json.Unmarshal(doc.Errors, &problems) == nil {
-			parts = append(parts, problems...)
-		} else if json.Unmarshal(doc.Errors, &gql.Errors) == nil {
-			if m := gql.joined(); m != "" {
-				parts = append(parts, m)
+	var problems []string
+	if len(doc.Errors) > 0 && json.Unmarshal(doc.Errors, &problems) == nil {
+		for _, p := range problems {
+			if p != "" {
+				parts = append(parts, p)
 			}
 		}
 	}
-	for _, m := range []string{doc.Message, doc.Error} {
-		if m != "" {
-			parts = append(parts, m)
-		}
-	}
 	if len(parts) == 0 {
-		return "", false
+		return "", "", false
 	}
-	return strings.Join(parts, ": "), true
+	return strings.Join(parts, ": "), doc.Detail, true
 }
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut

@@ -1,67 +1,83 @@
-// Package runpod is the RunPod provider adapter. It speaks three RunPod APIs,
-// each through a client generated from RunPod's own spec or a minimal query:
+// Package runpod is the RunPod provider adapter. It speaks RunPod's REST v2
+// API (https://api.runpod.io, paths /v2/...) through runpodv2, a client
+// generated from RunPod's own OpenAPI document
+// (../shared/provider-specs/runpod/rest-v2-openapi.json). REST v1 was retired
+// on 2026-11-15 and GraphQL is not used: v2 covers everything the adapter
+// does, in four operations:
 //
-//   - REST v1 (rest.runpod.io/v1, runpodv1): create, list, get and delete
-//     pods. v1 is used for pods because only it can create interruptible
-//     (spot) pods; v2 has no spot field at all.
-//   - REST v2 (api.runpod.io/v2, runpodv2): the GPU catalog, which gives the
-//     per-GPU on-demand list price, the largest pod per type (maxCount) and
-//     availability per data center.
-//   - GraphQL (api.runpod.io/graphql): the spot (interruptible) price per GPU
-//     and per GPU count, which neither REST API publishes.
+//   - Offers: GET /v2/catalog/gpus?include=AVAILABILITY&product=POD&cloud=C
+//     (listGpuTypes), one call per refresh however large the catalog is;
+//   - Launch: POST /v2/pods (createPod);
+//   - Instances: GET /v2/pods (listPods), one call per poll;
+//   - Terminate: DELETE /v2/pods/{id} (deletePod); Instance reads one pod
+//     with GET /v2/pods/{id} (getPod).
 //
-// Offers therefore costs exactly two HTTP calls per refresh however large the
-// catalog is; Instances costs one.
+// Every call goes through one providers.Caller, so they share RunPod's rate
+// limit and Retry-After.
+//
+// A RunPod pod is an unprivileged container on a RunPod host: it runs an
+// image and cannot run a kubelet, so every offer is a providers.Container
+// offer and a Launch needs LaunchRequest.Container. The adapter runs no user
+// data (BootstrapFormats is empty).
+//
+// RunPod withdrew spot capacity in 2026 (REST v2 has no interruptible field;
+// the GraphQL podRentInterruptable mutation is being removed, runpod/runpodctl
+// PR #267), so every offer is on-demand.
 //
 // Offer.InstanceType is the RunPod GPU type id ("NVIDIA H100 80GB HBM3"), and
 // Launch takes the GPU count from Offer.GPUCount. A RunPod pod is not an
 // instance type but a number of GPUs of one type, so every (type, data
-// center, capacity) is offered once per count in Config.GPUCounts. One
-// consequence: Offer.Key() does not include the count, so marking one count
-// of a type unavailable in a data center marks its other counts too, which
-// is conservative.
-//
-// RunPod pods have no user-data field: the bootstrap is passed base64-encoded
-// in the environment variable UserDataEnv, and the machine name in
-// MachineNameEnv, for the image's entrypoint to act on.
+// center) is offered once per count from 1 to the type's maxCount. Offer.Key()
+// does not include the count, so marking one count of a type unavailable in
+// a data center marks its other counts too, which is conservative.
 package runpod
 
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
-	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv1"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv2"
 )
 
 // Defaults for Config.
 const (
-	DefaultRESTURL           = "https://rest.runpod.io/v1"
-	DefaultAPIURL            = "https://api.runpod.io"
-	DefaultRequestsPerSecond = 5
+	// DefaultAPIURL is REST v2's server (its paths carry /v2 themselves).
+	DefaultAPIURL = "https://api.runpod.io"
+	// DefaultRequestsPerSecond is one call a second: the example policy in
+	// RunPod's REST v2 spec (RateLimit-Policy "minute";q=60;w=60) allows 60
+	// calls a minute. The spec says the figures are examples, not
+	// guarantees; a 429 still blocks calls for its Retry-After.
+	DefaultRequestsPerSecond = 1
 	DefaultCallTimeout       = providers.DefaultCallTimeout
-	// DefaultImageName is a CUDA base image; the bootstrap in UserDataEnv
-	// does the rest.
-	DefaultImageName = "nvidia/cuda:12.4.1-base-ubuntu22.04"
 )
 
-// DefaultGPUCounts are the GPU counts offered per type, capped by the
-// catalog's maxCount.
-var DefaultGPUCounts = []int{1, 2, 4, 8}
+// Cloud is the RunPod cloud tier pods are rented in (REST v2's Cloud enum).
+type Cloud string
 
-// Environment variables set on every pod the adapter launches.
 const (
-	// UserDataEnv holds the base64 (standard encoding) of LaunchRequest.UserData.
-	UserDataEnv = "TGP_USER_DATA"
-	// MachineNameEnv holds LaunchRequest.Name.
-	MachineNameEnv = "TGP_MACHINE_NAME"
+	// SecureCloud is RunPod-owned data center hardware, the default.
+	SecureCloud Cloud = Cloud(runpodv2.CloudSECURE)
+	// CommunityCloud is community-hosted hardware: cheaper, but hosts run by
+	// third parties are less reliable (RunPod's own description of the tier
+	// is "community-hosted hardware"), so it is opt-in only.
+	CommunityCloud Cloud = Cloud(runpodv2.CloudCOMMUNITY)
 )
+
+// ParseCloud reads a cloud tier, case-insensitively; "" is SecureCloud.
+func ParseCloud(s string) (Cloud, error) {
+	switch c := Cloud(strings.ToUpper(strings.TrimSpace(s))); c {
+	case "":
+		return SecureCloud, nil
+	case SecureCloud, CommunityCloud:
+		return c, nil
+	}
+	return "", fmt.Errorf("runpod: unknown cloud %q (want %s or %s)", s, SecureCloud, CommunityCloud)
+}
 
 // maxBody bounds what is read from any response (the catalog is the largest).
 const maxBody = 64 << 20
@@ -69,10 +85,8 @@ const maxBody = 64 << 20
 // Config configures an Adapter. Zero values take the defaults; a negative
 // RequestsPerSecond or CallTimeout turns that limit off.
 type Config struct {
-	// RESTURL is the REST v1 base URL (default DefaultRESTURL).
-	RESTURL string
-	// APIURL is the base of REST v2 (APIURL/v2/...) and GraphQL
-	// (APIURL/graphql); default DefaultAPIURL.
+	// APIURL is the REST v2 server (default DefaultAPIURL); requests go to
+	// APIURL/v2/....
 	APIURL string
 	// Key returns the current API key. It is called on every request, so a
 	// rotated Secret takes effect at once; the key is sent as a Bearer token
@@ -89,49 +103,40 @@ type Config struct {
 	// CallTimeout bounds every HTTP call (default DefaultCallTimeout).
 	CallTimeout time.Duration
 	// Clock tells the time for Retry-After bookkeeping (default: real clock).
-	// After a 429 no call is made until Retry-After (1s if RunPod sends none)
-	// has passed on this clock; calls fail at once with ClassRateLimited and
-	// the time left.
+	// After a 429 no call is made until Retry-After (from the RateLimit
+	// header, or 1s, if RunPod sends none) has passed on this clock; calls
+	// fail at once with ClassRateLimited and the time left.
 	Clock clock.PassiveClock
-	// ImageName is the container image of launched pods (default DefaultImageName).
-	ImageName string
-	// GPUCounts are the GPU counts to offer per type (default
-	// DefaultGPUCounts); counts above a type's maxCount are skipped.
-	GPUCounts []int
+	// Cloud is the tier offers are read from and pods are rented in
+	// (default SecureCloud). CommunityCloud hosts are run by third parties
+	// and are less reliable; choose it knowingly.
+	Cloud Cloud
 }
 
 // Adapter implements providers.Provider for RunPod. It is safe for
-// concurrent use. All three APIs go through one providers.Caller, so they
-// share RunPod's rate limit and Retry-After. It keeps no memory of what it
-// launched: Launch always creates, and the controller finds a pod by its
-// name through Instances.
+// concurrent use. It keeps no memory of what it launched: Launch always
+// creates, and the controller finds a pod by its name through Instances.
 type Adapter struct {
-	cfg       Config
-	calls     *providers.Caller
-	v1        *runpodv1.Client
-	v2        *runpodv2.Client
-	graphql   string // GraphQL endpoint URL
-	spotQuery []byte // the GraphQL request body, fixed by GPUCounts
+	cfg   Config
+	calls *providers.Caller
+	api   *runpodv2.Client
 }
 
-var _ providers.Provider = (*Adapter)(nil)
+var (
+	_ providers.Provider           = (*Adapter)(nil)
+	_ providers.BootstrapFormatter = (*Adapter)(nil)
+)
 
 // New builds an Adapter, filling in defaults.
 func New(cfg Config) (*Adapter, error) {
-	if cfg.RESTURL == "" {
-		cfg.RESTURL = DefaultRESTURL
-	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = DefaultAPIURL
 	}
-	if cfg.ImageName == "" {
-		cfg.ImageName = DefaultImageName
-	}
-	counts, err := normalizeCounts(cfg.GPUCounts)
+	cloud, err := ParseCloud(string(cfg.Cloud))
 	if err != nil {
 		return nil, err
 	}
-	cfg.GPUCounts = counts
+	cfg.Cloud = cloud
 	calls, err := providers.NewCaller(providers.CallConfig{
 		Provider:          providers.RunPod,
 		Key:               cfg.Key,
@@ -145,35 +150,20 @@ func New(cfg Config) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Adapter{
-		cfg:       cfg,
-		calls:     calls,
-		graphql:   strings.TrimSuffix(cfg.APIURL, "/") + "/graphql",
-		spotQuery: spotQuery(counts),
-	}
-	if a.v1, err = runpodv1.NewClient(cfg.RESTURL, runpodv1.WithHTTPClient(calls)); err != nil {
-		return nil, fmt.Errorf("runpod: REST v1 client: %w", err)
-	}
-	if a.v2, err = runpodv2.NewClient(cfg.APIURL, runpodv2.WithHTTPClient(calls)); err != nil {
+	api, err := runpodv2.NewClient(cfg.APIURL, runpodv2.WithHTTPClient(calls))
+	if err != nil {
 		return nil, fmt.Errorf("runpod: REST v2 client: %w", err)
 	}
-	return a, nil
-}
-
-// normalizeCounts sorts and dedupes the GPU counts to offer.
-func normalizeCounts(in []int) ([]int, error) {
-	if len(in) == 0 {
-		in = DefaultGPUCounts
-	}
-	out := slices.Clone(in)
-	for _, n := range out {
-		if n < 1 {
-			return nil, fmt.Errorf("runpod: GPU count %d is not positive", n)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
+	return &Adapter{cfg: cfg, calls: calls, api: api}, nil
 }
 
 // Name is providers.RunPod.
 func (a *Adapter) Name() string { return providers.RunPod }
+
+// Cloud is the tier the adapter offers and rents in.
+func (a *Adapter) Cloud() Cloud { return a.cfg.Cloud }
+
+// BootstrapFormats is empty: RunPod machines are containers, which run an
+// image, not user data (../shared/DESIGN.md, "The providers as they really
+// are"). The controller therefore never sends a VM request to RunPod.
+func (a *Adapter) BootstrapFormats() []providers.BootstrapFormat { return nil }

@@ -4,6 +4,7 @@
 package runpodv2
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/oapi-codegen/runtime"
 )
@@ -54,18 +56,36 @@ func (e CatalogInclude) Valid() bool {
 	}
 }
 
+// Defines values for Cloud.
+const (
+	CloudCOMMUNITY Cloud = "COMMUNITY"
+	CloudSECURE    Cloud = "SECURE"
+)
+
+// Valid indicates whether the value is a known member of the Cloud enum.
+func (e Cloud) Valid() bool {
+	switch e {
+	case CloudCOMMUNITY:
+		return true
+	case CloudSECURE:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GpuCloudFilter.
 const (
-	COMMUNITY GpuCloudFilter = "COMMUNITY"
-	SECURE    GpuCloudFilter = "SECURE"
+	GpuCloudFilterCOMMUNITY GpuCloudFilter = "COMMUNITY"
+	GpuCloudFilterSECURE    GpuCloudFilter = "SECURE"
 )
 
 // Valid indicates whether the value is a known member of the GpuCloudFilter enum.
 func (e GpuCloudFilter) Valid() bool {
 	switch e {
-	case COMMUNITY:
+	case GpuCloudFilterCOMMUNITY:
 		return true
-	case SECURE:
+	case GpuCloudFilterSECURE:
 		return true
 	default:
 		return false
@@ -87,6 +107,84 @@ func (e GpuManufacturer) Valid() bool {
 	case GpuManufacturerNVIDIA:
 		return true
 	case GpuManufacturerUNKNOWN:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PodAction.
+const (
+	Restart   PodAction = "restart"
+	Start     PodAction = "start"
+	Stop      PodAction = "stop"
+	Terminate PodAction = "terminate"
+)
+
+// Valid indicates whether the value is a known member of the PodAction enum.
+func (e PodAction) Valid() bool {
+	switch e {
+	case Restart:
+		return true
+	case Start:
+		return true
+	case Stop:
+		return true
+	case Terminate:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PodClusterRole.
+const (
+	RAYHEAD         PodClusterRole = "RAY_HEAD"
+	RAYWORKER       PodClusterRole = "RAY_WORKER"
+	SLURMCOMPUTE    PodClusterRole = "SLURM_COMPUTE"
+	SLURMCONTROLLER PodClusterRole = "SLURM_CONTROLLER"
+)
+
+// Valid indicates whether the value is a known member of the PodClusterRole enum.
+func (e PodClusterRole) Valid() bool {
+	switch e {
+	case RAYHEAD:
+		return true
+	case RAYWORKER:
+		return true
+	case SLURMCOMPUTE:
+		return true
+	case SLURMCONTROLLER:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PodStatus.
+const (
+	ERROR        PodStatus = "ERROR"
+	EXITED       PodStatus = "EXITED"
+	PROVISIONING PodStatus = "PROVISIONING"
+	RUNNING      PodStatus = "RUNNING"
+	STARTING     PodStatus = "STARTING"
+	TERMINATED   PodStatus = "TERMINATED"
+)
+
+// Valid indicates whether the value is a known member of the PodStatus enum.
+func (e PodStatus) Valid() bool {
+	switch e {
+	case ERROR:
+		return true
+	case EXITED:
+		return true
+	case PROVISIONING:
+		return true
+	case RUNNING:
+		return true
+	case STARTING:
+		return true
+	case TERMINATED:
 		return true
 	default:
 		return false
@@ -117,8 +215,212 @@ func (e Product) Valid() bool {
 // AvailabilityLevel Catalog stock availability level.
 type AvailabilityLevel string
 
+// BaseContainerConfig Container configuration universal to every containerized resource. Compose ContainerConfig instead unless the resource cannot support private registries (clusters, until the upstream input accepts a registry credential).
+type BaseContainerConfig struct {
+	// Args Arguments passed to the container entrypoint
+	Args *string `json:"args,omitempty"`
+
+	// Disk Container disk in GB (ephemeral, wiped on restart)
+	Disk *int `json:"disk,omitempty"`
+
+	// Env Environment variables as key-value pairs
+	Env *map[string]string `json:"env,omitempty"`
+
+	// Image Docker image reference
+	Image *string `json:"image,omitempty"`
+
+	// Ports Exposed ports, formatted as port/protocol
+	Ports *[]string `json:"ports,omitempty"`
+}
+
+// BaseCpuConfig defines model for BaseCpuConfig.
+type BaseCpuConfig struct {
+	// Id CPU flavor identifier, as returned by GET /v2/catalog/cpus.
+	Id string `json:"id"`
+
+	// VcpuCount Number of vCPUs. Must be valid for the selected CPU flavor and must be a power of two.
+	VcpuCount int `json:"vcpuCount"`
+}
+
 // CatalogInclude Catalog include expansion. Only AVAILABILITY is supported today; additional include values may be added in the future.
 type CatalogInclude string
+
+// Cloud Cloud tier.
+// - `SECURE`    — Runpod-owned datacenter hardware
+// - `COMMUNITY` — community-hosted hardware
+type Cloud string
+
+// ContainerConfig Reusable container configuration shared across templates, pods, and serverless endpoints. Adding a field here automatically propagates to all three resources.
+type ContainerConfig struct {
+	// Args Arguments passed to the container entrypoint
+	Args *string `json:"args,omitempty"`
+
+	// Disk Container disk in GB (ephemeral, wiped on restart)
+	Disk *int `json:"disk,omitempty"`
+
+	// Env Environment variables as key-value pairs
+	Env *map[string]string `json:"env,omitempty"`
+
+	// Image Docker image reference
+	Image *string `json:"image,omitempty"`
+
+	// Ports Exposed ports, formatted as port/protocol
+	Ports *[]string `json:"ports,omitempty"`
+
+	// Registry Container registry credential ID (for private images)
+	Registry *string `json:"registry,omitempty"`
+}
+
+// CpuConfig defines model for CpuConfig.
+type CpuConfig struct {
+	// Id CPU flavor identifier, as returned by GET /v2/catalog/cpus.
+	Id string `json:"id"`
+
+	// Memory Memory allocated to the pod in GB.
+	Memory int `json:"memory"`
+
+	// VcpuCount Number of vCPUs. Must be valid for the selected CPU flavor and must be a power of two.
+	VcpuCount int `json:"vcpuCount"`
+}
+
+// CreateCpuConfig defines model for CreateCpuConfig.
+type CreateCpuConfig = BaseCpuConfig
+
+// CreateGpuConfig GPU request for a pod create. Carries the CUDA host constraints, which
+// live here rather than at the body's top level so they are
+// unrepresentable on a CPU pod.
+type CreateGpuConfig struct {
+	// AllowedCudaVersions Acceptable CUDA versions for the host machine, as `major.minor`.
+	// Omit to accept any version. Matching is exact, so a version no
+	// machine reports yields a capacity error rather than a fallback —
+	// discover valid values per GPU type via
+	// `GET /v2/catalog/gpus?include=AVAILABILITY&product=POD`
+	// (`cudaVersions`).
+	//
+	// A non-empty set is mutually exclusive with minCudaVersion (400
+	// if both are sent). An explicit `[]` states no constraint, so it
+	// may accompany a floor.
+	AllowedCudaVersions *[]string `json:"allowedCudaVersions,omitempty"`
+
+	// Count Number of GPUs
+	Count *int `json:"count,omitempty"`
+
+	// Id GPU type identifier
+	Id string `json:"id"`
+
+	// MinCudaVersion Lowest acceptable CUDA version for the host machine, as
+	// `major.minor`, compared numerically rather than as a decimal —
+	// so 12.11 is above 12.2. Use this for an open-ended floor and
+	// allowedCudaVersions for an exact set.
+	//
+	// Mutually exclusive with a non-empty allowedCudaVersions (400 if
+	// both are sent); an explicit `[]` there states no constraint and
+	// may accompany this floor.
+	MinCudaVersion *string `json:"minCudaVersion,omitempty"`
+}
+
+// CreatePodRequest defines model for CreatePodRequest.
+type CreatePodRequest struct {
+	// Args Arguments passed to the container entrypoint
+	Args *string `json:"args,omitempty"`
+
+	// Cloud Cloud tier. Defaults to `SECURE` when omitted.
+	Cloud *Cloud           `json:"cloud,omitempty"`
+	Cpu   *CreateCpuConfig `json:"cpu,omitempty"`
+
+	// DataCenterIds Preferred data centers for placement. Omit or pass an empty
+	// array to let the scheduler choose.
+	DataCenterIds *[]string `json:"dataCenterIds,omitempty"`
+
+	// Disk Container disk in GB (ephemeral, wiped on restart)
+	Disk *int `json:"disk,omitempty"`
+
+	// Env Environment variables as key-value pairs
+	Env *map[string]string `json:"env,omitempty"`
+
+	// GlobalNetworking Enable global networking, giving the pod a private IP reachable across data centers. Requires an NVIDIA GPU and a global-networking-enabled data center (both enforced upstream). See `GET /v2/catalog/datacenters` (`globalNetwork`) for eligible data centers.
+	GlobalNetworking *bool `json:"globalNetworking,omitempty"`
+
+	// Gpu GPU request for a pod create. Carries the CUDA host constraints, which
+	// live here rather than at the body's top level so they are
+	// unrepresentable on a CPU pod.
+	Gpu *CreateGpuConfig `json:"gpu,omitempty"`
+
+	// Image Docker image reference
+	Image *string `json:"image,omitempty"`
+
+	// Mounts Storage mounts attached to a pod. At-most-one of `persistent` or
+	// `network` may be set today (mutually exclusive, enforced at the
+	// handler with 400 if both are present). The `network` field is an
+	// array for forward compatibility with eventual multi-network-volume
+	// support, but `maxItems` is 1 today.
+	//
+	// PATCH semantics:
+	// - Omitting `mounts` or sending `{}` leaves the existing mount
+	//   unchanged.
+	// - An explicit `network: []` is rejected with 400 (clearing mounts
+	//   is not supported).
+	// - Mount kind is fixed at create — a PATCH that introduces a kind
+	//   not present at create (persistent on a network pod, network on
+	//   a persistent pod, or any mount on a previously-mountless pod)
+	//   is rejected with 400.
+	// - The `volumeId` of a network mount is immutable; a PATCH that
+	//   names a different `volumeId` is rejected with 400.
+	// - Partial mounts are not supported — every mount entry must
+	//   include the full schema (`size` + `path` for persistent,
+	//   `volumeId` + `path` for network). Missing required fields → 422.
+	Mounts *Mounts `json:"mounts,omitempty"`
+	Name   string  `json:"name"`
+
+	// Ports Exposed ports, formatted as port/protocol
+	Ports *[]string `json:"ports,omitempty"`
+
+	// Registry Container registry credential ID (for private images)
+	Registry *string `json:"registry,omitempty"`
+
+	// StartJupyter Create-time flag telling the provisioner to start JupyterLab:
+	// injects a generated `JUPYTER_PASSWORD` environment variable,
+	// unless the request already sets one. Only images that honor
+	// the convention start Jupyter from it (RunPod official images
+	// do); expose `8888/http` in `ports` to reach it.
+	//
+	// Not part of the pod's readable config — never returned by
+	// GET and not changeable by PATCH.
+	StartJupyter *bool `json:"startJupyter,omitempty"`
+
+	// StartSsh Create-time flag telling the provisioner to set up SSH
+	// access: injects a `PUBLIC_KEY` environment variable carrying
+	// your account's registered SSH public keys, unless the request
+	// already sets one. **Requires registered keys** (`PUT
+	// /v2/account/ssh-keys`) — with none registered the flag does
+	// nothing and the pod has no SSH access. Only images that honor
+	// the convention start sshd from it (all RunPod official images
+	// do). Connect using the pod's `ssh` block; the `ssh.direct`
+	// variant additionally needs a `22/tcp` entry in `ports`.
+	//
+	// Not part of the pod's readable config — never returned by
+	// GET and not changeable by PATCH.
+	StartSsh *bool `json:"startSsh,omitempty"`
+
+	// TemplateId ID of a pod template to base this pod on. The template is
+	// resolved at create time into the same container settings you
+	// could otherwise spread into this body (image, args, disk,
+	// ports, env, registry, persistent mount, startSsh,
+	// startJupyter, allowedCudaVersions); explicit body fields
+	// override the template's, except `env`, which is merged per
+	// key with body values winning. Sending either CUDA field
+	// (`gpu.allowedCudaVersions` or `gpu.minCudaVersion`) replaces
+	// the template's CUDA constraint entirely, and CPU pods ignore
+	// it (like the persistent mount). The template is a one-time
+	// source of settings: later template edits do not affect the
+	// pod, and the created pod does not retain a link to the
+	// template (`template` stays null). The template may be one
+	// of your own or a public catalog template — see
+	// `GET /v2/catalog/templates` (unknown or inaccessible ID →
+	// 404) — and must not be a serverless template (→ 422). CPU
+	// pods do not inherit a template's persistent mount.
+	TemplateId *string `json:"templateId,omitempty"`
+}
 
 // CudaVersionAvailability defines model for CudaVersionAvailability.
 type CudaVersionAvailability struct {
@@ -158,6 +460,15 @@ type ErrorResponse struct {
 
 // GpuCloudFilter GPU availability cloud filter.
 type GpuCloudFilter string
+
+// GpuConfig defines model for GpuConfig.
+type GpuConfig struct {
+	// Count Number of GPUs
+	Count *int `json:"count,omitempty"`
+
+	// Id GPU type identifier
+	Id string `json:"id"`
+}
 
 // GpuManufacturer Canonical GPU hardware manufacturer.
 type GpuManufacturer string
@@ -241,6 +552,259 @@ type ListGpuTypesResponse struct {
 	Gpus []GpuType `json:"gpus"`
 }
 
+// ListPodsResponse defines model for ListPodsResponse.
+type ListPodsResponse struct {
+	Pods []Pod `json:"pods"`
+}
+
+// Mounts Storage mounts attached to a pod. At-most-one of `persistent` or
+// `network` may be set today (mutually exclusive, enforced at the
+// handler with 400 if both are present). The `network` field is an
+// array for forward compatibility with eventual multi-network-volume
+// support, but `maxItems` is 1 today.
+//
+// PATCH semantics:
+//   - Omitting `mounts` or sending `{}` leaves the existing mount
+//     unchanged.
+//   - An explicit `network: []` is rejected with 400 (clearing mounts
+//     is not supported).
+//   - Mount kind is fixed at create — a PATCH that introduces a kind
+//     not present at create (persistent on a network pod, network on
+//     a persistent pod, or any mount on a previously-mountless pod)
+//     is rejected with 400.
+//   - The `volumeId` of a network mount is immutable; a PATCH that
+//     names a different `volumeId` is rejected with 400.
+//   - Partial mounts are not supported — every mount entry must
+//     include the full schema (`size` + `path` for persistent,
+//     `volumeId` + `path` for network). Missing required fields → 422.
+type Mounts struct {
+	Network *[]NetworkMount `json:"network,omitempty"`
+
+	// Persistent Host-local persistent storage. Pinned to the pod's host machine — data
+	// does not survive a host failure. Disallowed on CPU pods. Mutually
+	// exclusive with NetworkMount. Deprecated: prefer NetworkMount for any
+	// data you cannot recreate.
+	Persistent *PersistentMount `json:"persistent,omitempty"`
+}
+
+// NetworkMount Reference to a NetworkVolume. Custom paths are honored at runtime on
+// both GPU and CPU pods. The underlying `volumeId` is immutable
+// post-create; the mount `path` may be changed via PATCH.
+type NetworkMount struct {
+	// Path Mount path inside the container. No default — must be specified explicitly.
+	Path string `json:"path"`
+
+	// VolumeId ID of an existing NetworkVolume in the same data center as the pod.
+	VolumeId string `json:"volumeId"`
+}
+
+// PersistentMount Host-local persistent storage. Pinned to the pod's host machine — data
+// does not survive a host failure. Disallowed on CPU pods. Mutually
+// exclusive with NetworkMount. Deprecated: prefer NetworkMount for any
+// data you cannot recreate.
+type PersistentMount struct {
+	// Path Mount path inside the container. May be changed via PATCH.
+	Path string `json:"path"`
+
+	// Size Host-local persistent storage in GB. Upstream enforces a 10 GB floor.
+	Size int `json:"size"`
+}
+
+// Pod defines model for Pod.
+type Pod struct {
+	// Actions Valid state transitions for the current status.
+	Actions []PodAction `json:"actions"`
+
+	// Args Arguments passed to the container entrypoint
+	Args string `json:"args"`
+
+	// Cloud Cloud tier.
+	// - `SECURE`    — Runpod-owned datacenter hardware
+	// - `COMMUNITY` — community-hosted hardware
+	Cloud Cloud `json:"cloud"`
+
+	// Cluster Cluster membership; omitted from a standalone pod. Member pods are managed through `/v2/clusters/{id}` — they are excluded from `GET /v2/pods` by default (pass `includeClusterPods=true` to include them) and cannot be modified or deleted via the pod endpoints.
+	Cluster *PodCluster `json:"cluster,omitempty"`
+
+	// Cost Current cost in USD per hour (0.0 when EXITED or TERMINATED)
+	Cost float64 `json:"cost"`
+
+	// Cpu Present for CPU pods; omitted from GPU pods.
+	Cpu       *CpuConfig `json:"cpu,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+
+	// CudaVersion CUDA version reported by the host machine. Retained while the pod is stopped — a stopped pod keeps its machine assignment and resumes onto the same host. Null means unknown or not applicable (CPU pods, or a host that has not reported one), not that CUDA is absent.
+	CudaVersion *string `json:"cudaVersion"`
+
+	// DataCenterId Data center where the pod is running (assigned by scheduler)
+	DataCenterId *string `json:"dataCenterId"`
+
+	// Disk Container disk in GB (ephemeral, wiped on restart)
+	Disk int `json:"disk"`
+
+	// Env Environment variables as key-value pairs
+	Env              map[string]string   `json:"env"`
+	GlobalNetworking PodGlobalNetworking `json:"globalNetworking"`
+
+	// Gpu Present for GPU pods; omitted from CPU pods.
+	Gpu *GpuConfig `json:"gpu,omitempty"`
+	Id  string     `json:"id"`
+
+	// Image Docker image reference
+	Image string `json:"image"`
+
+	// Locked Whether the pod is locked (prevents stopping or resetting)
+	Locked bool `json:"locked"`
+
+	// Mounts Storage mounts attached to a pod. At-most-one of `persistent` or
+	// `network` may be set today (mutually exclusive, enforced at the
+	// handler with 400 if both are present). The `network` field is an
+	// array for forward compatibility with eventual multi-network-volume
+	// support, but `maxItems` is 1 today.
+	//
+	// PATCH semantics:
+	// - Omitting `mounts` or sending `{}` leaves the existing mount
+	//   unchanged.
+	// - An explicit `network: []` is rejected with 400 (clearing mounts
+	//   is not supported).
+	// - Mount kind is fixed at create — a PATCH that introduces a kind
+	//   not present at create (persistent on a network pod, network on
+	//   a persistent pod, or any mount on a previously-mountless pod)
+	//   is rejected with 400.
+	// - The `volumeId` of a network mount is immutable; a PATCH that
+	//   names a different `volumeId` is rejected with 400.
+	// - Partial mounts are not supported — every mount entry must
+	//   include the full schema (`size` + `path` for persistent,
+	//   `volumeId` + `path` for network). Missing required fields → 422.
+	Mounts Mounts `json:"mounts"`
+	Name   string `json:"name"`
+
+	// Ports Exposed ports, formatted as port/protocol
+	Ports []string `json:"ports"`
+
+	// Registry Container registry credential ID (for private images)
+	Registry *string `json:"registry"`
+
+	// Runtime Live utilization metrics for a running pod.
+	Runtime PodRuntime `json:"runtime"`
+
+	// Ssh SSH connection details, via the Runpod proxy or directly to the pod's published `22/tcp` port.
+	Ssh       PodSsh     `json:"ssh"`
+	StartedAt *time.Time `json:"startedAt"`
+
+	// Status Lifecycle status of a pod.
+	// - `PROVISIONING` — pod is being allocated
+	// - `STARTING`     — container is starting
+	// - `RUNNING`      — container is healthy
+	// - `EXITED`       — container exited (stopped)
+	// - `ERROR`        — container is in an unrecoverable error state
+	// - `TERMINATED`   — pod has been permanently deleted
+	Status PodStatus `json:"status"`
+
+	// Template ID of the template this pod was created from
+	Template *string `json:"template"`
+}
+
+// PodAction State transition to trigger on a pod.
+type PodAction string
+
+// PodActionRequest defines model for PodActionRequest.
+type PodActionRequest struct {
+	// Action State transition to trigger on a pod.
+	Action PodAction `json:"action"`
+}
+
+// PodCluster A pod's membership in a cluster.
+type PodCluster struct {
+	// Id ID of the cluster this pod belongs to.
+	Id string `json:"id"`
+
+	// Ip The pod's address on the cluster's private overlay network; omitted until the address is assigned.
+	Ip *string `json:"ip,omitempty"`
+
+	// Rank The pod's node rank within the cluster (NODE_RANK), or null until the index is assigned during provisioning. Rank 0 is the cluster's entry node (`Cluster.primary`); for SLURM it is the controller.
+	Rank *int `json:"rank"`
+
+	// Role SLURM or RAY role; omitted for TRAINING/APPLICATION clusters, which do not assign roles.
+	Role *PodClusterRole `json:"role,omitempty"`
+}
+
+// PodClusterRole A cluster member's role. Assigned for SLURM and RAY clusters; omitted for TRAINING/APPLICATION members.
+type PodClusterRole string
+
+// PodGlobalNetworking defines model for PodGlobalNetworking.
+type PodGlobalNetworking struct {
+	// Enabled Whether global networking is enabled, giving the pod a private IP reachable across data centers. Derived from whether the pod has an assigned global-network address.
+	Enabled bool `json:"enabled"`
+
+	// InternalDns Internal DNS name (`<podId>.runpod.internal`), reachable from other globally-networked pods in the same account. Present only when enabled.
+	InternalDns *string `json:"internalDns,omitempty"`
+
+	// Ip The pod's assigned global-networking IP. Present only when enabled.
+	Ip *string `json:"ip,omitempty"`
+}
+
+// PodGpuUtilization Per-GPU utilization metrics.
+type PodGpuUtilization struct {
+	MemoryUtil *int `json:"memoryUtil,omitempty"`
+	Util       *int `json:"util,omitempty"`
+}
+
+// PodRuntime Live utilization metrics for a running pod.
+type PodRuntime struct {
+	// Cpu Single-value utilization percentage (0–100). Shared by `cpu` and `memory`.
+	Cpu  *Utilization         `json:"cpu,omitempty"`
+	Gpus *[]PodGpuUtilization `json:"gpus,omitempty"`
+
+	// Memory Single-value utilization percentage (0–100). Shared by `cpu` and `memory`.
+	Memory *Utilization      `json:"memory,omitempty"`
+	Ports  *[]PodRuntimePort `json:"ports,omitempty"`
+
+	// Uptime Seconds since the container started
+	Uptime *int `json:"uptime,omitempty"`
+}
+
+// PodRuntimePort Live port mapping for a running pod.
+type PodRuntimePort struct {
+	Ip      *string `json:"ip,omitempty"`
+	Private *int    `json:"private,omitempty"`
+	Public  *int    `json:"public,omitempty"`
+	Type    *string `json:"type,omitempty"`
+}
+
+// PodSsh How to connect to this pod over SSH. Both variants authenticate with the account's registered SSH public keys (`PUT /v2/account/ssh-keys`), which reach the pod only if it was created with `startSsh` — a pod created without it has no SSH access regardless of what this block reports.
+type PodSsh struct {
+	// Direct One way to reach the pod over SSH, as both its parts and a ready-to-run invocation.
+	Direct PodSshEndpoint `json:"direct"`
+
+	// Proxy One way to reach the pod over SSH, as both its parts and a ready-to-run invocation.
+	Proxy PodSshEndpoint `json:"proxy"`
+}
+
+// PodSshEndpoint One way to reach the pod over SSH, as both its parts and a ready-to-run invocation.
+type PodSshEndpoint struct {
+	// Command The equivalent `ssh` invocation, ready to run. Add `-i <path>` if the matching private key is not one of your default identities, and `-o StrictHostKeyChecking=no` to skip the host-key prompt on short-lived pods.
+	Command string `json:"command"`
+
+	// Host Hostname or IP to connect to.
+	Host string `json:"host"`
+
+	// Port TCP port to connect to.
+	Port int `json:"port"`
+
+	// Username SSH username. For the proxy this is an opaque routing token, not a user account on the pod.
+	Username string `json:"username"`
+}
+
+// PodStatus Lifecycle status of a pod.
+// - `PROVISIONING` — pod is being allocated
+// - `STARTING`     — container is starting
+// - `RUNNING`      — container is healthy
+// - `EXITED`       — container exited (stopped)
+// - `ERROR`        — container is in an unrecoverable error state
+// - `TERMINATED`   — pod has been permanently deleted
+type PodStatus string
+
 // Product Catalog product availability context. Availability is product-specific, so this is required whenever availability is requested.
 type Product string
 
@@ -261,6 +825,11 @@ type RateLimitHeader = string
 // Returned on responses to authenticated requests, not only on 429s.
 type RateLimitPolicyHeader = string
 
+// Utilization Single-value utilization percentage (0–100). Shared by `cpu` and `memory`.
+type Utilization struct {
+	Util *int `json:"util,omitempty"`
+}
+
 // CatalogIncludeParam defines model for CatalogIncludeParam.
 type CatalogIncludeParam = []CatalogInclude
 
@@ -279,14 +848,23 @@ type GpuProductFilter = []Product
 // MinCudaVersionFilter defines model for MinCudaVersionFilter.
 type MinCudaVersionFilter = string
 
+// BadRequestError defines model for BadRequestError.
+type BadRequestError = ErrorResponse
+
 // ForbiddenError defines model for ForbiddenError.
 type ForbiddenError = ErrorResponse
+
+// NotFoundError defines model for NotFoundError.
+type NotFoundError = ErrorResponse
 
 // TooManyRequestsError defines model for TooManyRequestsError.
 type TooManyRequestsError = ErrorResponse
 
 // UnauthorizedError defines model for UnauthorizedError.
 type UnauthorizedError = ErrorResponse
+
+// UnprocessableEntityError defines model for UnprocessableEntityError.
+type UnprocessableEntityError = ErrorResponse
 
 // ListGpuTypesParams defines parameters for ListGpuTypes.
 type ListGpuTypesParams struct {
@@ -311,6 +889,18 @@ type ListGpuTypesParams struct {
 	// MinCudaVersion Lowest acceptable CUDA version to scope availability and lowest-price calculations to, compared numerically. Format: integer major or major.minor, e.g. 12 or 12.1 — unlike the `gpu.minCudaVersion` body field on pod and endpoint create, a bare major is accepted here and means any release of that major, because this filter only widens a read. Valid only with include=AVAILABILITY (400 otherwise) and mutually exclusive with cudaVersions (400 if both are sent); a malformed value is a 422. Use this for an open-ended floor and cudaVersions for an exact set.
 	MinCudaVersion *MinCudaVersionFilter `form:"minCudaVersion,omitempty" json:"minCudaVersion,omitempty"`
 }
+
+// ListPodsParams defines parameters for ListPods.
+type ListPodsParams struct {
+	// IncludeClusterPods Include cluster member pods in the result. Defaults to false.
+	IncludeClusterPods *bool `form:"includeClusterPods,omitempty" json:"includeClusterPods,omitempty"`
+}
+
+// CreatePodJSONRequestBody defines body for CreatePod for application/json ContentType.
+type CreatePodJSONRequestBody = CreatePodRequest
+
+// PodActionJSONRequestBody defines body for PodAction for application/json ContentType.
+type PodActionJSONRequestBody = PodActionRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -392,6 +982,234 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v2/catalog/gpus (the `ListGpuTypes` operationId).
 	ListGpuTypes(ctx context.Context, params *ListGpuTypesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListPods List pods
+	//
+	// Returns pods owned by the authenticated user. Cluster member
+	// pods are excluded by default; set `includeClusterPods=true` to include
+	// them (each carries a non-null `cluster` membership block).
+	//
+	// Corresponds with GET /v2/pods (the `ListPods` operationId).
+	ListPods(ctx context.Context, params *ListPodsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePodWithBody Create a pod
+	//
+	// Creates a new pod. `name` is always required; supply exactly one of
+	// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+	// settings come from the body, from a template referenced by
+	// `templateId` (body fields override the template's), or both; `image`
+	// is required unless `templateId` is set. See `CreatePodRequest` for
+	// the full body.
+	//
+	// Returns `201` with the created pod. Provisioning is asynchronous: the
+	// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+	// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+	// watch the pod's `status`) to observe readiness rather than assuming
+	// the pod is running when this call returns.
+	//
+	// ## Checking what you can deploy
+	//
+	// This endpoint places one specific GPU type. It does not search for
+	// capacity, and it does not fall back to a different GPU. To find out
+	// what is deployable before you call it, read the catalog:
+	//
+	// - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+	//   — GPU types with pricing, per-cloud ceilings, and, with
+	//   `include=AVAILABILITY&product=POD`, current pod stock.
+	// - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+	//   — locations, with `include=GPU_AVAILABILITY` for stock per data
+	//   center.
+	//
+	// Both accept filters that combine, so you can narrow by location and by
+	// compute in one request — for example
+	// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+	// returns only European data centers, each carrying the GPU types
+	// currently available there.
+	//
+	// ## Deploying under region and GPU constraints
+	//
+	// If you need a particular GPU in a particular geography, the working
+	// pattern is read-then-create: narrow the catalog to an acceptable
+	// (data center, GPU) set, then call this endpoint once per candidate in
+	// your order of preference until one returns `201`. The runnable sample
+	// alongside this operation does exactly that.
+	//
+	// Availability can change between the catalog read and the create call,
+	// so treat the catalog as a way to order your candidates, not as a
+	// reservation — a create can still fail for capacity on a GPU the
+	// catalog just reported as available.
+	//
+	// Which failures are worth retrying:
+	//
+	// | Status | Meaning | Do |
+	// | --- | --- | --- |
+	// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+	// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+	// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+	// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+	// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+	// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+	//
+	// `400` covers both "your request breaks a rule" and "no capacity",
+	// because capacity exhaustion currently carries no machine-readable code
+	// of its own — only a human-readable `detail`. A rule violation is
+	// deterministic, so it fails identically on every candidate: if *every*
+	// candidate returns `400`, read the last `detail` as a problem with the
+	// request rather than as absent capacity.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+	CreatePodWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreatePod Create a pod
+	//
+	// Creates a new pod. `name` is always required; supply exactly one of
+	// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+	// settings come from the body, from a template referenced by
+	// `templateId` (body fields override the template's), or both; `image`
+	// is required unless `templateId` is set. See `CreatePodRequest` for
+	// the full body.
+	//
+	// Returns `201` with the created pod. Provisioning is asynchronous: the
+	// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+	// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+	// watch the pod's `status`) to observe readiness rather than assuming
+	// the pod is running when this call returns.
+	//
+	// ## Checking what you can deploy
+	//
+	// This endpoint places one specific GPU type. It does not search for
+	// capacity, and it does not fall back to a different GPU. To find out
+	// what is deployable before you call it, read the catalog:
+	//
+	// - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+	//   — GPU types with pricing, per-cloud ceilings, and, with
+	//   `include=AVAILABILITY&product=POD`, current pod stock.
+	// - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+	//   — locations, with `include=GPU_AVAILABILITY` for stock per data
+	//   center.
+	//
+	// Both accept filters that combine, so you can narrow by location and by
+	// compute in one request — for example
+	// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+	// returns only European data centers, each carrying the GPU types
+	// currently available there.
+	//
+	// ## Deploying under region and GPU constraints
+	//
+	// If you need a particular GPU in a particular geography, the working
+	// pattern is read-then-create: narrow the catalog to an acceptable
+	// (data center, GPU) set, then call this endpoint once per candidate in
+	// your order of preference until one returns `201`. The runnable sample
+	// alongside this operation does exactly that.
+	//
+	// Availability can change between the catalog read and the create call,
+	// so treat the catalog as a way to order your candidates, not as a
+	// reservation — a create can still fail for capacity on a GPU the
+	// catalog just reported as available.
+	//
+	// Which failures are worth retrying:
+	//
+	// | Status | Meaning | Do |
+	// | --- | --- | --- |
+	// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+	// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+	// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+	// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+	// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+	// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+	//
+	// `400` covers both "your request breaks a rule" and "no capacity",
+	// because capacity exhaustion currently carries no machine-readable code
+	// of its own — only a human-readable `detail`. A rule violation is
+	// deterministic, so it fails identically on every candidate: if *every*
+	// candidate returns `400`, read the last `detail` as a problem with the
+	// request rather than as absent capacity.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+	CreatePod(ctx context.Context, body CreatePodJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeletePod Terminate a pod
+	//
+	// Permanently terminates and deletes a pod. This is irreversible:
+	// compute is released, any `mounts.persistent` host-local storage is
+	// destroyed with it (a `mounts.network` volume is only detached — the
+	// volume itself is not deleted), and the pod no longer appears in
+	// `listPods`.
+	//
+	// Pods that belong to a Cluster cannot be terminated here — delete the
+	// cluster via `DELETE /v2/clusters/{id}`.
+	//
+	// Corresponds with DELETE /v2/pods/{id} (the `DeletePod` operationId).
+	DeletePod(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetPod Get a pod
+	//
+	// Returns a single pod by ID.
+	//
+	// Corresponds with GET /v2/pods/{id} (the `GetPod` operationId).
+	GetPod(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PodActionWithBody Trigger a pod state transition
+	//
+	// Triggers a state transition on a pod. Send a JSON body with a single
+	// `action` field, e.g. `{ "action": "stop" }`.
+	//
+	// Valid actions:
+	// - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+	//   `RUNNING`.
+	// - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+	//   compute while keeping its disk. The pod moves to `EXITED`.
+	// - `restart`   — restart a `RUNNING` pod's container in place.
+	// - `terminate` — permanently delete the pod and release its resources
+	//   (equivalent to `deletePod`).
+	//
+	// Which actions are valid depends on the pod's current status, and the
+	// currently permitted set is published in the pod's `actions` field:
+	// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+	// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+	// `stop`/`terminate`.
+	//
+	// `start`, `stop`, and `restart` return `200` with the updated pod.
+	// `terminate` returns `204` with no body. Requesting an action that is
+	// not valid for the pod's current status returns `409`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+	PodActionWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PodAction Trigger a pod state transition
+	//
+	// Triggers a state transition on a pod. Send a JSON body with a single
+	// `action` field, e.g. `{ "action": "stop" }`.
+	//
+	// Valid actions:
+	// - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+	//   `RUNNING`.
+	// - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+	//   compute while keeping its disk. The pod moves to `EXITED`.
+	// - `restart`   — restart a `RUNNING` pod's container in place.
+	// - `terminate` — permanently delete the pod and release its resources
+	//   (equivalent to `deletePod`).
+	//
+	// Which actions are valid depends on the pod's current status, and the
+	// currently permitted set is published in the pod's `actions` field:
+	// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+	// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+	// `stop`/`terminate`.
+	//
+	// `start`, `stop`, and `restart` return `200` with the updated pod.
+	// `terminate` returns `204` with no body. Requesting an action that is
+	// not valid for the pod's current status returns `409`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+	PodAction(ctx context.Context, id string, body PodActionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // ListGpuTypes List GPU types
@@ -401,6 +1219,304 @@ type ClientInterface interface {
 // Corresponds with GET /v2/catalog/gpus (the `ListGpuTypes` operationId).
 func (c *Client) ListGpuTypes(ctx context.Context, params *ListGpuTypesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListGpuTypesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListPods List pods
+//
+// Returns pods owned by the authenticated user. Cluster member
+// pods are excluded by default; set `includeClusterPods=true` to include
+// them (each carries a non-null `cluster` membership block).
+//
+// Corresponds with GET /v2/pods (the `ListPods` operationId).
+func (c *Client) ListPods(ctx context.Context, params *ListPodsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListPodsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePodWithBody Create a pod
+//
+// Creates a new pod. `name` is always required; supply exactly one of
+// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+// settings come from the body, from a template referenced by
+// `templateId` (body fields override the template's), or both; `image`
+// is required unless `templateId` is set. See `CreatePodRequest` for
+// the full body.
+//
+// Returns `201` with the created pod. Provisioning is asynchronous: the
+// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+// watch the pod's `status`) to observe readiness rather than assuming
+// the pod is running when this call returns.
+//
+// ## Checking what you can deploy
+//
+// This endpoint places one specific GPU type. It does not search for
+// capacity, and it does not fall back to a different GPU. To find out
+// what is deployable before you call it, read the catalog:
+//
+//   - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+//     — GPU types with pricing, per-cloud ceilings, and, with
+//     `include=AVAILABILITY&product=POD`, current pod stock.
+//   - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+//     — locations, with `include=GPU_AVAILABILITY` for stock per data
+//     center.
+//
+// Both accept filters that combine, so you can narrow by location and by
+// compute in one request — for example
+// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+// returns only European data centers, each carrying the GPU types
+// currently available there.
+//
+// ## Deploying under region and GPU constraints
+//
+// If you need a particular GPU in a particular geography, the working
+// pattern is read-then-create: narrow the catalog to an acceptable
+// (data center, GPU) set, then call this endpoint once per candidate in
+// your order of preference until one returns `201`. The runnable sample
+// alongside this operation does exactly that.
+//
+// Availability can change between the catalog read and the create call,
+// so treat the catalog as a way to order your candidates, not as a
+// reservation — a create can still fail for capacity on a GPU the
+// catalog just reported as available.
+//
+// Which failures are worth retrying:
+//
+// | Status | Meaning | Do |
+// | --- | --- | --- |
+// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+//
+// `400` covers both "your request breaks a rule" and "no capacity",
+// because capacity exhaustion currently carries no machine-readable code
+// of its own — only a human-readable `detail`. A rule violation is
+// deterministic, so it fails identically on every candidate: if *every*
+// candidate returns `400`, read the last `detail` as a problem with the
+// request rather than as absent capacity.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+func (c *Client) CreatePodWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePodRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreatePod Create a pod
+//
+// Creates a new pod. `name` is always required; supply exactly one of
+// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+// settings come from the body, from a template referenced by
+// `templateId` (body fields override the template's), or both; `image`
+// is required unless `templateId` is set. See `CreatePodRequest` for
+// the full body.
+//
+// Returns `201` with the created pod. Provisioning is asynchronous: the
+// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+// watch the pod's `status`) to observe readiness rather than assuming
+// the pod is running when this call returns.
+//
+// ## Checking what you can deploy
+//
+// This endpoint places one specific GPU type. It does not search for
+// capacity, and it does not fall back to a different GPU. To find out
+// what is deployable before you call it, read the catalog:
+//
+//   - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+//     — GPU types with pricing, per-cloud ceilings, and, with
+//     `include=AVAILABILITY&product=POD`, current pod stock.
+//   - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+//     — locations, with `include=GPU_AVAILABILITY` for stock per data
+//     center.
+//
+// Both accept filters that combine, so you can narrow by location and by
+// compute in one request — for example
+// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+// returns only European data centers, each carrying the GPU types
+// currently available there.
+//
+// ## Deploying under region and GPU constraints
+//
+// If you need a particular GPU in a particular geography, the working
+// pattern is read-then-create: narrow the catalog to an acceptable
+// (data center, GPU) set, then call this endpoint once per candidate in
+// your order of preference until one returns `201`. The runnable sample
+// alongside this operation does exactly that.
+//
+// Availability can change between the catalog read and the create call,
+// so treat the catalog as a way to order your candidates, not as a
+// reservation — a create can still fail for capacity on a GPU the
+// catalog just reported as available.
+//
+// Which failures are worth retrying:
+//
+// | Status | Meaning | Do |
+// | --- | --- | --- |
+// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+//
+// `400` covers both "your request breaks a rule" and "no capacity",
+// because capacity exhaustion currently carries no machine-readable code
+// of its own — only a human-readable `detail`. A rule violation is
+// deterministic, so it fails identically on every candidate: if *every*
+// candidate returns `400`, read the last `detail` as a problem with the
+// request rather than as absent capacity.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+func (c *Client) CreatePod(ctx context.Context, body CreatePodJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreatePodRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeletePod Terminate a pod
+//
+// Permanently terminates and deletes a pod. This is irreversible:
+// compute is released, any `mounts.persistent` host-local storage is
+// destroyed with it (a `mounts.network` volume is only detached — the
+// volume itself is not deleted), and the pod no longer appears in
+// `listPods`.
+//
+// Pods that belong to a Cluster cannot be terminated here — delete the
+// cluster via `DELETE /v2/clusters/{id}`.
+//
+// Corresponds with DELETE /v2/pods/{id} (the `DeletePod` operationId).
+func (c *Client) DeletePod(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeletePodRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPod Get a pod
+//
+// Returns a single pod by ID.
+//
+// Corresponds with GET /v2/pods/{id} (the `GetPod` operationId).
+func (c *Client) GetPod(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPodRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PodActionWithBody Trigger a pod state transition
+//
+// Triggers a state transition on a pod. Send a JSON body with a single
+// `action` field, e.g. `{ "action": "stop" }`.
+//
+// Valid actions:
+//   - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+//     `RUNNING`.
+//   - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+//     compute while keeping its disk. The pod moves to `EXITED`.
+//   - `restart`   — restart a `RUNNING` pod's container in place.
+//   - `terminate` — permanently delete the pod and release its resources
+//     (equivalent to `deletePod`).
+//
+// Which actions are valid depends on the pod's current status, and the
+// currently permitted set is published in the pod's `actions` field:
+// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+// `stop`/`terminate`.
+//
+// `start`, `stop`, and `restart` return `200` with the updated pod.
+// `terminate` returns `204` with no body. Requesting an action that is
+// not valid for the pod's current status returns `409`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+func (c *Client) PodActionWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPodActionRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PodAction Trigger a pod state transition
+//
+// Triggers a state transition on a pod. Send a JSON body with a single
+// `action` field, e.g. `{ "action": "stop" }`.
+//
+// Valid actions:
+//   - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+//     `RUNNING`.
+//   - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+//     compute while keeping its disk. The pod moves to `EXITED`.
+//   - `restart`   — restart a `RUNNING` pod's container in place.
+//   - `terminate` — permanently delete the pod and release its resources
+//     (equivalent to `deletePod`).
+//
+// Which actions are valid depends on the pod's current status, and the
+// currently permitted set is published in the pod's `actions` field:
+// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+// `stop`/`terminate`.
+//
+// `start`, `stop`, and `restart` return `200` with the updated pod.
+// `terminate` returns `204` with no body. Requesting an action that is
+// not valid for the pod's current status returns `409`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+func (c *Client) PodAction(ctx context.Context, id string, body PodActionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPodActionRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -537,6 +1653,215 @@ func NewListGpuTypesRequest(server string, params *ListGpuTypesParams) (*http.Re
 	return req, nil
 }
 
+// NewListPodsRequest constructs an http.Request for the ListPods method
+func NewListPodsRequest(server string, params *ListPodsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v2/pods")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.IncludeClusterPods != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "includeClusterPods", *params.IncludeClusterPods, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreatePodRequest calls the generic CreatePod builder with application/json body
+func NewCreatePodRequest(server string, body CreatePodJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreatePodRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCreatePodRequestWithBody constructs an http.Request for the CreatePod method, with any body, and a specified content type
+func NewCreatePodRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v2/pods")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeletePodRequest constructs an http.Request for the DeletePod method
+func NewDeletePodRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v2/pods/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetPodRequest constructs an http.Request for the GetPod method
+func NewGetPodRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v2/pods/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPodActionRequest calls the generic PodAction builder with application/json body
+func NewPodActionRequest(server string, id string, body PodActionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPodActionRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPodActionRequestWithBody constructs an http.Request for the PodAction method, with any body, and a specified content type
+func NewPodActionRequestWithBody(server string, id string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v2/pods/%s/action", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -589,6 +1914,240 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v2/catalog/gpus (the `ListGpuTypes` operationId).
 	ListGpuTypesWithResponse(ctx context.Context, params *ListGpuTypesParams, reqEditors ...RequestEditorFn) (*ListGpuTypesResult, error)
+
+	// ListPodsWithResponse List pods
+	//
+	// Returns pods owned by the authenticated user. Cluster member
+	// pods are excluded by default; set `includeClusterPods=true` to include
+	// them (each carries a non-null `cluster` membership block).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v2/pods (the `ListPods` operationId).
+	ListPodsWithResponse(ctx context.Context, params *ListPodsParams, reqEditors ...RequestEditorFn) (*ListPodsResult, error)
+
+	// CreatePodWithBodyWithResponse Create a pod
+	//
+	// Creates a new pod. `name` is always required; supply exactly one of
+	// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+	// settings come from the body, from a template referenced by
+	// `templateId` (body fields override the template's), or both; `image`
+	// is required unless `templateId` is set. See `CreatePodRequest` for
+	// the full body.
+	//
+	// Returns `201` with the created pod. Provisioning is asynchronous: the
+	// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+	// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+	// watch the pod's `status`) to observe readiness rather than assuming
+	// the pod is running when this call returns.
+	//
+	// ## Checking what you can deploy
+	//
+	// This endpoint places one specific GPU type. It does not search for
+	// capacity, and it does not fall back to a different GPU. To find out
+	// what is deployable before you call it, read the catalog:
+	//
+	// - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+	//   — GPU types with pricing, per-cloud ceilings, and, with
+	//   `include=AVAILABILITY&product=POD`, current pod stock.
+	// - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+	//   — locations, with `include=GPU_AVAILABILITY` for stock per data
+	//   center.
+	//
+	// Both accept filters that combine, so you can narrow by location and by
+	// compute in one request — for example
+	// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+	// returns only European data centers, each carrying the GPU types
+	// currently available there.
+	//
+	// ## Deploying under region and GPU constraints
+	//
+	// If you need a particular GPU in a particular geography, the working
+	// pattern is read-then-create: narrow the catalog to an acceptable
+	// (data center, GPU) set, then call this endpoint once per candidate in
+	// your order of preference until one returns `201`. The runnable sample
+	// alongside this operation does exactly that.
+	//
+	// Availability can change between the catalog read and the create call,
+	// so treat the catalog as a way to order your candidates, not as a
+	// reservation — a create can still fail for capacity on a GPU the
+	// catalog just reported as available.
+	//
+	// Which failures are worth retrying:
+	//
+	// | Status | Meaning | Do |
+	// | --- | --- | --- |
+	// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+	// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+	// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+	// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+	// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+	// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+	//
+	// `400` covers both "your request breaks a rule" and "no capacity",
+	// because capacity exhaustion currently carries no machine-readable code
+	// of its own — only a human-readable `detail`. A rule violation is
+	// deterministic, so it fails identically on every candidate: if *every*
+	// candidate returns `400`, read the last `detail` as a problem with the
+	// request rather than as absent capacity.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+	CreatePodWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePodResult, error)
+
+	// CreatePodWithResponse Create a pod
+	//
+	// Creates a new pod. `name` is always required; supply exactly one of
+	// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+	// settings come from the body, from a template referenced by
+	// `templateId` (body fields override the template's), or both; `image`
+	// is required unless `templateId` is set. See `CreatePodRequest` for
+	// the full body.
+	//
+	// Returns `201` with the created pod. Provisioning is asynchronous: the
+	// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+	// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+	// watch the pod's `status`) to observe readiness rather than assuming
+	// the pod is running when this call returns.
+	//
+	// ## Checking what you can deploy
+	//
+	// This endpoint places one specific GPU type. It does not search for
+	// capacity, and it does not fall back to a different GPU. To find out
+	// what is deployable before you call it, read the catalog:
+	//
+	// - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+	//   — GPU types with pricing, per-cloud ceilings, and, with
+	//   `include=AVAILABILITY&product=POD`, current pod stock.
+	// - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+	//   — locations, with `include=GPU_AVAILABILITY` for stock per data
+	//   center.
+	//
+	// Both accept filters that combine, so you can narrow by location and by
+	// compute in one request — for example
+	// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+	// returns only European data centers, each carrying the GPU types
+	// currently available there.
+	//
+	// ## Deploying under region and GPU constraints
+	//
+	// If you need a particular GPU in a particular geography, the working
+	// pattern is read-then-create: narrow the catalog to an acceptable
+	// (data center, GPU) set, then call this endpoint once per candidate in
+	// your order of preference until one returns `201`. The runnable sample
+	// alongside this operation does exactly that.
+	//
+	// Availability can change between the catalog read and the create call,
+	// so treat the catalog as a way to order your candidates, not as a
+	// reservation — a create can still fail for capacity on a GPU the
+	// catalog just reported as available.
+	//
+	// Which failures are worth retrying:
+	//
+	// | Status | Meaning | Do |
+	// | --- | --- | --- |
+	// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+	// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+	// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+	// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+	// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+	// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+	//
+	// `400` covers both "your request breaks a rule" and "no capacity",
+	// because capacity exhaustion currently carries no machine-readable code
+	// of its own — only a human-readable `detail`. A rule violation is
+	// deterministic, so it fails identically on every candidate: if *every*
+	// candidate returns `400`, read the last `detail` as a problem with the
+	// request rather than as absent capacity.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+	CreatePodWithResponse(ctx context.Context, body CreatePodJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePodResult, error)
+
+	// DeletePodWithResponse Terminate a pod
+	//
+	// Permanently terminates and deletes a pod. This is irreversible:
+	// compute is released, any `mounts.persistent` host-local storage is
+	// destroyed with it (a `mounts.network` volume is only detached — the
+	// volume itself is not deleted), and the pod no longer appears in
+	// `listPods`.
+	//
+	// Pods that belong to a Cluster cannot be terminated here — delete the
+	// cluster via `DELETE /v2/clusters/{id}`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v2/pods/{id} (the `DeletePod` operationId).
+	DeletePodWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*DeletePodResult, error)
+
+	// GetPodWithResponse Get a pod
+	//
+	// Returns a single pod by ID.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v2/pods/{id} (the `GetPod` operationId).
+	GetPodWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetPodResult, error)
+
+	// PodActionWithBodyWithResponse Trigger a pod state transition
+	//
+	// Triggers a state transition on a pod. Send a JSON body with a single
+	// `action` field, e.g. `{ "action": "stop" }`.
+	//
+	// Valid actions:
+	// - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+	//   `RUNNING`.
+	// - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+	//   compute while keeping its disk. The pod moves to `EXITED`.
+	// - `restart`   — restart a `RUNNING` pod's container in place.
+	// - `terminate` — permanently delete the pod and release its resources
+	//   (equivalent to `deletePod`).
+	//
+	// Which actions are valid depends on the pod's current status, and the
+	// currently permitted set is published in the pod's `actions` field:
+	// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+	// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+	// `stop`/`terminate`.
+	//
+	// `start`, `stop`, and `restart` return `200` with the updated pod.
+	// `terminate` returns `204` with no body. Requesting an action that is
+	// not valid for the pod's current status returns `409`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+	PodActionWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PodActionResult, error)
+
+	// PodActionWithResponse Trigger a pod state transition
+	//
+	// Triggers a state transition on a pod. Send a JSON body with a single
+	// `action` field, e.g. `{ "action": "stop" }`.
+	//
+	// Valid actions:
+	// - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+	//   `RUNNING`.
+	// - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+	//   compute while keeping its disk. The pod moves to `EXITED`.
+	// - `restart`   — restart a `RUNNING` pod's container in place.
+	// - `terminate` — permanently delete the pod and release its resources
+	//   (equivalent to `deletePod`).
+	//
+	// Which actions are valid depends on the pod's current status, and the
+	// currently permitted set is published in the pod's `actions` field:
+	// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+	// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+	// `stop`/`terminate`.
+	//
+	// `start`, `stop`, and `restart` return `200` with the updated pod.
+	// `terminate` returns `204` with no body. Requesting an action that is
+	// not valid for the pod's current status returns `409`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+	PodActionWithResponse(ctx context.Context, id string, body PodActionJSONRequestBody, reqEditors ...RequestEditorFn) (*PodActionResult, error)
 }
 
 // ListGpuTypesResult200Headers the declared response headers of an HTTP 200 response for ListGpuTypes
@@ -693,6 +2252,659 @@ func (r ListGpuTypesResult) ContentType() string {
 	return ""
 }
 
+// ListPodsResult200Headers the declared response headers of an HTTP 200 response for ListPods
+type ListPodsResult200Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// ListPodsResult403Headers the declared response headers of an HTTP 403 response for ListPods
+type ListPodsResult403Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// ListPodsResult429Headers the declared response headers of an HTTP 429 response for ListPods
+type ListPodsResult429Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+	RetryAfter      *int
+}
+
+// ListPodsResultDefaultHeaders the declared response headers of an HTTP default response for ListPods
+type ListPodsResultDefaultHeaders struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+type ListPodsResult struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ListPodsResponse
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *UnauthorizedError
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *ForbiddenError
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequestsError
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorResponse
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListPodsResult200Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListPodsResult403Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListPodsResult429Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *ListPodsResultDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListPodsResult) GetJSON200() *ListPodsResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListPodsResult) GetApplicationproblemJSON401() *UnauthorizedError {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListPodsResult) GetApplicationproblemJSON403() *ForbiddenError {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListPodsResult) GetApplicationproblemJSON429() *TooManyRequestsError {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListPodsResult) GetApplicationproblemJSONDefault() *ErrorResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListPodsResult) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListPodsResult) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListPodsResult) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListPodsResult) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreatePodResult201Headers the declared response headers of an HTTP 201 response for CreatePod
+type CreatePodResult201Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// CreatePodResult400Headers the declared response headers of an HTTP 400 response for CreatePod
+type CreatePodResult400Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// CreatePodResult403Headers the declared response headers of an HTTP 403 response for CreatePod
+type CreatePodResult403Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// CreatePodResult404Headers the declared response headers of an HTTP 404 response for CreatePod
+type CreatePodResult404Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// CreatePodResult422Headers the declared response headers of an HTTP 422 response for CreatePod
+type CreatePodResult422Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// CreatePodResult429Headers the declared response headers of an HTTP 429 response for CreatePod
+type CreatePodResult429Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+	RetryAfter      *int
+}
+
+// CreatePodResultDefaultHeaders the declared response headers of an HTTP default response for CreatePod
+type CreatePodResultDefaultHeaders struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+type CreatePodResult struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Pod
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequestError
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *UnauthorizedError
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *ForbiddenError
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFoundError
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntityError
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequestsError
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorResponse
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *CreatePodResult201Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *CreatePodResult400Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *CreatePodResult403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *CreatePodResult404Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *CreatePodResult422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreatePodResult429Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *CreatePodResultDefaultHeaders
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreatePodResult) GetJSON201() *Pod {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON400() *BadRequestError {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON401() *UnauthorizedError {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON403() *ForbiddenError {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON404() *NotFoundError {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON422() *UnprocessableEntityError {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSON429() *TooManyRequestsError {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreatePodResult) GetApplicationproblemJSONDefault() *ErrorResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreatePodResult) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreatePodResult) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreatePodResult) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreatePodResult) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeletePodResult204Headers the declared response headers of an HTTP 204 response for DeletePod
+type DeletePodResult204Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// DeletePodResult403Headers the declared response headers of an HTTP 403 response for DeletePod
+type DeletePodResult403Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// DeletePodResult404Headers the declared response headers of an HTTP 404 response for DeletePod
+type DeletePodResult404Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// DeletePodResult429Headers the declared response headers of an HTTP 429 response for DeletePod
+type DeletePodResult429Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+	RetryAfter      *int
+}
+
+// DeletePodResultDefaultHeaders the declared response headers of an HTTP default response for DeletePod
+type DeletePodResultDefaultHeaders struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+type DeletePodResult struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *UnauthorizedError
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *ForbiddenError
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFoundError
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *ErrorResponse
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequestsError
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorResponse
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeletePodResult204Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *DeletePodResult403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *DeletePodResult404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeletePodResult429Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *DeletePodResultDefaultHeaders
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSON401() *UnauthorizedError {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSON403() *ForbiddenError {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSON404() *NotFoundError {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSON409() *ErrorResponse {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSON429() *TooManyRequestsError {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeletePodResult) GetApplicationproblemJSONDefault() *ErrorResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeletePodResult) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeletePodResult) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeletePodResult) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeletePodResult) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetPodResult200Headers the declared response headers of an HTTP 200 response for GetPod
+type GetPodResult200Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// GetPodResult403Headers the declared response headers of an HTTP 403 response for GetPod
+type GetPodResult403Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// GetPodResult404Headers the declared response headers of an HTTP 404 response for GetPod
+type GetPodResult404Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// GetPodResult429Headers the declared response headers of an HTTP 429 response for GetPod
+type GetPodResult429Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+	RetryAfter      *int
+}
+
+// GetPodResultDefaultHeaders the declared response headers of an HTTP default response for GetPod
+type GetPodResultDefaultHeaders struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+type GetPodResult struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Pod
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *UnauthorizedError
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *ForbiddenError
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFoundError
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequestsError
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorResponse
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetPodResult200Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetPodResult403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetPodResult404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetPodResult429Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GetPodResultDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPodResult) GetJSON200() *Pod {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetPodResult) GetApplicationproblemJSON401() *UnauthorizedError {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetPodResult) GetApplicationproblemJSON403() *ForbiddenError {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPodResult) GetApplicationproblemJSON404() *NotFoundError {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetPodResult) GetApplicationproblemJSON429() *TooManyRequestsError {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetPodResult) GetApplicationproblemJSONDefault() *ErrorResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPodResult) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPodResult) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPodResult) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPodResult) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PodActionResult200Headers the declared response headers of an HTTP 200 response for PodAction
+type PodActionResult200Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult204Headers the declared response headers of an HTTP 204 response for PodAction
+type PodActionResult204Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult400Headers the declared response headers of an HTTP 400 response for PodAction
+type PodActionResult400Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult403Headers the declared response headers of an HTTP 403 response for PodAction
+type PodActionResult403Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult404Headers the declared response headers of an HTTP 404 response for PodAction
+type PodActionResult404Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult409Headers the declared response headers of an HTTP 409 response for PodAction
+type PodActionResult409Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult422Headers the declared response headers of an HTTP 422 response for PodAction
+type PodActionResult422Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+// PodActionResult429Headers the declared response headers of an HTTP 429 response for PodAction
+type PodActionResult429Headers struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+	RetryAfter      *int
+}
+
+// PodActionResultDefaultHeaders the declared response headers of an HTTP default response for PodAction
+type PodActionResultDefaultHeaders struct {
+	RateLimit       *RateLimitHeader
+	RateLimitPolicy *RateLimitPolicyHeader
+}
+
+type PodActionResult struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Pod
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequestError
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *UnauthorizedError
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *ForbiddenError
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFoundError
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *ErrorResponse
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntityError
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequestsError
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorResponse
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PodActionResult200Headers
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *PodActionResult204Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *PodActionResult400Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *PodActionResult403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *PodActionResult404Headers
+	// Headers409 the parsed response headers for an HTTP 409 response
+	Headers409 *PodActionResult409Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *PodActionResult422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *PodActionResult429Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *PodActionResultDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PodActionResult) GetJSON200() *Pod {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON400() *BadRequestError {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON401() *UnauthorizedError {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON403() *ForbiddenError {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON404() *NotFoundError {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON409() *ErrorResponse {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON422() *UnprocessableEntityError {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSON429() *TooManyRequestsError {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PodActionResult) GetApplicationproblemJSONDefault() *ErrorResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PodActionResult) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PodActionResult) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PodActionResult) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PodActionResult) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListGpuTypesWithResponse List GPU types
 //
 // Returns available GPU types with pricing. Availability is included only when requested with include=AVAILABILITY, which requires `product` — stock differs by product context. With countryCodes, the list is narrowed to GPU types deployable in those countries, so "this geography + this chip" resolves in one read.
@@ -706,6 +2918,282 @@ func (c *ClientWithResponses) ListGpuTypesWithResponse(ctx context.Context, para
 		return nil, err
 	}
 	return ParseListGpuTypesResult(rsp)
+}
+
+// ListPodsWithResponse List pods
+//
+// Returns pods owned by the authenticated user. Cluster member
+// pods are excluded by default; set `includeClusterPods=true` to include
+// them (each carries a non-null `cluster` membership block).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v2/pods (the `ListPods` operationId).
+func (c *ClientWithResponses) ListPodsWithResponse(ctx context.Context, params *ListPodsParams, reqEditors ...RequestEditorFn) (*ListPodsResult, error) {
+	rsp, err := c.ListPods(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListPodsResult(rsp)
+}
+
+// CreatePodWithBodyWithResponse Create a pod
+//
+// Creates a new pod. `name` is always required; supply exactly one of
+// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+// settings come from the body, from a template referenced by
+// `templateId` (body fields override the template's), or both; `image`
+// is required unless `templateId` is set. See `CreatePodRequest` for
+// the full body.
+//
+// Returns `201` with the created pod. Provisioning is asynchronous: the
+// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+// watch the pod's `status`) to observe readiness rather than assuming
+// the pod is running when this call returns.
+//
+// ## Checking what you can deploy
+//
+// This endpoint places one specific GPU type. It does not search for
+// capacity, and it does not fall back to a different GPU. To find out
+// what is deployable before you call it, read the catalog:
+//
+//   - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+//     — GPU types with pricing, per-cloud ceilings, and, with
+//     `include=AVAILABILITY&product=POD`, current pod stock.
+//   - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+//     — locations, with `include=GPU_AVAILABILITY` for stock per data
+//     center.
+//
+// Both accept filters that combine, so you can narrow by location and by
+// compute in one request — for example
+// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+// returns only European data centers, each carrying the GPU types
+// currently available there.
+//
+// ## Deploying under region and GPU constraints
+//
+// If you need a particular GPU in a particular geography, the working
+// pattern is read-then-create: narrow the catalog to an acceptable
+// (data center, GPU) set, then call this endpoint once per candidate in
+// your order of preference until one returns `201`. The runnable sample
+// alongside this operation does exactly that.
+//
+// Availability can change between the catalog read and the create call,
+// so treat the catalog as a way to order your candidates, not as a
+// reservation — a create can still fail for capacity on a GPU the
+// catalog just reported as available.
+//
+// Which failures are worth retrying:
+//
+// | Status | Meaning | Do |
+// | --- | --- | --- |
+// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+//
+// `400` covers both "your request breaks a rule" and "no capacity",
+// because capacity exhaustion currently carries no machine-readable code
+// of its own — only a human-readable `detail`. A rule violation is
+// deterministic, so it fails identically on every candidate: if *every*
+// candidate returns `400`, read the last `detail` as a problem with the
+// request rather than as absent capacity.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+func (c *ClientWithResponses) CreatePodWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreatePodResult, error) {
+	rsp, err := c.CreatePodWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePodResult(rsp)
+}
+
+// CreatePodWithResponse Create a pod
+//
+// Creates a new pod. `name` is always required; supply exactly one of
+// `gpu` or `cpu` to select compute (a GPU or a CPU pod). Container
+// settings come from the body, from a template referenced by
+// `templateId` (body fields override the template's), or both; `image`
+// is required unless `templateId` is set. See `CreatePodRequest` for
+// the full body.
+//
+// Returns `201` with the created pod. Provisioning is asynchronous: the
+// pod starts in `PROVISIONING`, transitions through `STARTING`, and
+// reaches `RUNNING` once its container is healthy. Poll `getPod` (or
+// watch the pod's `status`) to observe readiness rather than assuming
+// the pod is running when this call returns.
+//
+// ## Checking what you can deploy
+//
+// This endpoint places one specific GPU type. It does not search for
+// capacity, and it does not fall back to a different GPU. To find out
+// what is deployable before you call it, read the catalog:
+//
+//   - [List GPU types](https://docs.runpod.io/api-reference-v2/catalog/list-gpu-types)
+//     — GPU types with pricing, per-cloud ceilings, and, with
+//     `include=AVAILABILITY&product=POD`, current pod stock.
+//   - [List data centers](https://docs.runpod.io/api-reference-v2/catalog/list-data-centers)
+//     — locations, with `include=GPU_AVAILABILITY` for stock per data
+//     center.
+//
+// Both accept filters that combine, so you can narrow by location and by
+// compute in one request — for example
+// `GET /v2/catalog/datacenters?regions=EUROPE&include=GPU_AVAILABILITY`
+// returns only European data centers, each carrying the GPU types
+// currently available there.
+//
+// ## Deploying under region and GPU constraints
+//
+// If you need a particular GPU in a particular geography, the working
+// pattern is read-then-create: narrow the catalog to an acceptable
+// (data center, GPU) set, then call this endpoint once per candidate in
+// your order of preference until one returns `201`. The runnable sample
+// alongside this operation does exactly that.
+//
+// Availability can change between the catalog read and the create call,
+// so treat the catalog as a way to order your candidates, not as a
+// reservation — a create can still fail for capacity on a GPU the
+// catalog just reported as available.
+//
+// Which failures are worth retrying:
+//
+// | Status | Meaning | Do |
+// | --- | --- | --- |
+// | `422` | The body does not match the contract. `errors` lists each violation. | Fix the request. Never retry. |
+// | `400` | The body matches the contract but was rejected — either it breaks a cross-field rule, or this GPU and data center combination could not be placed. | Try your next candidate. |
+// | `402` | Insufficient balance. | Stop; no candidate will succeed. |
+// | `403` | Your account cannot access the requested pool. | Skip this candidate, keep going. |
+// | `429` | Rate limited. | Back off using `Retry-After`, then resume. |
+// | `5xx` | Transient upstream failure. | Retry the same candidate with backoff. |
+//
+// `400` covers both "your request breaks a rule" and "no capacity",
+// because capacity exhaustion currently carries no machine-readable code
+// of its own — only a human-readable `detail`. A rule violation is
+// deterministic, so it fails identically on every candidate: if *every*
+// candidate returns `400`, read the last `detail` as a problem with the
+// request rather than as absent capacity.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v2/pods (the `CreatePod` operationId).
+func (c *ClientWithResponses) CreatePodWithResponse(ctx context.Context, body CreatePodJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePodResult, error) {
+	rsp, err := c.CreatePod(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreatePodResult(rsp)
+}
+
+// DeletePodWithResponse Terminate a pod
+//
+// Permanently terminates and deletes a pod. This is irreversible:
+// compute is released, any `mounts.persistent` host-local storage is
+// destroyed with it (a `mounts.network` volume is only detached — the
+// volume itself is not deleted), and the pod no longer appears in
+// `listPods`.
+//
+// Pods that belong to a Cluster cannot be terminated here — delete the
+// cluster via `DELETE /v2/clusters/{id}`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v2/pods/{id} (the `DeletePod` operationId).
+func (c *ClientWithResponses) DeletePodWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*DeletePodResult, error) {
+	rsp, err := c.DeletePod(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeletePodResult(rsp)
+}
+
+// GetPodWithResponse Get a pod
+//
+// Returns a single pod by ID.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v2/pods/{id} (the `GetPod` operationId).
+func (c *ClientWithResponses) GetPodWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetPodResult, error) {
+	rsp, err := c.GetPod(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPodResult(rsp)
+}
+
+// PodActionWithBodyWithResponse Trigger a pod state transition
+//
+// Triggers a state transition on a pod. Send a JSON body with a single
+// `action` field, e.g. `{ "action": "stop" }`.
+//
+// Valid actions:
+//   - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+//     `RUNNING`.
+//   - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+//     compute while keeping its disk. The pod moves to `EXITED`.
+//   - `restart`   — restart a `RUNNING` pod's container in place.
+//   - `terminate` — permanently delete the pod and release its resources
+//     (equivalent to `deletePod`).
+//
+// Which actions are valid depends on the pod's current status, and the
+// currently permitted set is published in the pod's `actions` field:
+// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+// `stop`/`terminate`.
+//
+// `start`, `stop`, and `restart` return `200` with the updated pod.
+// `terminate` returns `204` with no body. Requesting an action that is
+// not valid for the pod's current status returns `409`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+func (c *ClientWithResponses) PodActionWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PodActionResult, error) {
+	rsp, err := c.PodActionWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePodActionResult(rsp)
+}
+
+// PodActionWithResponse Trigger a pod state transition
+//
+// Triggers a state transition on a pod. Send a JSON body with a single
+// `action` field, e.g. `{ "action": "stop" }`.
+//
+// Valid actions:
+//   - `start`     — boot a stopped pod (`EXITED` or `ERROR`) back toward
+//     `RUNNING`.
+//   - `stop`      — stop a running or provisioning pod, releasing GPU/CPU
+//     compute while keeping its disk. The pod moves to `EXITED`.
+//   - `restart`   — restart a `RUNNING` pod's container in place.
+//   - `terminate` — permanently delete the pod and release its resources
+//     (equivalent to `deletePod`).
+//
+// Which actions are valid depends on the pod's current status, and the
+// currently permitted set is published in the pod's `actions` field:
+// `RUNNING` allows `stop`/`restart`/`terminate`; `EXITED` and `ERROR`
+// allow `start`/`terminate`; `PROVISIONING` and `STARTING` allow
+// `stop`/`terminate`.
+//
+// `start`, `stop`, and `restart` return `200` with the updated pod.
+// `terminate` returns `204` with no body. Requesting an action that is
+// not valid for the pod's current status returns `409`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v2/pods/{id}/action (the `PodAction` operationId).
+func (c *ClientWithResponses) PodActionWithResponse(ctx context.Context, id string, body PodActionJSONRequestBody, reqEditors ...RequestEditorFn) (*PodActionResult, error) {
+	rsp, err := c.PodAction(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePodActionResult(rsp)
 }
 
 // ParseListGpuTypesResult parses an HTTP response from a ListGpuTypesWithResponse call
@@ -820,6 +3308,905 @@ func ParseListGpuTypesResult(rsp *http.Response) (*ListGpuTypesResult, error) {
 		response.Headers429 = &headers
 	case true:
 		var headers ListGpuTypesResultDefaultHeaders
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListPodsResult parses an HTTP response from a ListPodsWithResponse call
+func ParseListPodsResult(rsp *http.Response) (*ListPodsResult, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListPodsResult{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ListPodsResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest UnauthorizedError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ForbiddenError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequestsError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListPodsResult200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListPodsResult403Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListPodsResult429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case true:
+		var headers ListPodsResultDefaultHeaders
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreatePodResult parses an HTTP response from a CreatePodWithResponse call
+func ParseCreatePodResult(rsp *http.Response) (*CreatePodResult, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreatePodResult{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Pod
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequestError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest UnauthorizedError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ForbiddenError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFoundError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntityError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequestsError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers CreatePodResult201Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 400:
+		var headers CreatePodResult400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 403:
+		var headers CreatePodResult403Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers CreatePodResult404Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 422:
+		var headers CreatePodResult422Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreatePodResult429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case true:
+		var headers CreatePodResultDefaultHeaders
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeletePodResult parses an HTTP response from a DeletePodWithResponse call
+func ParseDeletePodResult(rsp *http.Response) (*DeletePodResult, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeletePodResult{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest UnauthorizedError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ForbiddenError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFoundError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequestsError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeletePodResult204Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 403:
+		var headers DeletePodResult403Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers DeletePodResult404Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeletePodResult429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case true:
+		var headers DeletePodResultDefaultHeaders
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetPodResult parses an HTTP response from a GetPodWithResponse call
+func ParseGetPodResult(rsp *http.Response) (*GetPodResult, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPodResult{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Pod
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest UnauthorizedError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ForbiddenError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFoundError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequestsError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetPodResult200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetPodResult403Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetPodResult404Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetPodResult429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case true:
+		var headers GetPodResultDefaultHeaders
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePodActionResult parses an HTTP response from a PodActionWithResponse call
+func ParsePodActionResult(rsp *http.Response) (*PodActionResult, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PodActionResult{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Pod
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequestError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest UnauthorizedError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest ForbiddenError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFoundError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntityError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequestsError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PodActionResult200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 204:
+		var headers PodActionResult204Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 400:
+		var headers PodActionResult400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 403:
+		var headers PodActionResult403Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers PodActionResult404Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 409:
+		var headers PodActionResult409Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers409 = &headers
+	case rsp.StatusCode == 422:
+		var headers PodActionResult422Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers PodActionResult429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value RateLimitHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value RateLimitPolicyHeader
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case true:
+		var headers PodActionResultDefaultHeaders
 		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
 			var value RateLimitHeader
 			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
