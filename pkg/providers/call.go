@@ -171,7 +171,10 @@ func (c *Caller) call(ctx context.Context, info callInfo, send Send) ([]byte, er
 		return nil, c.Wrap(info.op, err)
 	}
 	defer resp.Body.Close()
-	// Do has read and capped the body already; this copies it from memory.
+	// Do has read and capped the body already: hand over its bytes.
+	if mb, ok := resp.Body.(*memBody); ok {
+		return mb.b, nil
+	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, c.Wrap(info.op, err)
@@ -275,7 +278,7 @@ func (c *Caller) do(req *http.Request, info callInfo, key string) (*http.Respons
 	if err != nil {
 		return nil, &Error{Provider: c.provider, Operation: info.op, Class: ClassTransient, Err: err}
 	}
-	body, tooLarge, err := c.readBody(resp.Body)
+	body, tooLarge, err := c.readBody(resp.Body, resp.ContentLength)
 	resp.Body.Close()
 	if err != nil {
 		return nil, &Error{Provider: c.provider, Operation: info.op, Class: ClassTransient, HTTPStatus: resp.StatusCode, Err: err}
@@ -287,20 +290,52 @@ func (c *Caller) do(req *http.Request, info callInfo, key string) (*http.Respons
 		return nil, &Error{Provider: c.provider, Operation: info.op, Class: ClassTransient, HTTPStatus: resp.StatusCode,
 			Message: fmt.Sprintf("response body larger than %d bytes", c.maxBody)}
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.Body = &memBody{Reader: bytes.NewReader(body), b: body}
 	resp.ContentLength = int64(len(body))
 	return resp, nil
 }
 
-// readBody reads up to maxBody bytes and reports whether there was more.
-func (c *Caller) readBody(r io.Reader) ([]byte, bool, error) {
-	if c.maxBody <= 0 {
-		b, err := io.ReadAll(r)
+// memBody is a response body already read into memory; Call takes its bytes
+// without copying them again (an instance list can be megabytes).
+type memBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (*memBody) Close() error { return nil }
+
+// readBody reads up to maxBody bytes and reports whether there was more. A
+// declared length within the cap sizes the buffer once, instead of
+// io.ReadAll's doubling (which holds up to twice the body while it grows).
+func (c *Caller) readBody(r io.Reader, length int64) ([]byte, bool, error) {
+	limit := c.maxBody
+	if limit <= 0 {
+		limit = math.MaxInt64 - 1
+	}
+	if length > 0 && length <= limit {
+		b := make([]byte, length)
+		n, err := io.ReadFull(r, b)
+		if err == io.ErrUnexpectedEOF {
+			err = nil // shorter than declared: what arrived is the body
+		}
+		if err != nil {
+			return b[:n], false, err
+		}
+		// Nothing may follow the declared length; read one byte to be sure.
+		var one [1]byte
+		if m, _ := r.Read(one[:]); m == 0 {
+			return b[:n], false, nil
+		}
+		rest, err := io.ReadAll(io.LimitReader(r, limit-length))
+		b = append(append(b, one[0]), rest...)
+		if int64(len(b)) > limit {
+			return b[:limit], true, err
+		}
 		return b, false, err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, c.maxBody+1))
-	if int64(len(b)) > c.maxBody {
-		return b[:c.maxBody], true, err
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if int64(len(b)) > limit {
+		return b[:limit], true, err
 	}
 	return b, false, err
 }

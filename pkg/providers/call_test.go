@@ -361,3 +361,32 @@ func TestOrDefault(t *testing.T) {
 		t.Error("OrDefault: zero takes the default, anything else stays")
 	}
 }
+
+// TestReadBody: a declared length sizes the buffer, but what arrives is the
+// body, within the cap, whether it is shorter or longer than declared.
+func TestReadBody(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		body     string
+		declared int64
+		max      int64
+		want     string
+		tooLarge bool
+	}{
+		{name: "as declared", body: "abcdef", declared: 6, max: 16, want: "abcdef"},
+		{name: "undeclared", body: "abcdef", declared: -1, max: 16, want: "abcdef"},
+		{name: "shorter than declared", body: "abc", declared: 6, max: 16, want: "abc"},
+		{name: "longer than declared", body: "abcdefgh", declared: 6, max: 16, want: "abcdefgh"},
+		{name: "longer than declared and the cap", body: "abcdefghijklmnopqrs", declared: 6, max: 16, want: "abcdefghijklmnop", tooLarge: true},
+		{name: "declared over the cap", body: "abcdefghijklmnopqrs", declared: 19, max: 16, want: "abcdefghijklmnop", tooLarge: true},
+		{name: "no cap", body: "abcdefghijklmnopqrs", declared: 19, want: "abcdefghijklmnopqrs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Caller{maxBody: tc.max}
+			got, tooLarge, err := c.readBody(strings.NewReader(tc.body), tc.declared)
+			if err != nil || string(got) != tc.want || tooLarge != tc.tooLarge {
+				t.Errorf("readBody = %q, %v, %v; want %q, %v, nil", got, tooLarge, err, tc.want, tc.tooLarge)
+			}
+		})
+	}
+}
