@@ -42,7 +42,7 @@ func catalogCalls(t *testing.T) map[string]map[string]int {
 	}
 	return map[string]map[string]int{
 		providers.LambdaLabs: {lambdasim.EndpointInstanceTypes: 1},
-		providers.RunPod:     {"GET /v2/catalog/gpus": 1, "POST /graphql": 1},
+		providers.RunPod:     {"GET /v2/catalog/gpus": 1},
 		providers.Paperspace: {"GET /v1/machine-availability": pairs},
 	}
 }

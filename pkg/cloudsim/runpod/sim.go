@@ -358,7 +358,11 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request) {
 			writeProblem(w, http.StatusInternalServerError, "an unexpected error occurred")
 			return
 		}
-		writeJSON(w, http.StatusCreated, s.render(p, now))
+		// The create answers the pod as it starts, PROVISIONING ("the pod
+		// starts in PROVISIONING": createPod), whatever the delays.
+		out := s.render(p, now)
+		out.Status, out.Actions, out.Cost, out.StartedAt, out.Runtime, out.Ssh.Direct = runpodv2.PROVISIONING, actions(runpodv2.PROVISIONING), 0, nil, nil, nil
+		writeJSON(w, http.StatusCreated, out)
 		return
 	}
 	writeProblem(w, http.StatusBadRequest, MsgNoCapacity)

@@ -124,6 +124,28 @@ func (s *suite) adapter(t *testing.T, env Env, o Options) providers.Provider {
 	return p
 }
 
+// Container is what the suite's launches of container offers run (a VM
+// offer's launch carries user data instead).
+var Container = providers.ContainerSpec{
+	Image: "docker.io/library/busybox:1.36",
+	Args:  []string{"sh", "-c", "echo contract; sleep 3600"},
+	Env:   map[string]string{"CONTRACT": "1"},
+	Ports: []providers.Port{{Port: 8080, Protocol: "http"}, {Port: 22, Protocol: "tcp"}},
+}
+
+// launchRequest is the suite's launch of offer under name: with Container
+// for a container offer, with userData for a VM.
+func launchRequest(name string, offer providers.Offer, userData string) providers.LaunchRequest {
+	req := providers.LaunchRequest{Name: name, Offer: offer}
+	if providers.KindOf(offer) == providers.Container {
+		c := Container
+		req.Container = &c
+	} else {
+		req.UserData = userData
+	}
+	return req
+}
+
 // launchable are the offers the suite launches: the first available
 // on-demand wanted offer, and the first available spot one if any.
 func (s *suite) launchable(t *testing.T) []providers.Offer {
@@ -249,8 +271,9 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 			ctx := ctxFor(t)
 			name := providers.MachineNamePrefix + "contract-" + string(offer.Capacity)
 			userData := "#cloud-config\nhostname: " + name + "\n"
-			in, err := p.Launch(ctx, providers.LaunchRequest{Name: name, Offer: offer, UserData: userData,
-				Tags: map[string]string{"tgp.solanyn.com/request": "contract"}})
+			req := launchRequest(name, offer, userData)
+			req.Tags = map[string]string{"tgp.solanyn.com/request": "contract"}
+			in, err := p.Launch(ctx, req)
 			if err != nil {
 				t.Fatalf("Launch: %v", err)
 			}
@@ -259,9 +282,10 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 			}
 			if ms := machinesNamed(env.Sim, name); len(ms) != 1 || ms[0].ID != in.ID || !ms[0].Live ||
 				ms[0].InstanceType != offer.InstanceType || ms[0].Region != offer.ProviderRegion ||
-				ms[0].Spot != (offer.Capacity == providers.Spot) || ms[0].UserData != userData {
-				t.Fatalf("simulator machines named %s: %+v, want one live %s in %s (spot %v) with the user data, id %s",
-					name, ms, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot, in.ID)
+				ms[0].Spot != (offer.Capacity == providers.Spot) || ms[0].UserData != req.UserData ||
+				ms[0].Container != (req.Container != nil) {
+				t.Fatalf("simulator machines named %s: %+v, want one live %s in %s (spot %v, container %v) with the user data %q, id %s",
+					name, ms, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot, req.Container != nil, req.UserData, in.ID)
 			}
 
 			list, err := p.Instances(ctx)
@@ -306,7 +330,7 @@ func (s *suite) testLaunchCreates(t *testing.T) {
 	env := s.start(t, cloudsim.Config{})
 	p := s.adapter(t, env, Options{})
 	ctx := ctxFor(t)
-	req := providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-twice", Offer: offer}
+	req := launchRequest(providers.MachineNamePrefix+"contract-twice", offer, "")
 	first, err := p.Launch(ctx, req)
 	if err != nil {
 		t.Fatalf("first Launch: %v", err)
@@ -345,7 +369,7 @@ func (s *suite) testTerminateIdempotent(t *testing.T) {
 	env := s.start(t, cloudsim.Config{})
 	p := s.adapter(t, env, Options{})
 	ctx := ctxFor(t)
-	in, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-term", Offer: s.launchable(t)[0]})
+	in, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-term", s.launchable(t)[0], ""))
 	if err != nil {
 		t.Fatalf("Launch: %v", err)
 	}
@@ -383,7 +407,7 @@ var ops = []op{
 		return err
 	}},
 	{"Launch", func(ctx context.Context, p providers.Provider, offer providers.Offer) error {
-		_, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-fault", Offer: offer})
+		_, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-fault", offer, ""))
 		return err
 	}},
 	{"Terminate", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
@@ -474,7 +498,7 @@ func (s *suite) testErrors(t *testing.T) {
 		if !env.Sim.Core().SetCapacity(offer.InstanceType, offer.ProviderRegion, 0) {
 			t.Fatalf("simulator catalog has no %s in %s", offer.InstanceType, offer.ProviderRegion)
 		}
-		_, err := p.Launch(ctxFor(t), providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-full", Offer: offer})
+		_, err := p.Launch(ctxFor(t), launchRequest(providers.MachineNamePrefix+"contract-full", offer, ""))
 		s.wantError(t, err, providers.ClassCapacity, 400, 499)
 		if n := env.Sim.Core().Counters().Launches[providers.MachineNamePrefix+"contract-full"]; n != 0 {
 			t.Errorf("simulator launched %d machines without capacity", n)
@@ -484,10 +508,10 @@ func (s *suite) testErrors(t *testing.T) {
 		env := s.start(t, cloudsim.Config{Quota: 1})
 		p := s.adapter(t, env, Options{})
 		ctx := ctxFor(t)
-		if _, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-q1", Offer: offer}); err != nil {
+		if _, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-q1", offer, "")); err != nil {
 			t.Fatalf("first Launch within quota: %v", err)
 		}
-		_, err := p.Launch(ctx, providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-q2", Offer: offer})
+		_, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-q2", offer, ""))
 		s.wantError(t, err, providers.ClassQuota, 400, 499)
 	})
 	t.Run("Invalid", func(t *testing.T) {
@@ -496,7 +520,7 @@ func (s *suite) testErrors(t *testing.T) {
 		bogus := offer
 		bogus.InstanceType = "contract-unknown-type"
 		before := totalRequests(env.Sim)
-		_, err := p.Launch(ctxFor(t), providers.LaunchRequest{Name: providers.MachineNamePrefix + "contract-bogus", Offer: bogus})
+		_, err := p.Launch(ctxFor(t), launchRequest(providers.MachineNamePrefix+"contract-bogus", bogus, ""))
 		s.wantError(t, err, providers.ClassInvalid, 400, 400)
 		if totalRequests(env.Sim) == before {
 			t.Error("the invalid launch never reached the simulator")

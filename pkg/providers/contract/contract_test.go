@@ -87,8 +87,10 @@ func TestRunPod(t *testing.T) {
 	contract.Run(t, contract.Harness{
 		Provider: providers.RunPod,
 		Start:    starter(providers.RunPod),
-		Spot:     true,
-		// RunPod prices are per GPU; offers are whole machines.
+		// RunPod sells no spot (REST v2 has no interruptible field): the
+		// simulator ignores SpotPrice. Prices are per GPU; offers are whole
+		// machines of every count up to the type's largest pod, and every
+		// offer is a container.
 		Catalog: []cloudsim.CatalogEntry{
 			{InstanceType: "NVIDIA A100-SXM4-80GB", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 1.89, SpotPrice: 1.19, Capacity: 5},
 			{InstanceType: "NVIDIA H100 80GB HBM3", GPUs: 2, Region: "EU-NL-1", OnDemandPrice: 2.99, Capacity: -1},
@@ -97,24 +99,23 @@ func TestRunPod(t *testing.T) {
 		},
 		Want: []providers.Offer{
 			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 4, Region: "us-west-1",
-				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 7.56, Available: true, PriceSource: providers.PriceSourceAPI},
-			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 4, Region: "us-west-1",
-				ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 4.76, Available: true, PriceSource: providers.PriceSourceAPI},
+				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 7.56, Available: true, PriceSource: providers.PriceSourceAPI, Kind: providers.Container},
 			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 1, Region: "us-west-1",
-				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 1.89, Available: true, PriceSource: providers.PriceSourceAPI},
-			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 8, Region: "us-west-1",
-				ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 9.52, Available: true, PriceSource: providers.PriceSourceAPI},
+				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 1.89, Available: true, PriceSource: providers.PriceSourceAPI, Kind: providers.Container},
+			{Provider: providers.RunPod, InstanceType: "NVIDIA A100-SXM4-80GB", GPUType: "A100-80GB", GPUCount: 3, Region: "us-west-1",
+				ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 5.67, Available: true, PriceSource: providers.PriceSourceAPI, Kind: providers.Container},
 			{Provider: providers.RunPod, InstanceType: "NVIDIA H100 80GB HBM3", GPUType: "H100", GPUCount: 2, Region: "eu-west-1",
-				ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, HourlyPrice: 5.98, Available: true, PriceSource: providers.PriceSourceAPI},
+				ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, HourlyPrice: 5.98, Available: true, PriceSource: providers.PriceSourceAPI, Kind: providers.Container},
 			{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1, Region: "us-south-1",
-				ProviderRegion: "US-TX-3", Capacity: providers.Spot, HourlyPrice: 0.34, Available: true, PriceSource: providers.PriceSourceAPI},
+				ProviderRegion: "US-TX-3", Capacity: providers.OnDemand, HourlyPrice: 0.69, Available: true, PriceSource: providers.PriceSourceAPI, Kind: providers.Container},
 		},
 		Absent: []providers.Offer{
 			// No pod larger than the type's maxCount.
-			{InstanceType: "NVIDIA H100 80GB HBM3", ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, GPUCount: 4},
+			{InstanceType: "NVIDIA H100 80GB HBM3", ProviderRegion: "EU-NL-1", Capacity: providers.OnDemand, GPUCount: 3},
 			{InstanceType: "NVIDIA GeForce RTX 4090", ProviderRegion: "US-TX-3", Capacity: providers.OnDemand, GPUCount: 2},
-			// No spot price quoted.
-			{InstanceType: "NVIDIA H100 80GB HBM3", ProviderRegion: "EU-NL-1", Capacity: providers.Spot},
+			// No spot at all, whatever the catalog's SpotPrice says.
+			{InstanceType: "NVIDIA A100-SXM4-80GB", ProviderRegion: "US-CA-2", Capacity: providers.Spot},
+			{InstanceType: "NVIDIA GeForce RTX 4090", ProviderRegion: "US-TX-3", Capacity: providers.Spot},
 			// No canonical name.
 			{InstanceType: "AMD Instinct MI300X OAM", ProviderRegion: "US-TX-3", Capacity: providers.OnDemand},
 		},

@@ -3,23 +3,27 @@ package runpod_test
 import (
 	"encoding/json"
 	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
-	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv1"
+	"github.com/solanyn/gpu-operator/pkg/providers/runpod/runpodv2"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>/.
 
-// FuzzClassifyResponse feeds arbitrary statuses, Retry-After values and
-// bodies (plain text, problem+json, GraphQL) to ClassifyResponse.
+// FuzzClassifyResponse feeds arbitrary statuses, Retry-After and RateLimit
+// values and bodies (problem+json or anything else) to ClassifyResponse.
 func FuzzClassifyResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
 		h := http.Header{}
 		if retryAfter != "" {
 			h.Set("Retry-After", retryAfter)
+			h.Set("RateLimit", retryAfter)
 		}
 		err := runpod.ClassifyResponse(status, h, body, now)
 		if status >= 200 && status < 300 {
@@ -47,7 +51,10 @@ func FuzzClassifyResponse(f *testing.F) {
 		if pe.RetryAfter < 0 {
 			t.Fatalf("negative RetryAfter %v", pe.RetryAfter)
 		}
-		if (pe.Class == providers.ClassCapacity || pe.Class == providers.ClassQuota) && (status < 400 || status >= 500) {
+		if pe.Class == providers.ClassCapacity && status != http.StatusBadRequest {
+			t.Fatalf("status %d classified %s", status, pe.Class)
+		}
+		if pe.Class == providers.ClassQuota && status != http.StatusPaymentRequired {
 			t.Fatalf("status %d classified %s", status, pe.Class)
 		}
 		if !utf8.ValidString(pe.Message) || len(pe.Message) > 512 {
@@ -56,30 +63,24 @@ func FuzzClassifyResponse(f *testing.F) {
 	})
 }
 
-// FuzzNormalizeOffers feeds arbitrary catalog and GraphQL bodies through the
-// offer pipeline; whatever gets through must be a well-formed offer.
+// FuzzNormalizeOffers feeds arbitrary catalog bodies through the offer
+// pipeline for both clouds; whatever gets through must be a well-formed offer.
 func FuzzNormalizeOffers(f *testing.F) {
-	counts := []int{1, 2, 4, 8}
-	f.Fuzz(func(t *testing.T, catalog, graphql []byte) {
-		quotes, err := runpod.DecodeQuotes(graphql)
-		if err != nil {
-			if pe, ok := err.(*providers.Error); ok && !utf8.ValidString(pe.Message) {
-				t.Fatalf("invalid UTF-8 in %q", pe.Message)
+	f.Fuzz(func(t *testing.T, catalog []byte) {
+		for _, cloud := range []runpod.Cloud{runpod.SecureCloud, runpod.CommunityCloud} {
+			offers, err := runpod.NormalizeOffers(catalog, cloud)
+			if err != nil {
+				return
 			}
-			quotes = nil
+			checkOffers(t, offers)
 		}
-		offers, err := runpod.NormalizeOffers(catalog, quotes, counts)
-		if err != nil {
-			return
-		}
-		checkOffers(t, offers, counts)
 	})
 }
 
 // FuzzNormalizePod decodes arbitrary pod JSON and normalizes it.
 func FuzzNormalizePod(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var p runpodv1.Pod
+		var p runpodv2.Pod
 		if json.Unmarshal(body, &p) != nil {
 			return
 		}
@@ -90,14 +91,42 @@ func FuzzNormalizePod(f *testing.F) {
 		default:
 			t.Fatalf("state %q", inst.State)
 		}
-		if inst.State == providers.StateInterrupted && !inst.Spot {
-			t.Fatal("on-demand pod interrupted")
+		if inst.Spot {
+			t.Fatal("RunPod sells no spot, yet the pod is spot")
 		}
-		if inst.State == providers.StateRunning && inst.PublicIP == "" {
-			t.Fatal("running without an IP")
+		for _, m := range inst.Ports {
+			if m.Port < 1 || m.PublicPort < 0 {
+				t.Fatalf("port mapping %+v", m)
+			}
 		}
 		if inst.Provider != providers.RunPod {
 			t.Fatalf("provider %q", inst.Provider)
+		}
+	})
+}
+
+// FuzzJoinArgs checks that any argument list survives a POSIX shell's
+// splitting of the joined string.
+func FuzzJoinArgs(f *testing.F) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		f.Skip("no sh")
+	}
+	f.Add("a", "b c", "it's")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		args := []string{a, b, c}
+		for _, s := range args {
+			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+				return // not representable in an exec'd argument
+			}
+		}
+		out, err := exec.Command(sh, "-c", `eval "set -- $0"; for a in "$@"; do printf '%s\000' "$a"; done`, runpod.JoinArgs(args)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Split(string(out), "\x00")
+		if got = got[:len(got)-1]; !slices.Equal(got, args) {
+			t.Fatalf("%q joined as %q splits into %q", args, runpod.JoinArgs(args), got)
 		}
 	})
 }

@@ -2,11 +2,13 @@ package runpod_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	rpsim "github.com/solanyn/gpu-operator/pkg/cloudsim/runpod"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 const (
@@ -28,18 +31,18 @@ const (
 	apiKey = "rp_test_secret_key"
 )
 
-// testCatalog has prices per GPU, as RunPod quotes them.
+// testCatalog has prices per GPU, as RunPod quotes them. Spot prices are
+// set to show they are ignored: RunPod sells no spot.
 func testCatalog() []cloudsim.CatalogEntry {
 	return []cloudsim.CatalogEntry{
 		{InstanceType: h100, GPUs: 8, Region: "US-KS-2", OnDemandPrice: 2.99, SpotPrice: 1.49, Capacity: -1},
 		{InstanceType: h100, GPUs: 8, Region: "US-CA-2", OnDemandPrice: 2.99, SpotPrice: 1.49, Capacity: -1},
 		{InstanceType: rtx, GPUs: 2, Region: "EU-RO-1", OnDemandPrice: 0.44, SpotPrice: 0.22, Capacity: 0},
 		{InstanceType: rtx, GPUs: 2, Region: "US-TX-3", OnDemandPrice: 0.44, SpotPrice: 0.22, Capacity: 5},
-		{InstanceType: a40, GPUs: 4, Region: "US-GA-1", OnDemandPrice: 0.35, Capacity: 3},
-		{InstanceType: a40, GPUs: 4, Region: "XX-YY-1", OnDemandPrice: 0.35, Capacity: 3}, // unmapped data center
-		// Small L40S machines are free, big ones are not.
+		{InstanceType: a40, GPUs: 3, Region: "US-GA-1", OnDemandPrice: 0.35, Capacity: 3},
+		{InstanceType: a40, GPUs: 3, Region: "XX-YY-1", OnDemandPrice: 0.35, Capacity: 3}, // unmapped data center
 		{InstanceType: l40s, GPUs: 2, Region: "US-IL-1", OnDemandPrice: 0.86, Capacity: 4},
-		{InstanceType: l40s, GPUs: 8, Region: "EU-SE-1", OnDemandPrice: 0.86, Capacity: 0},
+		{InstanceType: l40s, GPUs: 4, Region: "EU-SE-1", OnDemandPrice: 0.86, Capacity: 0},
 		{InstanceType: rtx370, GPUs: 1, Region: "EU-RO-1", OnDemandPrice: 0.13, Capacity: -1},
 	}
 }
@@ -53,12 +56,16 @@ type env struct {
 	served chan string
 }
 
+// newEnv runs the simulator on a loopback server and points an adapter at
+// it. Every exchange goes through spectest's transport, which fails the
+// test on any request or response that RunPod's official REST v2 document
+// (../shared/provider-specs/runpod/rest-v2-openapi.json) does not allow.
 func newEnv(t *testing.T, cfg cloudsim.Config, mutate func(*runpod.Config)) *env {
 	t.Helper()
 	if cfg.Catalog == nil {
 		cfg.Catalog = testCatalog()
 	}
-	clk := clocktesting.NewFakeClock(time.Date(2026, 9, 1, 12, 0, 0, 0, time.UTC))
+	clk := clocktesting.NewFakeClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	e := &env{sim: rpsim.New(cfg, clk), clock: clk, served: make(chan string, 64)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.sim.ServeHTTP(w, r)
@@ -69,11 +76,11 @@ func newEnv(t *testing.T, cfg cloudsim.Config, mutate func(*runpod.Config)) *env
 	}))
 	t.Cleanup(srv.Close)
 	e.url = srv.URL
+	spec := spectest.Load(t, providers.RunPod)
 	acfg := runpod.Config{
-		RESTURL:           srv.URL + "/v1",
 		APIURL:            srv.URL,
 		Key:               func() string { return apiKey },
-		HTTPClient:        srv.Client(),
+		HTTPClient:        &http.Client{Transport: spec.Transport(t, srv.Client().Transport)},
 		RequestsPerSecond: 1000,
 		Clock:             clk,
 	}
@@ -88,11 +95,28 @@ func newEnv(t *testing.T, cfg cloudsim.Config, mutate func(*runpod.Config)) *env
 	return e
 }
 
+// rawCall sends one request straight to the simulator (not through the
+// adapter) with the test key.
+func (e *env) rawCall(t *testing.T, method, path, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
 type offerKey struct {
 	typ   string
 	count int
 	dc    string
-	cap   providers.CapacityType
 }
 
 func TestOffers(t *testing.T) {
@@ -103,7 +127,7 @@ func TestOffers(t *testing.T) {
 	}
 	got := map[offerKey]providers.Offer{}
 	for _, o := range offers {
-		k := offerKey{o.InstanceType, o.GPUCount, o.ProviderRegion, o.Capacity}
+		k := offerKey{o.InstanceType, o.GPUCount, o.ProviderRegion}
 		if _, dup := got[k]; dup {
 			t.Errorf("duplicate offer %+v", k)
 		}
@@ -114,25 +138,20 @@ func TestOffers(t *testing.T) {
 		available bool
 	}
 	expected := map[offerKey]want{}
-	add := func(typ, dc string, counts []int, onDemand, spot float64, available func(n int) bool) {
-		for _, n := range counts {
-			expected[offerKey{typ, n, dc, providers.OnDemand}] = want{onDemand * float64(n), available(n)}
-			if spot > 0 {
-				expected[offerKey{typ, n, dc, providers.Spot}] = want{spot * float64(n), available(n)}
-			}
+	add := func(typ, dc string, maxCount int, perGPU float64, available bool) {
+		for n := 1; n <= maxCount; n++ {
+			expected[offerKey{typ, n, dc}] = want{perGPU * float64(n), available}
 		}
 	}
-	always := func(int) bool { return true }
-	never := func(int) bool { return false }
-	add(h100, "US-KS-2", []int{1, 2, 4, 8}, 2.99, 1.49, always)
-	add(h100, "US-CA-2", []int{1, 2, 4, 8}, 2.99, 1.49, always)
-	add(rtx, "US-TX-3", []int{1, 2}, 0.44, 0.22, always)
-	add(rtx, "EU-RO-1", []int{1, 2}, 0.44, 0.22, never) // capacity 0: availability NONE
-	add(a40, "US-GA-1", []int{1, 2, 4}, 0.35, 0, always)
-	// The catalog's per-data-center availability is for one GPU; the spot
-	// quote says nothing with 4 or 8 GPUs is free anywhere.
-	add(l40s, "US-IL-1", []int{1, 2, 4, 8}, 0.86, 0, func(n int) bool { return n <= 2 })
-	add(l40s, "EU-SE-1", []int{1, 2, 4, 8}, 0.86, 0, never)
+	// Every count up to the type's largest pod (maxCount is per type: the
+	// largest entry of any data center).
+	add(h100, "US-KS-2", 8, 2.99, true)
+	add(h100, "US-CA-2", 8, 2.99, true)
+	add(rtx, "US-TX-3", 2, 0.44, true)
+	add(rtx, "EU-RO-1", 2, 0.44, false) // capacity 0: availability NONE
+	add(a40, "US-GA-1", 3, 0.35, true)
+	add(l40s, "US-IL-1", 4, 0.86, true)
+	add(l40s, "EU-SE-1", 4, 0.86, false)
 
 	if len(got) != len(expected) {
 		t.Errorf("got %d offers, want %d", len(got), len(expected))
@@ -149,71 +168,156 @@ func TestOffers(t *testing.T) {
 		if o.Available != w.available {
 			t.Errorf("%+v: available %v, want %v", k, o.Available, w.available)
 		}
-		if o.Provider != providers.RunPod || o.PriceSource != providers.PriceSourceAPI || o.Region != runpod.Regions[k.dc] || o.GPUType != runpod.GPUTypes[k.typ] {
+		if o.Provider != providers.RunPod || o.PriceSource != providers.PriceSourceAPI || o.Region != runpod.Regions[k.dc] ||
+			o.GPUType != runpod.GPUTypes[k.typ] || o.Capacity != providers.OnDemand || o.Kind != providers.Container {
 			t.Errorf("%+v: bad normalization %+v", k, o)
 		}
 	}
-	if o := got[offerKey{h100, 8, "US-CA-2", providers.Spot}]; o.GPUType != "H100" || o.Region != "us-west-1" || o.HourlyPrice != 11.92 {
-		t.Errorf("8x H100 spot in US-CA-2 = %+v", o)
+	if o := got[offerKey{h100, 8, "US-CA-2"}]; o.GPUType != "H100" || o.Region != "us-west-1" || o.HourlyPrice != 23.92 {
+		t.Errorf("8x H100 in US-CA-2 = %+v", o)
 	}
 	c := e.sim.Core().Counters()
-	if c.Requests["GET /v2/catalog/gpus"] != 1 || c.Requests["POST /graphql"] != 1 || len(c.Requests) != 2 {
-		t.Errorf("Offers made calls %v, want one catalog and one GraphQL call", c.Requests)
+	if c.Requests["GET /v2/catalog/gpus"] != 1 || len(c.Requests) != 1 {
+		t.Errorf("Offers made calls %v, want one catalog call", c.Requests)
 	}
 }
 
-func TestOffersCappedCounts(t *testing.T) {
-	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, func(c *runpod.Config) { c.GPUCounts = []int{3, 1, 3} })
-	offers, err := e.adapter.Offers(context.Background())
-	if err != nil {
-		t.Fatal(err)
+// The catalog is asked for pod availability in the adapter's cloud; the
+// community tier is opt-in.
+func TestOffersAskForTheCloud(t *testing.T) {
+	for _, cloud := range []runpod.Cloud{"", runpod.CommunityCloud} {
+		t.Run(string(cloud), func(t *testing.T) {
+			var query string
+			e := newEnv(t, cloudsim.Config{APIKey: apiKey}, func(c *runpod.Config) {
+				c.Cloud = cloud
+				next := c.HTTPClient.Transport
+				c.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					query = r.URL.RawQuery
+					return next.RoundTrip(r)
+				})}
+			})
+			if _, err := e.adapter.Offers(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			want := "cloud=SECURE&include=AVAILABILITY&product=POD"
+			if cloud == runpod.CommunityCloud {
+				want = "cloud=COMMUNITY&include=AVAILABILITY&product=POD"
+			}
+			if q, err := url.ParseQuery(query); err != nil || q.Encode() != want {
+				t.Errorf("catalog query %q, want %q", query, want)
+			}
+		})
 	}
-	counts := map[string][]int{}
-	for _, o := range offers {
-		if o.Capacity == providers.OnDemand && (o.ProviderRegion == "US-KS-2" || o.ProviderRegion == "US-TX-3") {
-			counts[o.InstanceType] = append(counts[o.InstanceType], o.GPUCount)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func container() *providers.ContainerSpec {
+	return &providers.ContainerSpec{
+		Image: "vllm/vllm-openai:v0.6.3",
+		Args:  []string{"--model", "meta-llama/Llama-3.1-8B", "--served-model-name", "it's mine"},
+		Env:   map[string]string{"HF_TOKEN": "hf_secret", "MODE": "serve"},
+		Ports: []providers.Port{{Port: 8000, Protocol: "http"}, {Port: 22, Protocol: "tcp"}},
+	}
+}
+
+func launchReq(name string, typ, dc string, n int) providers.LaunchRequest {
+	return providers.LaunchRequest{
+		Name:      name,
+		Offer:     providers.Offer{Provider: providers.RunPod, InstanceType: typ, GPUCount: n, ProviderRegion: dc, Capacity: providers.OnDemand, Kind: providers.Container},
+		Container: container(),
+	}
+}
+
+// A container launch is one createPod whose body is exactly what REST v2
+// takes: image, args as one string, env as an object, ports as
+// "port/protocol", the GPU nested, the cloud and the data center.
+func TestLaunchSendsTheContainer(t *testing.T) {
+	for _, cloud := range []runpod.Cloud{runpod.SecureCloud, runpod.CommunityCloud} {
+		t.Run(string(cloud), func(t *testing.T) {
+			e := newEnv(t, cloudsim.Config{APIKey: apiKey}, func(c *runpod.Config) { c.Cloud = cloud })
+			req := launchReq(providers.MachineNamePrefix+"ctr-0", h100, "US-CA-2", 2)
+			req.UserData = "#cloud-config\n" // never sent: a pod runs its image
+			req.Tags = map[string]string{"tgp.solanyn.com/request": "x"}
+			inst, err := e.adapter.Launch(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bodies := e.sim.CreateBodies()
+			if len(bodies) != 1 {
+				t.Fatalf("simulator received %d creates, want 1", len(bodies))
+			}
+			var got map[string]any
+			if err := json.Unmarshal(bodies[0], &got); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]any{
+				"name":          req.Name,
+				"image":         "vllm/vllm-openai:v0.6.3",
+				"args":          `--model meta-llama/Llama-3.1-8B --served-model-name 'it'\''s mine'`,
+				"env":           map[string]any{"HF_TOKEN": "hf_secret", "MODE": "serve"},
+				"ports":         []any{"8000/http", "22/tcp"},
+				"gpu":           map[string]any{"id": h100, "count": float64(2)},
+				"cloud":         string(cloud),
+				"dataCenterIds": []any{"US-CA-2"},
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("create body\n %v\nwant\n %v", got, want)
+			}
+			if inst.ID == "" || inst.Name != req.Name || inst.InstanceType != h100 || inst.ProviderRegion != "US-CA-2" ||
+				inst.State != providers.StatePending || inst.NativeState != "PROVISIONING" || inst.Spot {
+				t.Errorf("launched %+v", inst)
+			}
+			ms := e.sim.Machines()
+			if len(ms) != 1 || !ms[0].Container || ms[0].GPUs != 2 || ms[0].UserData != "" || ms[0].Spot {
+				t.Errorf("simulator machines %+v, want one 2-GPU container", ms)
+			}
+		})
+	}
+}
+
+// RunPod runs no VMs: a launch without a container is invalid and sends
+// nothing, as is a container RunPod cannot take.
+func TestLaunchInvalidSendsNothing(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
+	base := launchReq(providers.MachineNamePrefix+"bad-0", h100, "US-CA-2", 1)
+	for name, mutate := range map[string]func(*providers.LaunchRequest){
+		"no container": func(r *providers.LaunchRequest) { r.Container, r.UserData = nil, "#cloud-config\n" },
+		"no image":     func(r *providers.LaunchRequest) { r.Container.Image = " " },
+		"no name":      func(r *providers.LaunchRequest) { r.Name = "" },
+		"zero GPUs":    func(r *providers.LaunchRequest) { r.Offer.GPUCount = 0 },
+		"port 0":       func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 0, Protocol: "tcp"}} },
+		"udp":          func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 53, Protocol: "udp"}} },
+		"twice a port": func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 22}, {Port: 22, Protocol: "TCP"}} },
+		"unnamed env":  func(r *providers.LaunchRequest) { r.Container.Env = map[string]string{"": "x"} },
+	} {
+		req := base
+		req.Container = container()
+		mutate(&req)
+		_, err := e.adapter.Launch(context.Background(), req)
+		if !providers.IsClass(err, providers.ClassInvalid) {
+			t.Errorf("%s: %v, want ClassInvalid", name, err)
 		}
 	}
-	// RTX 4090 machines have at most 2 GPUs.
-	if fmt.Sprint(counts[h100]) != "[1 3]" || fmt.Sprint(counts[rtx]) != "[1]" {
-		t.Errorf("offered counts %v", counts)
-	}
-}
-
-func launchReq(name string, typ, dc string, n int, capacity providers.CapacityType) providers.LaunchRequest {
-	return providers.LaunchRequest{
-		Name:     name,
-		UserData: "#cloud-config\nhostname: " + name + "\n",
-		Offer:    providers.Offer{Provider: providers.RunPod, InstanceType: typ, GPUCount: n, ProviderRegion: dc, Capacity: capacity},
+	if n := len(e.sim.Core().Counters().Requests); n != 0 {
+		t.Errorf("invalid launches reached the simulator: %v", e.sim.Core().Counters().Requests)
 	}
 }
 
 func TestLaunchListTerminate(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey, BootDelay: time.Minute, TerminateDelay: time.Minute}, nil)
 	ctx := context.Background()
-	req := launchReq(providers.MachineNamePrefix+"abc-0", h100, "US-KS-2", 2, providers.Spot)
+	req := launchReq(providers.MachineNamePrefix+"abc-0", h100, "US-KS-2", 2)
 	inst, err := e.adapter.Launch(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.ID == "" || inst.Name != req.Name || inst.InstanceType != h100 || inst.ProviderRegion != "US-KS-2" ||
-		!inst.Spot || inst.State != providers.StateBooting || inst.NativeState != "RUNNING" || inst.PublicIP != "" {
-		t.Fatalf("launched %+v", inst)
-	}
-	ms := e.sim.Machines()
-	if len(ms) != 1 || ms[0].UserData != req.UserData || ms[0].GPUs != 2 || !ms[0].Spot || ms[0].Active {
-		t.Fatalf("sim machines %+v", ms)
-	}
 
 	// Someone else's pod on the same account is not the operator's.
-	other, err := http.NewRequest(http.MethodPost, e.url+"/v1/pods",
-		strings.NewReader(`{"name":"notebook","gpuTypeIds":["NVIDIA A40"],"gpuCount":1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.Header.Set("Authorization", "Bearer "+apiKey)
-	if resp, err := http.DefaultClient.Do(other); err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("creating a foreign pod: %v %v", resp, err)
+	if resp := e.rawCall(t, http.MethodPost, "/v2/pods", `{"name":"notebook","image":"runpod/pytorch","gpu":{"id":"NVIDIA A40"}}`); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating a foreign pod: %v", resp.Status)
 	}
 
 	list := func() []providers.Instance {
@@ -224,12 +328,31 @@ func TestLaunchListTerminate(t *testing.T) {
 		}
 		return got
 	}
-	if got := list(); len(got) != 1 || got[0].ID != inst.ID || got[0].State != providers.StateBooting {
-		t.Fatalf("instances while booting: %+v", got)
+	for _, step := range []struct {
+		native string
+		state  providers.InstanceState
+	}{{"PROVISIONING", providers.StatePending}, {"STARTING", providers.StateBooting}} {
+		got := list()
+		if len(got) != 1 || got[0].ID != inst.ID || got[0].NativeState != step.native || got[0].State != step.state ||
+			got[0].PublicIP != "" || got[0].Ports != nil {
+			t.Fatalf("instances while %s: %+v", step.native, got)
+		}
+		if ms := e.sim.Machines(); ms[0].Active || !ms[0].Live {
+			t.Fatalf("machine while %s: %+v", step.native, ms[0])
+		}
+		e.clock.Step(30 * time.Second)
 	}
-	e.clock.Step(time.Minute)
-	if got := list(); len(got) != 1 || got[0].State != providers.StateRunning || got[0].PublicIP == "" {
+	got := list()
+	if len(got) != 1 || got[0].State != providers.StateRunning || got[0].PublicIP == "" || len(got[0].Ports) != 2 {
 		t.Fatalf("instances after boot: %+v", got)
+	}
+	for i, p := range got[0].Ports {
+		if p.Port != req.Container.Ports[i].Port || p.Protocol != req.Container.Ports[i].Protocol || p.PublicIP != got[0].PublicIP || p.PublicPort == 0 {
+			t.Errorf("port mapping %d: %+v, want %d/%s on %s", i, p, req.Container.Ports[i].Port, req.Container.Ports[i].Protocol, got[0].PublicIP)
+		}
+	}
+	if ms := e.sim.Machines(); !ms[0].Active || !ms[0].Container {
+		t.Errorf("running machine %+v, want an active container", ms[0])
 	}
 
 	if err := e.adapter.Terminate(ctx, inst.ID); err != nil {
@@ -242,14 +365,33 @@ func TestLaunchListTerminate(t *testing.T) {
 	if got := list(); len(got) != 0 {
 		t.Fatalf("instances after the pod is gone: %+v", got)
 	}
-	// Terminating again (404 now) succeeds.
-	if err := e.adapter.Terminate(ctx, inst.ID); err != nil {
-		t.Fatalf("second terminate: %v", err)
-	}
 	for _, m := range e.sim.Machines() {
 		if m.Name == req.Name && (m.Live || m.NativeState != "TERMINATED") {
 			t.Errorf("terminated machine %+v", m)
 		}
+	}
+}
+
+// Terminating a pod that is already gone succeeds, whatever the 404 says,
+// and still asks RunPod (so the answer is RunPod's, not a memory's).
+func TestTerminateGonePod(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
+	ctx := context.Background()
+	inst, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"gone-0", rtx, "US-TX-3", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{inst.ID, inst.ID, "pod-never-existed"} {
+		if err := e.adapter.Terminate(ctx, id); err != nil {
+			t.Errorf("Terminate(%s): %v", id, err)
+		}
+	}
+	if n := e.sim.Core().Counters().Requests["DELETE /v2/pods/{id}"]; n != 3 {
+		t.Errorf("%d deletes reached RunPod, want 3", n)
+	}
+	// The second and third answers were 404 problem documents.
+	if resp := e.rawCall(t, http.MethodDelete, "/v2/pods/"+inst.ID, ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("DELETE of a deleted pod: %s, want 404", resp.Status)
 	}
 }
 
@@ -259,7 +401,7 @@ func TestLaunchListTerminate(t *testing.T) {
 func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
 	ctx := context.Background()
-	req := launchReq(providers.MachineNamePrefix+"twice-0", rtx, "US-TX-3", 1, providers.OnDemand)
+	req := launchReq(providers.MachineNamePrefix+"twice-0", rtx, "US-TX-3", 1)
 	first, err := e.adapter.Launch(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -268,11 +410,11 @@ func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first.ID == second.ID || first.Spot || second.Name != req.Name {
-		t.Errorf("launches returned %+v and %+v, want two on-demand pods", first, second)
+	if first.ID == second.ID || second.Name != req.Name {
+		t.Errorf("launches returned %+v and %+v, want two pods", first, second)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 2 || c.Requests["POST /v1/pods"] != 2 || c.Requests["GET /v1/pods"] != 0 {
+	if c.Launches[req.Name] != 2 || c.Requests["POST /v2/pods"] != 2 || c.Requests["GET /v2/pods"] != 0 {
 		t.Errorf("launches %v, requests %v; want two creates and no list", c.Launches, c.Requests)
 	}
 	got, err := e.adapter.Instances(ctx)
@@ -281,13 +423,40 @@ func TestLaunchSameNameTwiceCreatesTwice(t *testing.T) {
 	}
 }
 
+// RunPod has answered 500 after creating the pod. The Launch is
+// ClassTransient (ambiguous), and listing then shows exactly one live pod
+// under the name, which the controller adopts instead of launching again.
+func TestCreateThen500IsTransientAndListedOnce(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
+	ctx := context.Background()
+	req := launchReq(providers.MachineNamePrefix+"ambiguous-0", a40, "US-GA-1", 1)
+	e.sim.FailAfterCreate(1)
+	_, err := e.adapter.Launch(ctx, req)
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Class != providers.ClassTransient || pe.HTTPStatus != http.StatusInternalServerError {
+		t.Fatalf("create answered 500: %v, want ClassTransient with HTTP 500", err)
+	}
+	got, err := e.adapter.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []providers.Instance
+	for _, in := range got {
+		if in.Name == req.Name && in.State.Alive() {
+			live = append(live, in)
+		}
+	}
+	if len(live) != 1 || e.sim.Core().Counters().Launches[req.Name] != 1 {
+		t.Errorf("after a 500 the list shows %+v (%d launches), want exactly one live pod named %s", live, e.sim.Core().Counters().Launches[req.Name], req.Name)
+	}
+}
+
 // A create that times out may still have made the pod: the Launch is
-// ClassTransient, and the pod is listed under its name, which is where the
-// controller finds and adopts it.
+// ClassTransient, and the pod is listed under its name.
 func TestLaunchTimeoutIsTransientAndListed(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, func(c *runpod.Config) { c.CallTimeout = 100 * time.Millisecond })
 	ctx := context.Background()
-	req := launchReq(providers.MachineNamePrefix+"slow-0", h100, "US-CA-2", 1, providers.OnDemand)
+	req := launchReq(providers.MachineNamePrefix+"slow-0", h100, "US-CA-2", 1)
 
 	// The simulator holds the answer (on its fake clock) past the adapter's
 	// deadline, then creates the pod anyway.
@@ -296,7 +465,7 @@ func TestLaunchTimeoutIsTransientAndListed(t *testing.T) {
 	if !providers.IsClass(err, providers.ClassTransient) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow launch: %v, want a transient deadline error", err)
 	}
-	e.waitServed(t, "POST /v1/pods")
+	e.waitServed(t, "POST /v2/pods")
 	if n := e.sim.Core().Counters().Launches[req.Name]; n != 1 {
 		t.Fatalf("the timed-out create made %d pods, want 1", n)
 	}
@@ -308,25 +477,6 @@ func TestLaunchTimeoutIsTransientAndListed(t *testing.T) {
 	}
 	if ms := e.sim.Machines(); len(ms) != 1 || len(got) != 1 || got[0].ID != ms[0].ID || got[0].Name != req.Name {
 		t.Errorf("listed %+v, sim has %+v; want the pod listed as %s", got, ms, req.Name)
-	}
-}
-
-// After a 5xx nothing was created; the retry is a plain create, with no list
-// call of the adapter's own.
-func TestLaunchAfterServerErrorIsPlainCreate(t *testing.T) {
-	e := newEnv(t, cloudsim.Config{APIKey: apiKey, Faults: cloudsim.Faults{ErrorRate: 1}}, nil)
-	ctx := context.Background()
-	req := launchReq(providers.MachineNamePrefix+"flaky-0", a40, "US-GA-1", 1, providers.OnDemand)
-	if _, err := e.adapter.Launch(ctx, req); !providers.IsClass(err, providers.ClassTransient) {
-		t.Fatalf("launch during 5xx: %v", err)
-	}
-	e.sim.Core().SetFaults(cloudsim.Faults{})
-	if _, err := e.adapter.Launch(ctx, req); err != nil {
-		t.Fatal(err)
-	}
-	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["POST /v1/pods"] != 2 || c.Requests["GET /v1/pods"] != 0 {
-		t.Errorf("launches %v, requests %v", c.Launches, c.Requests)
 	}
 }
 
@@ -345,41 +495,54 @@ func (e *env) waitServed(t *testing.T, call string) {
 	}
 }
 
-func TestPreemptedSpotPodIsInterrupted(t *testing.T) {
+// A pod RunPod stops (EXITED) is interrupted; one in ERROR has failed.
+func TestStoppedAndFailedPods(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
 	ctx := context.Background()
-	spot, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"spot-0", rtx, "US-TX-3", 1, providers.Spot))
+	stopped, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"stop-0", rtx, "US-TX-3", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	onDemand, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"od-0", rtx, "US-TX-3", 1, providers.OnDemand))
+	failed, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"fail-0", rtx, "US-TX-3", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.sim.Preempt(onDemand.ID); err == nil {
-		t.Error("preempting an on-demand pod succeeded")
+	fine, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"fine-0", rtx, "US-TX-3", 1))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := e.sim.Preempt(spot.ID); err != nil {
+	if err := e.sim.Preempt(stopped.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sim.Fail(failed.ID); err != nil {
 		t.Fatal(err)
 	}
 	got, err := e.adapter.Instances(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	states := map[string]providers.InstanceState{}
+	states := map[string]string{}
 	for _, i := range got {
-		states[i.ID] = i.State
+		states[i.ID] = string(i.State) + "/" + i.NativeState
 	}
-	if states[spot.ID] != providers.StateInterrupted || states[onDemand.ID] != providers.StateRunning {
-		t.Errorf("states %v", states)
+	want := map[string]string{stopped.ID: "interrupted/EXITED", failed.ID: "failed/ERROR", fine.ID: "running/RUNNING"}
+	if !maps.Equal(states, want) {
+		t.Errorf("states %v, want %v", states, want)
 	}
 	for _, m := range e.sim.Machines() {
-		if m.ID == spot.ID && (!m.Preempted || m.Active || !m.Live) {
-			t.Errorf("preempted machine %+v", m)
+		if m.ID == stopped.ID && (!m.Preempted || m.Active || !m.Live) {
+			t.Errorf("stopped machine %+v", m)
+		}
+	}
+	// Both still exist (and bill) until terminated.
+	for _, id := range []string{stopped.ID, failed.ID} {
+		if err := e.adapter.Terminate(ctx, id); err != nil {
+			t.Errorf("Terminate(%s): %v", id, err)
 		}
 	}
 }
 
+// Each error class, from the simulator's real problem documents.
 func TestErrorClasses(t *testing.T) {
 	ctx := context.Background()
 	name := providers.MachineNamePrefix + "err-0"
@@ -393,64 +556,80 @@ func TestErrorClasses(t *testing.T) {
 		text   string // in the message
 	}{
 		{
-			name: "v1 unauthorized", cfg: cloudsim.Config{APIKey: "other"}, key: apiKey,
+			name: "unauthorized", cfg: cloudsim.Config{APIKey: "other"},
 			call:  func(e *env) error { _, err := e.adapter.Instances(ctx); return err },
-			class: providers.ClassUnauthorized, status: 401, text: "Unauthorized",
+			class: providers.ClassUnauthorized, status: 401, text: "Unauthorized: invalid bearer token",
 		},
 		{
-			name: "v2 unauthorized (problem+json)", cfg: cloudsim.Config{APIKey: "other"}, key: apiKey,
+			name: "unauthorized catalog", cfg: cloudsim.Config{APIKey: "other"},
 			call:  func(e *env) error { _, err := e.adapter.Offers(ctx); return err },
-			class: providers.ClassUnauthorized, status: 401, text: "Unauthorized: Unauthorized: missing or invalid API key",
+			class: providers.ClassUnauthorized, status: 401,
 		},
 		{
 			name: "capacity", cfg: cloudsim.Config{},
 			call: func(e *env) error {
-				_, err := e.adapter.Launch(ctx, launchReq(name, rtx, "EU-RO-1", 1, providers.OnDemand))
+				_, err := e.adapter.Launch(ctx, launchReq(name, rtx, "EU-RO-1", 1))
 				return err
 			},
 			class: providers.ClassCapacity, status: 400, text: "no longer any instances available",
 		},
 		{
-			name: "spot where none is sold", cfg: cloudsim.Config{},
+			name: "no machine that large", cfg: cloudsim.Config{},
 			call: func(e *env) error {
-				_, err := e.adapter.Launch(ctx, launchReq(name, a40, "US-GA-1", 1, providers.Spot))
+				_, err := e.adapter.Launch(ctx, launchReq(name, rtx, "US-TX-3", 4))
 				return err
 			},
 			class: providers.ClassCapacity, status: 400,
 		},
 		{
-			name: "quota", cfg: cloudsim.Config{Quota: 1},
+			name: "balance", cfg: cloudsim.Config{Quota: 1},
 			call: func(e *env) error {
-				if _, err := e.adapter.Launch(ctx, launchReq(name, h100, "US-KS-2", 1, providers.OnDemand)); err != nil {
+				if _, err := e.adapter.Launch(ctx, launchReq(name, h100, "US-KS-2", 1)); err != nil {
 					return fmt.Errorf("first launch: %w", err)
 				}
-				_, err := e.adapter.Launch(ctx, launchReq(name+"-2", h100, "US-KS-2", 1, providers.OnDemand))
+				_, err := e.adapter.Launch(ctx, launchReq(name+"-2", h100, "US-KS-2", 1))
 				return err
 			},
-			class: providers.ClassQuota, status: 400, text: "quota",
+			class: providers.ClassQuota, status: 402, text: "Payment Required: insufficient balance",
 		},
 		{
 			name: "invalid GPU type", cfg: cloudsim.Config{},
 			call: func(e *env) error {
-				_, err := e.adapter.Launch(ctx, launchReq(name, "NVIDIA Imaginary 9000", "US-KS-2", 1, providers.OnDemand))
+				_, err := e.adapter.Launch(ctx, launchReq(name, "NVIDIA Imaginary 9000", "US-KS-2", 1))
 				return err
 			},
 			class: providers.ClassInvalid, status: 400, text: "unknown GPU type",
 		},
 		{
+			name: "invalid data center", cfg: cloudsim.Config{},
+			call: func(e *env) error {
+				_, err := e.adapter.Launch(ctx, launchReq(name, h100, "MARS-1", 1))
+				return err
+			},
+			class: providers.ClassInvalid, status: 400, text: "unknown data center",
+		},
+		{
 			name: "not found", cfg: cloudsim.Config{},
 			call:  func(e *env) error { _, err := e.adapter.Instance(ctx, "nope"); return err },
-			class: providers.ClassNotFound, status: 404,
+			class: providers.ClassNotFound, status: 404, text: "Not Found: pod not found",
 		},
 		{
 			name: "rate limited", cfg: cloudsim.Config{Faults: cloudsim.Faults{RateLimitRate: 1, RetryAfter: 3 * time.Second}},
 			call:  func(e *env) error { _, err := e.adapter.Instances(ctx); return err },
-			class: providers.ClassRateLimited, status: 429,
+			class: providers.ClassRateLimited, status: 429, text: "rate limit exceeded",
 		},
 		{
-			name: "v2 server error", cfg: cloudsim.Config{Faults: cloudsim.Faults{ErrorRate: 1}},
+			name: "server error", cfg: cloudsim.Config{Faults: cloudsim.Faults{ErrorRate: 1}},
 			call:  func(e *env) error { _, err := e.adapter.Offers(ctx); return err },
-			class: providers.ClassTransient, status: 500, text: "Something went wrong",
+			class: providers.ClassTransient, status: 500, text: "Internal Server Error",
+		},
+		{
+			name: "server error on create", cfg: cloudsim.Config{Faults: cloudsim.Faults{ErrorRate: 1}},
+			call: func(e *env) error {
+				_, err := e.adapter.Launch(ctx, launchReq(name, h100, "US-KS-2", 1))
+				return err
+			},
+			class: providers.ClassTransient, status: 500,
 		},
 		{
 			name: "down", cfg: cloudsim.Config{Faults: cloudsim.Faults{Down: true}},
@@ -494,28 +673,17 @@ func TestErrorClasses(t *testing.T) {
 	}
 }
 
-// GraphQL answers errors, authentication included, with HTTP 200.
-func TestGraphQLUnauthorizedIsClassified(t *testing.T) {
+// A 422 (the body does not match the contract) is ClassInvalid: the
+// simulator's answer to a body the adapter would never send.
+func TestValidationProblemIsInvalid(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{APIKey: apiKey}, nil)
-	req, err := http.NewRequest(http.MethodPost, e.url+"/graphql", strings.NewReader(`{"query":"{ gpuTypes { id } }"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer wrong")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	if _, err := runpod.DecodeQuotes(body); !providers.IsClass(err, providers.ClassUnauthorized) {
-		t.Errorf("DecodeQuotes(%s) = %v, want Unauthorized", body, err)
+	resp := e.rawCall(t, http.MethodPost, "/v2/pods", `{"name":"gpur-x","image":"a","gpu":{"id":"NVIDIA A40"},"bogus":1}`)
+	var body [4096]byte
+	n, _ := resp.Body.Read(body[:])
+	err := runpod.ClassifyResponse(resp.StatusCode, resp.Header, body[:n], now)
+	if resp.StatusCode != http.StatusUnprocessableEntity || resp.Header.Get("Content-Type") != "application/problem+json" ||
+		!providers.IsClass(err, providers.ClassInvalid) || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unknown field: %s %s -> %v", resp.Status, body[:n], err)
 	}
 }
 
@@ -543,7 +711,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 		func() error { _, err := e.adapter.Instances(ctx); return err },
 		func() error { _, err := e.adapter.Offers(ctx); return err },
 		func() error {
-			_, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"x-0", h100, "US-KS-2", 1, providers.OnDemand))
+			_, err := e.adapter.Launch(ctx, launchReq(providers.MachineNamePrefix+"x-0", h100, "US-KS-2", 1))
 			return err
 		},
 		func() error { return e.adapter.Terminate(ctx, "pod1") },
@@ -563,6 +731,27 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}
 }
 
+// The simulator sends RunPod's RateLimit headers; a 429 without Retry-After
+// waits for the exhausted window's reset.
+func TestRateLimitHeaderWithoutRetryAfter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("RateLimit-Policy", `"minute";q=60;w=60, "hour";q=3000;w=3600`)
+		w.Header().Set("RateLimit", `"minute";r=0;t=7, "hour";r=2800;t=1812`)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprint(w, `{"title":"Too Many Requests","status":429,"detail":"rate limit exceeded for the minute window"}`)
+	}))
+	defer srv.Close()
+	a, err := runpod.New(runpod.Config{APIURL: srv.URL, Key: func() string { return apiKey }, HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Instances(context.Background())
+	if d, ok := providers.RetryAfterOf(err); !providers.IsClass(err, providers.ClassRateLimited) || !ok || d != 7*time.Second {
+		t.Errorf("429 with RateLimit only: %v, want RateLimited for 7s", err)
+	}
+}
+
 // The key is read on every call, so a rotated Secret takes effect at once.
 func TestKeyReadOnEveryCall(t *testing.T) {
 	key := "old"
@@ -579,10 +768,12 @@ func TestKeyReadOnEveryCall(t *testing.T) {
 // Whatever RunPod puts in an error body, the key never reaches the error.
 func TestErrorsNeverCarryTheKey(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "bad request from "+r.Header.Get("Authorization"), http.StatusBadRequest)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]any{"title": "Bad Request", "status": 400, "detail": "bad request from " + r.Header.Get("Authorization")})
 	}))
 	defer srv.Close()
-	a, err := runpod.New(runpod.Config{RESTURL: srv.URL, APIURL: srv.URL, Key: func() string { return apiKey }, HTTPClient: srv.Client()})
+	a, err := runpod.New(runpod.Config{APIURL: srv.URL, Key: func() string { return apiKey }, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,12 +783,23 @@ func TestErrorsNeverCarryTheKey(t *testing.T) {
 	}
 }
 
-func TestNewValidates(t *testing.T) {
+func TestNew(t *testing.T) {
 	if _, err := runpod.New(runpod.Config{}); err == nil {
 		t.Error("New without a key func succeeded")
 	}
-	if _, err := runpod.New(runpod.Config{Key: func() string { return "k" }, GPUCounts: []int{1, 0}}); err == nil {
-		t.Error("New with a zero GPU count succeeded")
+	if _, err := runpod.New(runpod.Config{Key: func() string { return "k" }, Cloud: "SPOT"}); err == nil {
+		t.Error("New with an unknown cloud succeeded")
+	}
+	a, err := runpod.New(runpod.Config{Key: func() string { return "k" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Cloud() != runpod.SecureCloud || a.Name() != providers.RunPod {
+		t.Errorf("default adapter: cloud %q, name %q", a.Cloud(), a.Name())
+	}
+	// Containers run no user data, so no VM request is ever sent to RunPod.
+	if f := providers.BootstrapFormats(a); len(f) != 0 {
+		t.Errorf("BootstrapFormats = %v, want none", f)
 	}
 }
 
@@ -614,7 +816,9 @@ func TestClientSideRateLimit(t *testing.T) {
 	if !providers.IsClass(err, providers.ClassRateLimited) {
 		t.Errorf("second call within the limit's interval: %v", err)
 	}
-	if n := e.sim.Core().Counters().Requests["GET /v1/pods"]; n != 1 {
+	if n := e.sim.Core().Counters().Requests["GET /v2/pods"]; n != 1 {
 		t.Errorf("%d calls reached the simulator, want 1", n)
 	}
 }
+
+
