@@ -67,9 +67,10 @@ func TestAdmin(t *testing.T) {
 	srv := httptest.NewServer((&admin{sims: sims.Simulators()}).handler())
 	defer srv.Close()
 
-	// Rent a spot pod through RunPod's own API.
-	body := `{"name": "tgp-demo-1", "gpuTypeIds": ["NVIDIA GeForce RTX 4090"], "gpuCount": 1, "interruptible": true, "imageName": "busybox"}`
-	req, _ := http.NewRequest(http.MethodPost, sims.URL("runpod")+"/v1/pods", strings.NewReader(body))
+	// Rent a pod through RunPod's own API (REST v2; RunPod sells no spot,
+	// and /preempt stops the pod as RunPod does when it takes a machine back).
+	body := `{"name": "tgp-demo-1", "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}, "image": "busybox"}`
+	req, _ := http.NewRequest(http.MethodPost, sims.URL("runpod")+"/v2/pods", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer k")
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

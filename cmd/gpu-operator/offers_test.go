@@ -39,15 +39,16 @@ import (
 const simKey = "sim-key-5c1f7e0b9a2d"
 
 // h100Sims runs the three simulators with H100 offers across providers,
-// regions, capacity types and GPU counts. For H100 x1, spot, maxPrice 3 in
-// [us-west-1, us-east-1] (Ordered) the ranking is: the two RunPod spot
-// offers (us-west-1 at 2.50 before the cheaper us-east-1 at 1.90), then the
-// on-demand fallbacks under 3 by region, then price (us-west-1: Lambda 2.49,
-// RunPod 2.99; us-east-1: RunPod 2.39, Lambda 2.49; Lambda prices a type
-// the same in every region). Paperspace's shipped H100 price (5.95) is over
-// the cap, eu-west-1 is not a listed region, and the other machines (RunPod
-// pods of 2 to 8 GPUs, Lambda's and Paperspace's 8x types) have the wrong
-// count.
+// regions, machine kinds and GPU counts. For H100 x1, spot, maxPrice 3 in
+// [us-west-1, us-east-1] (Ordered) no provider sells spot (RunPod withdrew
+// it; its SpotPrice entries below are ignored), so the on-demand fallbacks
+// under 3 rank by region: Lambda us-west-1 at 2.49, then Lambda us-east-1 at
+// the same price (Lambda prices a type the same in every region), so region
+// order, not price, decides. RunPod's pods are containers and lose to a VM
+// request as WrongMachineKind, though the us-east-1 one (2.39) is cheaper.
+// Paperspace's shipped H100 price (5.95) is over the cap, eu-west-1 is not a
+// listed region, and the other machines (RunPod pods of 2 to 8 GPUs,
+// Lambda's and Paperspace's 8x types) have the wrong count.
 func h100Sims(t *testing.T) *stack.Stack {
 	t.Helper()
 	cfg := func(entries ...cloudsim.CatalogEntry) *cloudsim.Config {
@@ -202,9 +203,10 @@ func TestOffersMatchesController(t *testing.T) {
 		t.Errorf("controller chose %s/%s/%s (%s) spot=%v $%v; the CLI chose %s", got.Provider, got.InstanceType, got.ProviderRegion,
 			got.Region, got.Spot, price(got.HourlyPrice), chosen.ID())
 	}
-	// The fixture is built so the choice is not merely the cheapest offer.
-	if chosen.ID() != "runpod/NVIDIA H100 80GB HBM3/US-CA-2/spot" {
-		t.Errorf("CLI chose %s, want runpod/NVIDIA H100 80GB HBM3/US-CA-2/spot (spot in the first region)", chosen.ID())
+	// The fixture is built so the choice is not merely the cheapest offer
+	// (RunPod's cheaper container and Lambda's equal us-east-1 price lose).
+	if chosen.ID() != "lambdalabs/gpu_1x_h100_pcie/us-west-1/on-demand" {
+		t.Errorf("CLI chose %s, want lambdalabs/gpu_1x_h100_pcie/us-west-1/on-demand (a VM in the first region)", chosen.ID())
 	}
 }
 
@@ -294,11 +296,7 @@ func TestOffersJSONAndReasons(t *testing.T) {
 			ranked = append(ranked, o.ID())
 		}
 		wantRanked := []string{
-			"runpod/NVIDIA H100 80GB HBM3/US-CA-2/spot",
-			"runpod/NVIDIA H100 PCIe/US-DE-1/spot",
 			"lambdalabs/gpu_1x_h100_pcie/us-west-1/on-demand",
-			"runpod/NVIDIA H100 80GB HBM3/US-CA-2/on-demand",
-			"runpod/NVIDIA H100 PCIe/US-DE-1/on-demand",
 			"lambdalabs/gpu_1x_h100_pcie/us-east-1/on-demand",
 		}
 		if !slices.Equal(ranked, wantRanked) {
@@ -314,18 +312,20 @@ func TestOffersJSONAndReasons(t *testing.T) {
 			}
 		}
 		for id, want := range map[string]selector.Reason{
-			"paperspace/H100/ny2/on-demand":            selector.OverOnDemandCap,
-			"paperspace/H100/ca1/on-demand":            selector.OverOnDemandCap,
-			"paperspace/H100/ams1/on-demand":           selector.RegionNotPreferred,
-			"runpod/NVIDIA H100 NVL/EU-NL-1/spot":      selector.RegionNotPreferred,
-			"runpod/NVIDIA H100 NVL/EU-NL-1/on-demand": selector.RegionNotPreferred,
+			"paperspace/H100/ny2/on-demand":                  selector.OverOnDemandCap,
+			"paperspace/H100/ca1/on-demand":                  selector.OverOnDemandCap,
+			"paperspace/H100/ams1/on-demand":                 selector.RegionNotPreferred,
+			"runpod/NVIDIA H100 80GB HBM3/US-CA-2/on-demand": selector.WrongMachineKind,
+			"runpod/NVIDIA H100 PCIe/US-DE-1/on-demand":      selector.WrongMachineKind,
+			"runpod/NVIDIA H100 NVL/EU-NL-1/on-demand":       selector.WrongMachineKind,
 		} {
 			if reasons[id] != want {
 				t.Errorf("%s lost for %q, want %q", id, reasons[id], want)
 			}
 		}
-		if doc.Counts[selector.WrongGPUCount] == 0 || doc.Counts[selector.OverOnDemandCap] != 2 || doc.Counts[selector.RegionNotPreferred] != 3 {
-			t.Errorf("counts %v, want WrongGPUCount > 0, 2 OverOnDemandCap and 3 RegionNotPreferred", doc.Counts)
+		if doc.Counts[selector.WrongGPUCount] == 0 || doc.Counts[selector.OverOnDemandCap] != 2 || doc.Counts[selector.RegionNotPreferred] != 1 ||
+			doc.Counts[selector.WrongMachineKind] != 3 {
+			t.Errorf("counts %v, want WrongGPUCount > 0, 2 OverOnDemandCap, 1 RegionNotPreferred and 3 WrongMachineKind", doc.Counts)
 		}
 		total := len(doc.Ranked)
 		for _, n := range doc.Counts {
@@ -342,7 +342,7 @@ func TestOffersJSONAndReasons(t *testing.T) {
 				t.Errorf("catalog %+v, want offers and no error", c)
 			}
 		}
-		if !strings.HasPrefix(doc.Summary, "chose runpod/NVIDIA H100 80GB HBM3/US-CA-2 spot at $2.50/h") {
+		if !strings.HasPrefix(doc.Summary, "chose lambdalabs/gpu_1x_h100_pcie/us-west-1 on-demand at $2.49/h") {
 			t.Errorf("summary %q", doc.Summary)
 		}
 	})
@@ -368,7 +368,7 @@ func TestOffersJSONAndReasons(t *testing.T) {
 				t.Errorf("paperspace row %q, want OverOnDemandCap at the static 5.95", line)
 			}
 		}
-		for _, want := range []string{"NOT ELIGIBLE", "REASON", "DETAIL", "RegionNotPreferred", "WrongGPUCount", "chose runpod/"} {
+		for _, want := range []string{"NOT ELIGIBLE", "REASON", "DETAIL", "RegionNotPreferred", "WrongGPUCount", "WrongMachineKind", "chose lambdalabs/"} {
 			if !strings.Contains(res.out, want) {
 				t.Errorf("verbose output lacks %q:\n%s", want, res.out)
 			}
@@ -385,7 +385,8 @@ func TestOffersJSONAndReasons(t *testing.T) {
 		if res.code != exitFail {
 			t.Errorf("exit %d, want 1", res.code)
 		}
-		if !strings.Contains(res.out, "No eligible offer for H100 x1") || !strings.Contains(res.out, "OverSpotCap") {
+		// No provider sells spot any more: the on-demand fallbacks are over the cap.
+		if !strings.Contains(res.out, "No eligible offer for H100 x1") || !strings.Contains(res.out, "OverOnDemandCap") {
 			t.Errorf("output:\n%s", res.out)
 		}
 		if !strings.Contains(res.errOut, "no eligible offer") {
@@ -397,20 +398,20 @@ func TestOffersJSONAndReasons(t *testing.T) {
 		}
 	})
 
-	t.Run("a pin and LowestPrice", func(t *testing.T) {
+	t.Run("a pin to a provider of containers", func(t *testing.T) {
+		// RunPod sells only containers: pinned to it, a VM request has no
+		// eligible offer, however cheap RunPod's are.
 		res := runCmd(offersCmd, append([]string{"--gpu", "H100", "--spot", "--max-price", "3", "--regions", "us-west-1,us-east-1",
 			"--region-policy", "LowestPrice", "--provider", "runpod", "-o", "json"}, endpoints...)...)
+		if res.code != exitFail {
+			t.Errorf("exit %d, want 1", res.code)
+		}
 		doc := decodeOffers(t, res.out)
-		if doc.Chosen == nil || doc.Chosen.ID() != "runpod/NVIDIA H100 PCIe/US-DE-1/spot" {
-			t.Errorf("chose %+v, want RunPod's cheaper us-east-1 spot offer", doc.Chosen)
+		if doc.Chosen != nil || len(doc.Ranked) != 0 {
+			t.Errorf("chose %+v from %+v, want nothing", doc.Chosen, doc.Ranked)
 		}
-		for _, o := range doc.Ranked {
-			if o.Provider != providers.RunPod {
-				t.Errorf("ranked %s despite the pin", o.ID())
-			}
-		}
-		if doc.Counts[selector.ProviderPinnedElsewhere] == 0 {
-			t.Errorf("counts %v, want offers of other providers pinned out", doc.Counts)
+		if doc.Counts[selector.ProviderPinnedElsewhere] == 0 || doc.Counts[selector.WrongMachineKind] == 0 {
+			t.Errorf("counts %v, want offers of other providers pinned out and RunPod's of the wrong kind", doc.Counts)
 		}
 	})
 
