@@ -202,7 +202,7 @@ func TestCreateErrors(t *testing.T) {
 	}
 	// Bodies the spec allows that RunPod rejects.
 	for body, detail := range map[string]string{
-		`{"name":"x","image":"i"}`: "exactly one of gpu or cpu",
+		`{"name":"x","image":"i"}`:                                                      "exactly one of gpu or cpu",
 		`{"name":"x","image":"i","gpu":{"id":"NVIDIA B9000"}}`:                          `unknown GPU type "NVIDIA B9000"`,
 		`{"name":"x","image":"i","gpu":{"id":"NVIDIA A40"},"dataCenterIds":["MARS-1"]}`: `unknown data center "MARS-1"`,
 		// EU-RO-1 has no capacity; US-GA-1 has no 8-GPU A40 machine.
@@ -271,7 +271,9 @@ func TestPodLifecycle(t *testing.T) {
 	}
 
 	// Actions: an invalid one is 409; stop, start, restart.
-	action := func(a string) response { return f.do(t, http.MethodPost, "/v2/pods/"+id+"/action", key, `{"action":"`+a+`"}`) }
+	action := func(a string) response {
+		return f.do(t, http.MethodPost, "/v2/pods/"+id+"/action", key, `{"action":"`+a+`"}`)
+	}
 	wantProblem(t, "start a running pod", action("start"), 409, "not valid")
 	if p := decode[runpodv2.Pod](t, action("stop")); p.Status != runpodv2.EXITED || p.Cost != 0 {
 		t.Errorf("stopped %+v", p)

@@ -290,8 +290,10 @@ func TestLaunchInvalidSendsNothing(t *testing.T) {
 		"zero GPUs":    func(r *providers.LaunchRequest) { r.Offer.GPUCount = 0 },
 		"port 0":       func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 0, Protocol: "tcp"}} },
 		"udp":          func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 53, Protocol: "udp"}} },
-		"twice a port": func(r *providers.LaunchRequest) { r.Container.Ports = []providers.Port{{Port: 22}, {Port: 22, Protocol: "TCP"}} },
-		"unnamed env":  func(r *providers.LaunchRequest) { r.Container.Env = map[string]string{"": "x"} },
+		"twice a port": func(r *providers.LaunchRequest) {
+			r.Container.Ports = []providers.Port{{Port: 22}, {Port: 22, Protocol: "TCP"}}
+		},
+		"unnamed env": func(r *providers.LaunchRequest) { r.Container.Env = map[string]string{"": "x"} },
 	} {
 		req := base
 		req.Container = container()
@@ -820,5 +822,3 @@ func TestClientSideRateLimit(t *testing.T) {
 		t.Errorf("%d calls reached the simulator, want 1", n)
 	}
 }
-
-
