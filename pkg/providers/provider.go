@@ -167,16 +167,13 @@ type Provider interface {
 // oversized template never reaches a provider and never marks an offering
 // unavailable for everyone). Sources: ../shared/DESIGN.md "The providers as
 // they really are" (Lambda: cloud-init user_data, 1 MB; Paperspace: startup
-// script, 16 KB). RunPod publishes no limit for the env it carries the
-// bootstrap in; 64 KiB is a conservative assumption, not a documented value.
+// script, 16 KB). RunPod's machines are containers and take no user data.
 func UserDataLimit(provider string) int {
 	switch provider {
 	case LambdaLabs:
 		return 1 << 20
 	case Paperspace:
 		return 16 << 10
-	case RunPod:
-		return 64 << 10
 	}
 	return 1 << 20
 }
