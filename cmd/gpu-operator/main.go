@@ -69,6 +69,9 @@ func runOperator(args []string) int {
 	if err != nil {
 		return fail(err, "configuring providers")
 	}
+	for _, l := range f.providers.leftOut {
+		logger.Error(nil, "provider left out: its configuration cannot work", "provider", l.name, "reason", l.reason)
+	}
 	// Events get their own client (and rate limiter).
 	recorder, stopEvents := operator.NewRecorder(ctx, kubernetes.NewForConfigOrDie(cfg), "gpu-operator")
 	defer stopEvents()
@@ -91,6 +94,7 @@ func runOperator(args []string) int {
 	defer srv.Close()
 
 	creds.Start(ctx, ctrl.UnblockProviders)
+	checkSSHKeys(ctx, adapters, f.providers.callTimeout)
 	var election *operator.LeaderElection
 	if f.leaderElect {
 		election = &operator.LeaderElection{Name: f.leaseName, Namespace: f.namespace, Leases: kube.CoordinationV1(),

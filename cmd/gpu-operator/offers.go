@@ -69,7 +69,7 @@ func (c *cliProviders) build() ([]providers.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(adapters) == 0 {
+	if len(adapters) == 0 && len(c.providers.leftOut) == 0 {
 		return nil, errors.New("no provider enabled (--providers is empty)")
 	}
 	return adapters, nil
@@ -187,6 +187,9 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 
 	ctx, cancel := commandContext(f.cli.timeout)
 	defer cancel()
+	for _, l := range f.cli.providers.leftOut {
+		fmt.Fprintf(errOut, "warning: %s: left out, its offers are missing: %s\n", l.name, l.reason)
+	}
 	catalog := providers.NewCatalog(adapters, 0, clock.RealClock{})
 	offers, _ := catalog.Offers(ctx)
 	status := catalog.Status()
@@ -426,9 +429,11 @@ func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON)
 }
 
 // runValidateCredentials is `gpu-operator validate-credentials`: one cheap
-// authenticated call (the instance list) per enabled provider, reported as
-// ok, unauthorized or error. Keys are never printed. It exits 0 only when
-// every provider answered.
+// authenticated call (the instance list) per enabled provider, and for
+// Lambda the SSH key list (its launches need the configured key), reported
+// as ok, unauthorized, misconfigured (Lambda without an SSH key name, or
+// with one the account does not have) or error. Keys are never printed. It
+// exits 0 only when every provider answered and is configured.
 func runValidateCredentials(args []string, out io.Writer) int {
 	return validateCredentialsCommand(args, out, os.Stderr)
 }
@@ -470,6 +475,16 @@ func validateCredentialsCommand(args []string, out, errOut io.Writer) int {
 	for i, a := range adapters {
 		wg.Go(func() {
 			instances, err := a.Instances(ctx)
+			if c, ok := a.(sshKeyChecker); ok && err == nil {
+				if err := c.CheckSSHKey(ctx); err != nil {
+					result := "error"
+					if providers.IsClass(err, providers.ClassInvalid) {
+						result = "misconfigured"
+					}
+					checks[i] = check{result, err.Error()}
+					return
+				}
+			}
 			switch {
 			case err == nil:
 				checks[i] = check{"ok", fmt.Sprintf("authenticated; %d operator instances", len(instances))}
@@ -488,7 +503,10 @@ func validateCredentialsCommand(args []string, out, errOut io.Writer) int {
 
 	w := tabwriter.NewWriter(&trimWriter{w: out}, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PROVIDER\tRESULT\tDETAIL")
-	failed := 0
+	failed := len(c.providers.leftOut)
+	for _, l := range c.providers.leftOut {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", l.name, "misconfigured", l.reason)
+	}
 	for i, a := range adapters {
 		if checks[i].result != "ok" {
 			failed++
@@ -500,7 +518,7 @@ func validateCredentialsCommand(args []string, out, errOut io.Writer) int {
 		return exitFail
 	}
 	if failed > 0 {
-		fmt.Fprintf(errOut, "gpu-operator validate-credentials: %d of %d providers failed\n", failed, len(adapters))
+		fmt.Fprintf(errOut, "gpu-operator validate-credentials: %d of %d providers failed\n", failed, len(adapters)+len(c.providers.leftOut))
 		return exitFail
 	}
 	return exitOK

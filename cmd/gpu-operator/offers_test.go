@@ -24,6 +24,7 @@ import (
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/credentials"
@@ -87,6 +88,7 @@ func endpointArgs(t *testing.T, st *stack.Stack, key string) []string {
 	}
 	args := []string{
 		"--lambda-url", st.URL(providers.LambdaLabs),
+		"--lambda-ssh-key-name", lambdasim.DefaultSSHKeyName,
 		"--runpod-api-url", st.URL(providers.RunPod),
 		"--paperspace-url", st.URL(providers.Paperspace) + "/v1",
 		// Paperspace's catalog is one availability call per machine type
@@ -635,4 +637,73 @@ func TestFormatPrice(t *testing.T) {
 			t.Errorf("formatPrice(%v) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestValidateCredentialsLambdaSSHKey: Lambda without an SSH key name is
+// left out and reported misconfigured; with a name the account lacks, the
+// SSH key check (GET /api/v1/ssh-keys) says so; both fail the command.
+func TestValidateCredentialsLambdaSSHKey(t *testing.T) {
+	st := h100Sims(t)
+	row := func(t *testing.T, out string) string {
+		t.Helper()
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, providers.LambdaLabs+" ") {
+				return strings.Join(strings.Fields(l), " ")
+			}
+		}
+		t.Fatalf("no lambdalabs row:\n%s", out)
+		return ""
+	}
+	withoutKeyName := func(args []string) []string {
+		var out []string
+		for i := 0; i < len(args); i++ {
+			if args[i] == "--lambda-ssh-key-name" {
+				i++
+				continue
+			}
+			out = append(out, args[i])
+		}
+		return out
+	}
+
+	t.Run("no key name", func(t *testing.T) {
+		res := runCmd(validateCmd, withoutKeyName(endpointArgs(t, st, simKey))...)
+		if res.code != exitFail {
+			t.Errorf("exit %d, want 1", res.code)
+		}
+		got := row(t, res.out)
+		if !strings.HasPrefix(got, "lambdalabs misconfigured ") || !strings.Contains(got, "--lambda-ssh-key-name") {
+			t.Errorf("lambdalabs row %q, want misconfigured naming --lambda-ssh-key-name", got)
+		}
+		if !strings.Contains(res.errOut, "1 of 3 providers failed") {
+			t.Errorf("stderr %q", res.errOut)
+		}
+	})
+
+	t.Run("two key names", func(t *testing.T) {
+		args := append(withoutKeyName(endpointArgs(t, st, simKey)), "--lambda-ssh-key-names", "a,b")
+		res := runCmd(validateCmd, args...)
+		if got := row(t, res.out); res.code != exitFail || !strings.Contains(got, "exactly one") {
+			t.Errorf("exit %d, lambdalabs row %q; want 1 and misconfigured: exactly one", res.code, got)
+		}
+	})
+
+	t.Run("key not registered", func(t *testing.T) {
+		args := append(withoutKeyName(endpointArgs(t, st, simKey)), "--lambda-ssh-key-name", "not-in-the-account")
+		res := runCmd(validateCmd, args...)
+		if res.code != exitFail {
+			t.Errorf("exit %d, want 1", res.code)
+		}
+		if got := row(t, res.out); !strings.HasPrefix(got, "lambdalabs misconfigured ") ||
+			!strings.Contains(got, `"not-in-the-account" is not registered`) || !strings.Contains(got, lambdasim.DefaultSSHKeyName) {
+			t.Errorf("lambdalabs row %q, want misconfigured: the key is not registered, naming the registered one", got)
+		}
+	})
+
+	t.Run("offers warns", func(t *testing.T) {
+		res := runCmd(offersCmd, append(withoutKeyName(endpointArgs(t, st, simKey)), regionAwareArgs...)...)
+		if !strings.Contains(res.errOut, "warning: lambdalabs: left out") {
+			t.Errorf("offers stderr %q, want a warning that Lambda is left out", res.errOut)
+		}
+	})
 }

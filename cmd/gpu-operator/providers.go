@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
@@ -19,15 +22,23 @@ type providerFlags struct {
 	lambdaURL         string
 	lambdaRPS         float64
 	lambdaLaunchEvery time.Duration
-	lambdaSSHKeys     string
+	lambdaSSHKey      string
+	lambdaSSHKeys     string // deprecated: --lambda-ssh-key-names
 	runpodAPIURL      string
 	runpodCloud       string
 	runpodRPS         float64
 	paperspaceURL     string
 	paperspaceRPS     float64
+	paperspaceTmpl    string
 	pricesConfigMap   string
 	callTimeout       time.Duration
+
+	// leftOut are the enabled providers build left out, with the reason.
+	leftOut []leftOutProvider
 }
+
+// leftOutProvider is an enabled provider whose configuration cannot work.
+type leftOutProvider struct{ name, reason string }
 
 func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.enabled, "providers", "lambdalabs,runpod,paperspace", "Comma-separated providers to use.")
@@ -35,7 +46,8 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.lambdaURL, "lambda-url", lambda.DefaultBaseURL, "Lambda Cloud API base URL.")
 	fs.Float64Var(&p.lambdaRPS, "lambda-rps", 1, "Client-side request rate limit for Lambda Cloud (its published limit is about 1/s).")
 	fs.DurationVar(&p.lambdaLaunchEvery, "lambda-launch-interval", 12*time.Second, "Minimum interval between Lambda launches (its published limit is 1 per 12s).")
-	fs.StringVar(&p.lambdaSSHKeys, "lambda-ssh-key-names", "", "Comma-separated SSH key names registered at Lambda Cloud, sent with every launch (the real API requires one).")
+	fs.StringVar(&p.lambdaSSHKey, "lambda-ssh-key-name", "", "Name of the SSH key, registered in the Lambda Cloud account, that every Lambda launch names (required: Lambda launches need exactly one; without it Lambda is left out).")
+	fs.StringVar(&p.lambdaSSHKeys, "lambda-ssh-key-names", "", "Deprecated: use --lambda-ssh-key-name. Must name exactly one key.")
 	fs.StringVar(&p.runpodAPIURL, "runpod-api-url", runpod.DefaultAPIURL, "RunPod REST v2 server (requests go to <url>/v2/...).")
 	// Community hosts are run by third parties and are less reliable than
 	// RunPod's own data centers, so the secure cloud is the default.
@@ -43,12 +55,16 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.runpodRPS, "runpod-rps", runpod.DefaultRequestsPerSecond, "Client-side request rate limit for RunPod (its REST v2 spec's example policy is 60 requests a minute).")
 	fs.StringVar(&p.paperspaceURL, "paperspace-url", paperspace.DefaultBaseURL, "Paperspace API base URL.")
 	fs.Float64Var(&p.paperspaceRPS, "paperspace-rps", 2, "Client-side request rate limit for Paperspace.")
+	fs.StringVar(&p.paperspaceTmpl, "paperspace-template-id", "", "Paperspace OS template for every machine type; empty chooses a GPU template per machine type from GET /os-templates.")
 	fs.StringVar(&p.pricesConfigMap, "paperspace-prices-configmap", "gpu-operator-paperspace-prices", "ConfigMap in --namespace overriding Paperspace's shipped price table (one key per machine type, USD/h).")
 	fs.DurationVar(&p.callTimeout, "provider-call-timeout", 30*time.Second, "Deadline of every provider API call.")
 }
 
 // build creates the enabled adapters; key returns a provider's current key.
+// An enabled provider whose configuration cannot work (Lambda without an SSH
+// key name) is left out and recorded in leftOut with the reason.
 func (p *providerFlags) build(key func(provider string) string) ([]providers.Provider, error) {
+	p.leftOut = nil
 	httpClient := &http.Client{Transport: &http.Transport{
 		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second,
 	}}
@@ -61,9 +77,14 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 		)
 		switch name {
 		case providers.LambdaLabs:
+			sshKey, why := p.lambdaSSHKeyName()
+			if why != "" {
+				p.leftOut = append(p.leftOut, leftOutProvider{name: name, reason: why})
+				continue
+			}
 			a, err = lambda.New(lambda.Config{BaseURL: p.lambdaURL, Key: keyFn, HTTPClient: httpClient,
 				RequestsPerSecond: p.lambdaRPS, LaunchInterval: p.lambdaLaunchEvery, CallTimeout: p.callTimeout,
-				SSHKeyNames: splitList(p.lambdaSSHKeys)})
+				SSHKeyName: sshKey})
 		case providers.RunPod:
 			var cloud runpod.Cloud
 			if cloud, err = runpod.ParseCloud(p.runpodCloud); err == nil {
@@ -72,7 +93,7 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 			}
 		case providers.Paperspace:
 			a, err = paperspace.New(paperspace.Config{BaseURL: p.paperspaceURL, Key: keyFn, HTTPClient: httpClient,
-				RequestsPerSecond: p.paperspaceRPS, CallTimeout: p.callTimeout})
+				RequestsPerSecond: p.paperspaceRPS, CallTimeout: p.callTimeout, TemplateID: p.paperspaceTmpl})
 		default:
 			return nil, fmt.Errorf("unknown provider %q (want lambdalabs, runpod or paperspace)", name)
 		}
@@ -82,4 +103,52 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// lambdaSSHKeyName is the one SSH key name Lambda launches with, or why
+// there is none.
+func (p *providerFlags) lambdaSSHKeyName() (name, why string) {
+	if p.lambdaSSHKey != "" {
+		return p.lambdaSSHKey, ""
+	}
+	switch names := splitList(p.lambdaSSHKeys); len(names) {
+	case 0:
+		return "", "no SSH key name configured: Lambda Cloud launches need exactly one SSH key registered in the account; set --lambda-ssh-key-name"
+	case 1:
+		return names[0], ""
+	default:
+		return "", fmt.Sprintf("--lambda-ssh-key-names names %d keys, but Lambda Cloud launches take exactly one; set --lambda-ssh-key-name", len(names))
+	}
+}
+
+// sshKeyChecker is an adapter whose launches need an SSH key registered at
+// the provider (Lambda's).
+type sshKeyChecker interface {
+	SSHKeyName() string
+	CheckSSHKey(ctx context.Context) error
+}
+
+// checkSSHKeys asks each adapter that launches with an SSH key whether the
+// key is registered, and logs the answer: a missing key is an error line
+// (the adapter logs it, and withholds its offers until the key is there); a
+// check that could not be made is a warning.
+func checkSSHKeys(ctx context.Context, adapters []providers.Provider, timeout time.Duration) {
+	logger := klog.FromContext(ctx)
+	for _, a := range adapters {
+		c, ok := a.(sshKeyChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err := c.CheckSSHKey(cctx)
+		cancel()
+		switch {
+		case err == nil:
+			logger.Info("SSH key is registered", "provider", a.Name(), "sshKey", c.SSHKeyName())
+		case providers.IsClass(err, providers.ClassInvalid):
+			// Missing: the adapter has logged it and withholds its offers.
+		default:
+			logger.Info("Warning: could not check that the SSH key is registered; launches fail if it is not", "provider", a.Name(), "sshKey", c.SSHKeyName(), "err", err)
+		}
+	}
 }

@@ -1,7 +1,14 @@
-// Package lambda simulates the Lambda Cloud API (hack/provider-specs/lambda,
-// openapi 1.8.3) over real HTTP: the instance-types, launch, list, get and
-// terminate endpoints with the spec's paths, JSON shapes (encoded with the
-// generated lambdaapi types), instance statuses and error envelope.
+// Package lambda simulates the Lambda Cloud API (../shared/provider-specs/
+// lambda, openapi 1.8.3) over real HTTP: the instance-types, launch, list,
+// get and terminate endpoints and the SSH key list, with the spec's paths,
+// JSON shapes (encoded with the generated lambdaapi types), instance
+// statuses and error envelope.
+//
+// The account has SSH keys (DefaultSSHKeyName from the start; AddSSHKey and
+// RemoveSSHKey change them). A launch must name exactly one of them, as the
+// spec's InstanceLaunchRequest.ssh_key_names says ("Currently, exactly one
+// SSH key must be specified"); anything else is refused with 400
+// global/invalid-parameters, the spec's ApiErrorInvalidParameters.
 //
 // Instance status is computed from the clock whenever it is read: booting
 // until CreatedAt+BootDelay, then active; preempted once Preempt is called;
@@ -48,7 +55,11 @@ const (
 	EndpointInstances     = "GET /api/v1/instances"
 	EndpointInstance      = "GET /api/v1/instances/{id}"
 	EndpointTerminate     = "POST /api/v1/instance-operations/terminate"
+	EndpointSSHKeys       = "GET /api/v1/ssh-keys"
 )
+
+// DefaultSSHKeyName is the SSH key every simulated account starts with.
+const DefaultSSHKeyName = "gpu-operator"
 
 // The spec's patterns for InstanceLaunchRequest.hostname and tag keys.
 var (
@@ -63,6 +74,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	instances map[string]*instance
+	sshKeys   map[string]lambdaapi.SSHKey // by name
 }
 
 var _ cloudsim.Simulator = (*Server)(nil)
@@ -89,13 +101,15 @@ type instance struct {
 
 // New builds a simulator; a nil clock means the real clock.
 func New(cfg cloudsim.Config, clk clock.Clock) *Server {
-	s := &Server{core: cloudsim.NewCore(cfg, clk), instances: map[string]*instance{}}
+	s := &Server{core: cloudsim.NewCore(cfg, clk), instances: map[string]*instance{}, sshKeys: map[string]lambdaapi.SSHKey{}}
+	s.AddSSHKey(DefaultSSHKeyName)
 	mux := http.NewServeMux()
 	mux.HandleFunc(EndpointInstanceTypes, s.gate(EndpointInstanceTypes, false, s.listInstanceTypes))
 	mux.HandleFunc(EndpointLaunch, s.gate(EndpointLaunch, true, s.launch))
 	mux.HandleFunc(EndpointInstances, s.gate(EndpointInstances, false, s.listInstances))
 	mux.HandleFunc(EndpointInstance, s.gate(EndpointInstance, false, s.getInstance))
 	mux.HandleFunc(EndpointTerminate, s.gate(EndpointTerminate, false, s.terminate))
+	mux.HandleFunc(EndpointSSHKeys, s.gate(EndpointSSHKeys, false, s.listSSHKeys))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeObjectDoesNotExist, "No such endpoint.", "")
 	})
@@ -138,6 +152,24 @@ func (s *Server) Machines() []cloudsim.Machine {
 	}
 	cloudsim.SortMachines(out)
 	return out
+}
+
+// AddSSHKey registers an SSH key name in the account (a no-op if it is).
+func (s *Server) AddSSHKey(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sshKeys[name]; ok {
+		return
+	}
+	id := s.core.NextID("sshkey")
+	s.sshKeys[name] = lambdaapi.SSHKey{Id: id, Name: name, PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + id + " " + name}
+}
+
+// RemoveSSHKey deletes an SSH key name from the account.
+func (s *Server) RemoveSSHKey(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sshKeys, name)
 }
 
 // Preempt implements cloudsim.Simulator. Lambda sells no spot capacity, but
@@ -251,12 +283,16 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalidParameters, "Invalid request body: "+err.Error(), "")
 		return
 	}
-	if msg := validateLaunch(req); msg != "" {
+	region := string(req.RegionName)
+	entry, ok := s.core.Entry(req.InstanceTypeName, region)
+	if msg := validateLaunch(req, ok); msg != "" {
 		writeError(w, http.StatusBadRequest, codeInvalidParameters, msg, "")
 		return
 	}
-	region := string(req.RegionName)
-	entry, ok := s.core.Entry(req.InstanceTypeName, region)
+	if msg := s.checkSSHKeys(req.SshKeyNames); msg != "" {
+		writeError(w, http.StatusBadRequest, codeInvalidParameters, msg, "Name exactly one SSH key registered in your account.")
+		return
+	}
 	if !ok {
 		writeError(w, http.StatusBadRequest, codeInvalidParameters,
 			fmt.Sprintf("Instance type %q is not offered in region %q.", req.InstanceTypeName, region), "")
@@ -300,10 +336,12 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request) {
 	writeData(w, lambdaapi.InstanceLaunchResponse{InstanceIds: []string{in.id}})
 }
 
-// validateLaunch checks what the spec requires of a launch body.
-func validateLaunch(req lambdaapi.InstanceLaunchRequest) string {
+// validateLaunch checks what the spec requires of a launch body. A region
+// the catalog sells counts as valid even outside the spec's enum: Lambda
+// answers with codes the 1.8.3 enum lacks (europe-south-1).
+func validateLaunch(req lambdaapi.InstanceLaunchRequest, sold bool) string {
 	switch {
-	case req.RegionName == "" || !req.RegionName.Valid():
+	case req.RegionName == "" || (!req.RegionName.Valid() && !sold):
 		return fmt.Sprintf("Invalid region_name %q.", req.RegionName)
 	case req.InstanceTypeName == "":
 		return "instance_type_name is required."
@@ -324,6 +362,30 @@ func validateLaunch(req lambdaapi.InstanceLaunchRequest) string {
 		}
 	}
 	return ""
+}
+
+// checkSSHKeys refuses anything but exactly one registered SSH key name.
+func (s *Server) checkSSHKeys(names []string) string {
+	if len(names) != 1 {
+		return fmt.Sprintf("Exactly one SSH key must be specified in ssh_key_names; got %d.", len(names))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sshKeys[names[0]]; !ok {
+		return fmt.Sprintf("SSH key %q does not exist.", names[0])
+	}
+	return ""
+}
+
+func (s *Server) listSSHKeys(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	keys := make([]lambdaapi.SSHKey, 0, len(s.sshKeys))
+	for _, k := range s.sshKeys {
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(keys, func(a, b lambdaapi.SSHKey) int { return strings.Compare(a.Name, b.Name) })
+	writeData(w, keys)
 }
 
 // liveLocked counts instances that are not terminated. Callers hold s.mu.

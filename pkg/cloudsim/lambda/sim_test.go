@@ -19,6 +19,7 @@ import (
 	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda/lambdaapi"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 const key = "sim-key"
@@ -115,7 +116,7 @@ func wantError(t *testing.T, status int, body []byte, wantStatus int, wantCode s
 
 func launchBody(name, typ, region string) lambdaapi.InstanceLaunchRequest {
 	return lambdaapi.InstanceLaunchRequest{
-		InstanceTypeName: typ, RegionName: lambdaapi.PublicRegionCode(region), SshKeyNames: []string{},
+		InstanceTypeName: typ, RegionName: lambdaapi.PublicRegionCode(region), SshKeyNames: []string{lambdasim.DefaultSSHKeyName},
 		Name: &name, Hostname: &name,
 	}
 }
@@ -264,7 +265,12 @@ func TestLaunchErrors(t *testing.T) {
 		"unknown region": bad(func(b *lambdaapi.InstanceLaunchRequest) { b.RegionName = "moon-1" }),
 		"not sold there": bad(func(b *lambdaapi.InstanceLaunchRequest) { b.RegionName = "us-west-2" }),
 		"no ssh keys":    bad(func(b *lambdaapi.InstanceLaunchRequest) { b.SshKeyNames = nil }),
-		"bad hostname":   bad(func(b *lambdaapi.InstanceLaunchRequest) { h := "Not_A_Host"; b.Hostname = &h }),
+		"empty ssh keys": bad(func(b *lambdaapi.InstanceLaunchRequest) { b.SshKeyNames = []string{} }),
+		"two ssh keys": bad(func(b *lambdaapi.InstanceLaunchRequest) {
+			b.SshKeyNames = []string{lambdasim.DefaultSSHKeyName, lambdasim.DefaultSSHKeyName}
+		}),
+		"unregistered ssh key": bad(func(b *lambdaapi.InstanceLaunchRequest) { b.SshKeyNames = []string{"nobody"} }),
+		"bad hostname":         bad(func(b *lambdaapi.InstanceLaunchRequest) { h := "Not_A_Host"; b.Hostname = &h }),
 		"bad tag key": bad(func(b *lambdaapi.InstanceLaunchRequest) {
 			b.Tags = &[]lambdaapi.RequestedTagEntry{{Key: "a.b/c", Value: "v"}}
 		}),
@@ -366,4 +372,75 @@ func TestMachinesAreOrderedAndComplete(t *testing.T) {
 	if h.sim.Provider() != providers.LambdaLabs {
 		t.Fatalf("Provider() = %q", h.sim.Provider())
 	}
+}
+
+// TestSSHKeys: GET /api/v1/ssh-keys lists the account's keys in the spec's
+// shape (checked against the official document), and a launch must name
+// exactly one of them: the spec's "Currently, exactly one SSH key must be
+// specified", answered with its ApiErrorInvalidParameters body.
+func TestSSHKeys(t *testing.T) {
+	h := newHarness(t, cloudsim.Config{})
+	spec := spectest.Load(t, providers.LambdaLabs)
+	checked := httptest.NewServer(spec.Middleware(t, h.sim))
+	t.Cleanup(checked.Close)
+	list := func() []string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, checked.URL+"/api/v1/ssh-keys", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := checked.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /api/v1/ssh-keys: %d %s", resp.StatusCode, body)
+		}
+		var keys []lambdaapi.SSHKey
+		decodeStrict(t, body, &keys)
+		var names []string
+		for _, k := range keys {
+			if k.Id == "" || k.PublicKey == "" {
+				t.Errorf("key %+v lacks an id or public key", k)
+			}
+			names = append(names, k.Name)
+		}
+		return names
+	}
+	if got := list(); !slices.Equal(got, []string{lambdasim.DefaultSSHKeyName}) {
+		t.Fatalf("keys = %v, want [%s]", got, lambdasim.DefaultSSHKeyName)
+	}
+	h.sim.AddSSHKey("ci")
+	if got := list(); !slices.Equal(got, []string{"ci", lambdasim.DefaultSSHKeyName}) {
+		t.Fatalf("keys = %v, want [ci %s]", got, lambdasim.DefaultSSHKeyName)
+	}
+
+	b := launchBody("gpur-k", "gpu_8x_a100", "us-east-1")
+	b.SshKeyNames = []string{"ci"}
+	if status, _, raw := h.do("POST", "/api/v1/instance-operations/launch", b); status != http.StatusOK {
+		t.Fatalf("launch with the added key: %d %s", status, raw)
+	}
+	h.sim.RemoveSSHKey(lambdasim.DefaultSSHKeyName)
+	status, _, raw := h.do("POST", "/api/v1/instance-operations/launch", launchBody("gpur-l", "gpu_8x_a100", "us-east-1"))
+	wantError(t, status, raw, http.StatusBadRequest, "global/invalid-parameters")
+	if !bytes.Contains(raw, []byte(lambdasim.DefaultSSHKeyName)) {
+		t.Errorf("the refusal does not name the missing key: %s", raw)
+	}
+	if n := h.sim.Core().Counters().Launches; n["gpur-l"] != 0 || n["gpur-k"] != 1 {
+		t.Fatalf("launches = %v, want only gpur-k", n)
+	}
+}
+
+// TestRegionOutsideTheEnumSold: a region the catalog sells is launchable
+// even when the 1.8.3 enum lacks it, as Lambda's own answers name regions
+// (europe-south-1) the enum does not.
+func TestRegionOutsideTheEnumSold(t *testing.T) {
+	h := newHarness(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{
+		{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "europe-south-1", OnDemandPrice: 0.75, Capacity: 1},
+	}})
+	if id := h.launch("gpur-eu", "gpu_1x_a10", "europe-south-1"); id == "" {
+		t.Fatal("no id")
+	}
+	status, _, raw := h.do("POST", "/api/v1/instance-operations/launch", launchBody("gpur-x", "gpu_1x_a10", "europe-west-9"))
+	wantError(t, status, raw, http.StatusBadRequest, "global/invalid-parameters")
 }

@@ -169,7 +169,8 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 			interval = li
 		}
 		a, err := lambda.New(lambda.Config{BaseURL: s.URL(providers.LambdaLabs), Key: key(providers.LambdaLabs, s.Lambda),
-			RequestsPerSecond: rps(s.Lambda), LaunchInterval: interval, CallTimeout: o.CallTimeout, Clock: o.Clock})
+			RequestsPerSecond: rps(s.Lambda), LaunchInterval: interval, CallTimeout: o.CallTimeout, Clock: o.Clock,
+			SSHKeyName: lambdasim.DefaultSSHKeyName})
 		if err != nil {
 			return nil, err
 		}

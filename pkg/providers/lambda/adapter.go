@@ -2,6 +2,14 @@
 // providers.Provider on top of the client oapi-codegen generates from
 // Lambda's published OpenAPI spec (package lambdaapi, see
 // hack/providers/lambda/gen.sh).
+//
+// Lambda launches only with exactly one SSH key name registered in the
+// account (the spec's InstanceLaunchRequest.ssh_key_names: "Currently,
+// exactly one SSH key must be specified"; the API answers
+// global/invalid-parameters otherwise). New refuses a Config without one,
+// CheckSSHKey asks GET /api/v1/ssh-keys whether it is registered, and while
+// a check has found it missing the adapter withholds its offers and
+// refuses launches without calling Lambda.
 package lambda
 
 import (
@@ -15,8 +23,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -46,7 +56,14 @@ const (
 	opLaunch    = "Launch"
 	opInstances = "Instances"
 	opTerminate = "Terminate"
+	opSSHKeys   = "CheckSSHKey"
 )
+
+// maxSSHKeyName is the spec's maxLength of SSHKey.name.
+const maxSSHKeyName = 64
+
+// ErrNoSSHKey is New's error for a Config without an SSH key name.
+var ErrNoSSHKey = errors.New("lambda: no SSH key name configured: Lambda launches need exactly one SSH key registered in the account")
 
 // hostnamePattern is the spec's pattern for InstanceLaunchRequest.hostname.
 var hostnamePattern = regexp.MustCompile(`^[a-z0-9][0-9a-z-]{0,62}$`)
@@ -73,9 +90,9 @@ type Config struct {
 	LaunchInterval time.Duration
 	// CallTimeout is the deadline of every HTTP call (default 30s).
 	CallTimeout time.Duration
-	// SSHKeyNames are sent as ssh_key_names on launch (the spec requires the
-	// field; the real API wants exactly one registered key). Default: none.
-	SSHKeyNames []string
+	// SSHKeyName is the one SSH key, registered in the Lambda account, that
+	// every launch names (ssh_key_names holds exactly it). Required.
+	SSHKeyName string
 	// Clock times Retry-After windows (default: the real clock).
 	Clock clock.PassiveClock
 }
@@ -84,15 +101,30 @@ type Config struct {
 // keeps no memory of what it launched: Launch always creates, and the
 // controller finds an instance by its name through Instances.
 type Adapter struct {
-	client  *lambdaapi.Client
-	calls   *providers.Caller
-	sshKeys []string
+	client *lambdaapi.Client
+	calls  *providers.Caller
+	sshKey string
+
+	mu sync.Mutex
+	// keyMissing is the error of the last CheckSSHKey that found the key
+	// unregistered, nil otherwise: while it is set, Offers checks again
+	// instead of listing offers, and Launch refuses.
+	keyMissing *providers.Error
 }
 
-var _ providers.Provider = (*Adapter)(nil)
+var (
+	_ providers.Provider           = (*Adapter)(nil)
+	_ providers.BootstrapFormatter = (*Adapter)(nil)
+)
 
 // New builds an adapter.
 func New(cfg Config) (*Adapter, error) {
+	switch key := strings.TrimSpace(cfg.SSHKeyName); {
+	case key == "":
+		return nil, ErrNoSSHKey
+	case len(key) > maxSSHKeyName || strings.Contains(key, ","):
+		return nil, fmt.Errorf("lambda: SSH key name %q is not one name of at most %d characters", key, maxSSHKeyName)
+	}
 	base := cfg.BaseURL
 	if base == "" {
 		base = DefaultBaseURL
@@ -118,18 +150,91 @@ func New(cfg Config) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lambda: %w", err)
 	}
-	return &Adapter{
-		client:  client,
-		calls:   calls,
-		sshKeys: append([]string{}, cfg.SSHKeyNames...), // never nil: the field is required
-	}, nil
+	return &Adapter{client: client, calls: calls, sshKey: strings.TrimSpace(cfg.SSHKeyName)}, nil
 }
 
 // Name implements providers.Provider.
 func (a *Adapter) Name() string { return providers.LambdaLabs }
 
-// Offers implements providers.Provider with one GET /api/v1/instance-types.
+// BootstrapFormats implements providers.BootstrapFormatter: Lambda passes
+// user_data to cloud-init, which also runs a "#!" script.
+func (a *Adapter) BootstrapFormats() []providers.BootstrapFormat {
+	return []providers.BootstrapFormat{providers.FormatCloudInit, providers.FormatScript}
+}
+
+// SSHKeyName is the SSH key every launch names.
+func (a *Adapter) SSHKeyName() string { return a.sshKey }
+
+// CheckSSHKey asks GET /api/v1/ssh-keys whether the configured SSH key is
+// registered. A missing key is a ClassInvalid error saying so (and naming
+// the keys that are registered); from then until a check finds it, Offers
+// withholds Lambda's offers (checking again on each refresh) and Launch
+// refuses without calling Lambda. Any other failure (credentials, a 5xx) is
+// returned as is and changes nothing.
+func (a *Adapter) CheckSSHKey(ctx context.Context) error {
+	body, err := a.calls.Call(ctx, opSSHKeys, func(ctx context.Context) (*http.Response, error) {
+		return a.client.ListSSHKeys(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	var env struct {
+		Data []lambdaapi.SSHKey `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return decodeError(opSSHKeys, err)
+	}
+	names := make([]string, 0, len(env.Data))
+	for _, k := range env.Data {
+		if k.Name == a.sshKey {
+			a.setKeyMissing(ctx, nil)
+			return nil
+		}
+		names = append(names, clean(k.Name))
+	}
+	slices.Sort(names)
+	registered := "none are registered"
+	if len(names) > 0 {
+		registered = "registered: " + strings.Join(names[:min(len(names), 10)], ", ")
+		if len(names) > 10 {
+			registered += fmt.Sprintf(" and %d more", len(names)-10)
+		}
+	}
+	missing := &providers.Error{Provider: providers.LambdaLabs, Operation: opSSHKeys, Class: providers.ClassInvalid,
+		Message: fmt.Sprintf("SSH key %q is not registered in the Lambda Cloud account (%s); Lambda launches need it, so Lambda's offers are withheld until it is", a.sshKey, registered)}
+	a.setKeyMissing(ctx, missing)
+	return missing
+}
+
+// setKeyMissing records the outcome of a key check, logging a change.
+func (a *Adapter) setKeyMissing(ctx context.Context, err *providers.Error) {
+	a.mu.Lock()
+	was := a.keyMissing
+	a.keyMissing = err
+	a.mu.Unlock()
+	switch logger := klog.FromContext(ctx); {
+	case err != nil && was == nil:
+		logger.Error(err, "Lambda Cloud SSH key missing", "sshKey", a.sshKey)
+	case err == nil && was != nil:
+		logger.Info("Lambda Cloud SSH key is registered now; offering Lambda again", "sshKey", a.sshKey)
+	}
+}
+
+func (a *Adapter) missingKey() *providers.Error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.keyMissing
+}
+
+// Offers implements providers.Provider with one GET /api/v1/instance-types
+// (after a GET /api/v1/ssh-keys while a check has found the SSH key missing;
+// still missing, the refresh fails with that error).
 func (a *Adapter) Offers(ctx context.Context) ([]providers.Offer, error) {
+	if a.missingKey() != nil {
+		if err := a.CheckSSHKey(ctx); err != nil {
+			return nil, err
+		}
+	}
 	body, err := a.calls.Call(ctx, opOffers, func(ctx context.Context) (*http.Response, error) {
 		return a.client.ListInstanceTypes(ctx)
 	})
@@ -169,6 +274,10 @@ func (a *Adapter) Launch(ctx context.Context, req providers.LaunchRequest) (prov
 		return providers.Instance{}, &providers.Error{Provider: providers.LambdaLabs, Operation: opLaunch,
 			Class: providers.ClassInvalid, Message: "launch needs a Lambda offer and a name of 1-64 characters"}
 	}
+	if missing := a.missingKey(); missing != nil {
+		return providers.Instance{}, &providers.Error{Provider: providers.LambdaLabs, Operation: opLaunch,
+			Class: providers.ClassInvalid, Message: "not sent: " + missing.Message}
+	}
 	body, err := a.calls.CallLaunch(ctx, opLaunch, func(ctx context.Context) (*http.Response, error) {
 		return a.client.LaunchInstance(ctx, a.launchBody(req))
 	})
@@ -192,7 +301,7 @@ func (a *Adapter) launchBody(req providers.LaunchRequest) lambdaapi.InstanceLaun
 	body := lambdaapi.InstanceLaunchRequest{
 		RegionName:       lambdaapi.PublicRegionCode(req.Offer.ProviderRegion),
 		InstanceTypeName: req.Offer.InstanceType,
-		SshKeyNames:      a.sshKeys,
+		SshKeyNames:      []string{a.sshKey},
 		Name:             &req.Name,
 	}
 	if hostnamePattern.MatchString(req.Name) {

@@ -19,6 +19,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda/lambdaapi"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 const testKey = "secret-test-key"
@@ -29,12 +30,14 @@ var testCatalog = []cloudsim.CatalogEntry{
 	{InstanceType: "gpu_8x_a100_80gb_sxm4", GPUs: 8, Region: "us-east-1", OnDemandPrice: 14.32, Capacity: -1},
 	{InstanceType: "gpu_8x_a100_80gb_sxm4", GPUs: 8, Region: "australia-east-1", OnDemandPrice: 14.32, Capacity: 1},
 	{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "asia-northeast-1", OnDemandPrice: 0.75, Capacity: 3},
-	{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "mars-north-1", OnDemandPrice: 0.75, Capacity: 3},
 	{InstanceType: "gpu_1x_rtx6000", GPUs: 1, Region: "us-west-1", OnDemandPrice: 0.5, Capacity: 3},
 	{InstanceType: "cpu_4x_general", GPUs: 0, Region: "us-west-1", OnDemandPrice: 0.1, Capacity: 3},
 }
 
-// env is an adapter wired to a simulator over real HTTP, both on one fake clock.
+// env is an adapter wired to a simulator over real HTTP, both on one fake
+// clock. Every exchange goes through spectest's transport, which fails the
+// test on any request or response Lambda's official document
+// (../shared/provider-specs/lambda/openapi-1.8.3.json) does not allow.
 type env struct {
 	sim   *lambdasim.Server
 	a     *lambda.Adapter
@@ -56,13 +59,18 @@ func newEnv(t *testing.T, cfg cloudsim.Config, edit func(*lambda.Config)) *env {
 	sim := lambdasim.New(cfg, clk)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
+	spec := spectest.Load(t, providers.LambdaLabs)
 	acfg := lambda.Config{
-		BaseURL:           srv.URL,
-		Key:               func() string { return testKey },
-		HTTPClient:        srv.Client(),
+		BaseURL: srv.URL,
+		Key:     func() string { return testKey },
+		HTTPClient: &http.Client{Transport: spec.Transport(t, srv.Client().Transport,
+			spectest.AllowStatus(http.StatusTooManyRequests, "Lambda's rate limits are described only in info.description"),
+			spectest.AllowStatus(http.StatusInternalServerError, "injected fault: the spec declares no 5xx, which any server may answer"),
+			spectest.AllowStatus(http.StatusServiceUnavailable, "injected outage: the spec declares no 5xx, which any server may answer"))},
 		RequestsPerSecond: -1,
 		LaunchInterval:    -1,
 		Clock:             clk,
+		SSHKeyName:        lambdasim.DefaultSSHKeyName,
 	}
 	if edit != nil {
 		edit(&acfg)
@@ -511,14 +519,26 @@ func TestPreemptedInstanceIsInterrupted(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	if _, err := lambda.New(lambda.Config{}); err == nil {
+	key := func() string { return "k" }
+	if _, err := lambda.New(lambda.Config{SSHKeyName: "k1"}); err == nil {
 		t.Error("New without Key succeeded")
 	}
-	if _, err := lambda.New(lambda.Config{Key: func() string { return "k" }, BaseURL: "not a url"}); err == nil {
+	if _, err := lambda.New(lambda.Config{Key: key, SSHKeyName: "k1", BaseURL: "not a url"}); err == nil {
 		t.Error("New with a bad BaseURL succeeded")
 	}
-	a, err := lambda.New(lambda.Config{Key: func() string { return "k" }})
-	if err != nil || a.Name() != providers.LambdaLabs {
+	if _, err := lambda.New(lambda.Config{Key: key}); !errors.Is(err, lambda.ErrNoSSHKey) {
+		t.Errorf("New without an SSH key name: %v, want ErrNoSSHKey", err)
+	}
+	if _, err := lambda.New(lambda.Config{Key: key, SSHKeyName: " "}); !errors.Is(err, lambda.ErrNoSSHKey) {
+		t.Errorf("New with a blank SSH key name: %v, want ErrNoSSHKey", err)
+	}
+	for _, bad := range []string{"a,b", strings.Repeat("k", 65)} {
+		if _, err := lambda.New(lambda.Config{Key: key, SSHKeyName: bad}); err == nil {
+			t.Errorf("New with SSH key name %q succeeded; Lambda takes exactly one name of at most 64 characters", bad)
+		}
+	}
+	a, err := lambda.New(lambda.Config{Key: key, SSHKeyName: "k1"})
+	if err != nil || a.Name() != providers.LambdaLabs || a.SSHKeyName() != "k1" {
 		t.Errorf("New with defaults = %v, %v", a, err)
 	}
 }
@@ -556,5 +576,160 @@ func TestLaunchFitsTagsToLambdasPattern(t *testing.T) {
 	}
 	if got.Data.Hostname == nil || *got.Data.Hostname != req.Name {
 		t.Fatalf("hostname = %v, want %s", got.Data.Hostname, req.Name)
+	}
+}
+
+// rawInstance reads an instance the way Lambda shows it, past the adapter.
+func (e *env) rawInstance(t *testing.T, id string) lambdaapi.Instance {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.url+"/api/v1/instances/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Data lambdaapi.Instance `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET instance %s: %d %v", id, resp.StatusCode, err)
+	}
+	return env.Data
+}
+
+// TestLaunchNamesExactlyOneSSHKey: every launch carries the configured key
+// and only it.
+func TestLaunchNamesExactlyOneSSHKey(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{}, nil)
+	in, err := e.a.Launch(context.Background(), launchReq(providers.MachineNamePrefix+"uidk-0", "gpu_1x_a10", "asia-northeast-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.rawInstance(t, in.ID).SshKeyNames; !slices.Equal(got, []string{lambdasim.DefaultSSHKeyName}) {
+		t.Fatalf("instance ssh_key_names = %v, want [%s]", got, lambdasim.DefaultSSHKeyName)
+	}
+}
+
+// TestSSHKeyMissing: a key the account lacks is refused by Lambda with
+// global/invalid-parameters; CheckSSHKey says so by name, and from then the
+// adapter withholds its offers (asking GET /api/v1/ssh-keys again on each
+// refresh, not the catalog) and refuses launches without sending them,
+// until the key is registered.
+func TestSSHKeyMissing(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{}, nil)
+	ctx := context.Background()
+	e.sim.RemoveSSHKey(lambdasim.DefaultSSHKeyName)
+	e.sim.AddSSHKey("someone-elses")
+
+	// Unchecked, the launch reaches Lambda, which refuses it.
+	_, err := e.a.Launch(ctx, launchReq(providers.MachineNamePrefix+"uidm-0", "gpu_1x_a10", "asia-northeast-1"))
+	if pe := wantClass(t, err, providers.ClassInvalid); pe.Code != lambda.CodeInvalidParameters || pe.HTTPStatus != http.StatusBadRequest {
+		t.Fatalf("unchecked launch: %v, want 400 %s", err, lambda.CodeInvalidParameters)
+	}
+
+	err = e.a.CheckSSHKey(ctx)
+	pe := wantClass(t, err, providers.ClassInvalid)
+	for _, want := range []string{`"` + lambdasim.DefaultSSHKeyName + `"`, "not registered", "someone-elses"} {
+		if !strings.Contains(pe.Message, want) {
+			t.Errorf("CheckSSHKey message %q lacks %q", pe.Message, want)
+		}
+	}
+
+	before := e.sim.Core().Counters().Requests
+	if _, err := e.a.Offers(ctx); !providers.IsClass(err, providers.ClassInvalid) {
+		t.Fatalf("Offers with the key missing: %v, want ClassInvalid", err)
+	}
+	_, err = e.a.Launch(ctx, launchReq(providers.MachineNamePrefix+"uidm-1", "gpu_1x_a10", "asia-northeast-1"))
+	wantClass(t, err, providers.ClassInvalid)
+	after := e.sim.Core().Counters().Requests
+	if d := after[lambdasim.EndpointSSHKeys] - before[lambdasim.EndpointSSHKeys]; d != 1 {
+		t.Errorf("ssh-keys calls = %d, want 1 (one recheck per refresh)", d)
+	}
+	for _, ep := range []string{lambdasim.EndpointInstanceTypes, lambdasim.EndpointLaunch} {
+		if d := after[ep] - before[ep]; d != 0 {
+			t.Errorf("%s called %d times while the key is missing", ep, d)
+		}
+	}
+
+	e.sim.AddSSHKey(lambdasim.DefaultSSHKeyName)
+	offers, err := e.a.Offers(ctx)
+	if err != nil || len(offers) == 0 {
+		t.Fatalf("Offers once the key is registered: %d offers, %v", len(offers), err)
+	}
+	if _, err := e.a.Launch(ctx, launchReq(providers.MachineNamePrefix+"uidm-2", "gpu_1x_a10", "asia-northeast-1")); err != nil {
+		t.Fatalf("launch once the key is registered: %v", err)
+	}
+	again := e.sim.Core().Counters().Requests
+	if _, err := e.a.Offers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.sim.Core().Counters().Requests[lambdasim.EndpointSSHKeys] - again[lambdasim.EndpointSSHKeys]; d != 0 {
+		t.Errorf("a refresh with the key found asked for the keys %d times, want 0", d)
+	}
+}
+
+// TestCheckSSHKeyFailureChangesNothing: a check that cannot be made (bad
+// credentials) is returned as is and does not withhold the offers.
+func TestCheckSSHKeyFailureChangesNothing(t *testing.T) {
+	key := testKey
+	e := newEnv(t, cloudsim.Config{}, func(c *lambda.Config) { c.Key = func() string { return key } })
+	key = "wrong"
+	wantClass(t, e.a.CheckSSHKey(context.Background()), providers.ClassUnauthorized)
+	key = testKey
+	if _, err := e.a.Offers(context.Background()); err != nil {
+		t.Fatalf("Offers after a failed check: %v", err)
+	}
+	if err := e.a.CheckSSHKey(context.Background()); err != nil {
+		t.Fatalf("CheckSSHKey with the key registered: %v", err)
+	}
+}
+
+func TestBootstrapFormats(t *testing.T) {
+	e := newEnv(t, cloudsim.Config{}, nil)
+	want := []providers.BootstrapFormat{providers.FormatCloudInit, providers.FormatScript}
+	if got := providers.BootstrapFormats(e.a); !slices.Equal(got, want) {
+		t.Fatalf("BootstrapFormats = %v, want %v", got, want)
+	}
+}
+
+// TestOffersInRegionsOutsideTheEnum: Lambda's answers name regions the 1.8.3
+// enum lacks (europe-south-1, per public clients' region lists); their offers
+// are kept, mapped by Regions or by CanonicalRegion's rule, never dropped.
+// Such an answer does not match the spec, so this test runs without
+// spectest's transport.
+func TestOffersInRegionsOutsideTheEnum(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	sim := lambdasim.New(cloudsim.Config{APIKey: testKey, Catalog: []cloudsim.CatalogEntry{
+		{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "europe-south-1", OnDemandPrice: 0.75, Capacity: 3},
+		{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "europe-north-9", OnDemandPrice: 0.75, Capacity: 3},
+		{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "mars-north-1", OnDemandPrice: 0.75, Capacity: 3},
+	}}, clk)
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	a, err := lambda.New(lambda.Config{BaseURL: srv.URL, Key: func() string { return testKey }, HTTPClient: srv.Client(),
+		RequestsPerSecond: -1, LaunchInterval: -1, Clock: clk, SSHKeyName: lambdasim.DefaultSSHKeyName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offers, err := a.Offers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range offers {
+		got[o.ProviderRegion] = o.Region
+	}
+	want := map[string]string{"europe-south-1": "eu-south-1", "europe-north-9": "eu-north-9", "mars-north-1": "mars-north-1"}
+	if len(got) != len(want) {
+		t.Fatalf("regions = %v, want %v", got, want)
+	}
+	for native, canonical := range want {
+		if got[native] != canonical {
+			t.Errorf("%s -> %q, want %q", native, got[native], canonical)
+		}
+	}
+	if _, err := a.Launch(context.Background(), launchReq(providers.MachineNamePrefix+"uideu-0", "gpu_1x_a10", "europe-south-1")); err != nil {
+		t.Fatalf("launch in europe-south-1: %v", err)
 	}
 }

@@ -42,27 +42,58 @@ var GPUTypes = map[string]string{
 	"v100_32gb": "V100-32GB",
 }
 
-// Regions maps Lambda's native region codes (PublicRegionCode) to canonical
-// regions. US regions keep their names; the others take the AWS-style name of
-// the same place. Native regions missing here are left out of the catalog.
+// Regions maps Lambda's native region codes to canonical regions: every
+// value of the spec's PublicRegionCode enum (a test walks the enum of the
+// spec file itself), plus the codes public clients have seen in Lambda's
+// answers outside the 1.8.3 enum (europe-south-1, us-southeast-1 and the
+// older australia-southeast-1: SkyPilot's and dstack's Lambda region lists).
+// US regions keep their names; the others take the AWS-style name of the
+// same place. A code missing here is mapped by CanonicalRegion's rule, so a
+// region Lambda adds is never dropped from the catalog.
 var Regions = map[string]string{
-	"us-east-1":        "us-east-1",
-	"us-east-2":        "us-east-2",
-	"us-east-3":        "us-east-3",
-	"us-west-1":        "us-west-1",
-	"us-west-2":        "us-west-2",
-	"us-west-3":        "us-west-3",
-	"us-south-1":       "us-south-1",
-	"us-south-2":       "us-south-2",
-	"us-south-3":       "us-south-3",
-	"us-midwest-1":     "us-midwest-1",
-	"us-midwest-2":     "us-midwest-2",
-	"europe-central-1": "eu-central-1",
-	"asia-south-1":     "ap-south-1",
-	"asia-northeast-1": "ap-northeast-1",
-	"asia-northeast-2": "ap-northeast-2",
-	"australia-east-1": "ap-southeast-2",
-	"me-west-1":        "me-west-1",
+	"us-east-1":             "us-east-1",
+	"us-east-2":             "us-east-2",
+	"us-east-3":             "us-east-3",
+	"us-west-1":             "us-west-1",
+	"us-west-2":             "us-west-2",
+	"us-west-3":             "us-west-3",
+	"us-south-1":            "us-south-1",
+	"us-south-2":            "us-south-2",
+	"us-south-3":            "us-south-3",
+	"us-midwest-1":          "us-midwest-1",
+	"us-midwest-2":          "us-midwest-2",
+	"us-southeast-1":        "us-southeast-1",
+	"europe-central-1":      "eu-central-1",
+	"europe-south-1":        "eu-south-1",
+	"asia-south-1":          "ap-south-1",
+	"asia-northeast-1":      "ap-northeast-1",
+	"asia-northeast-2":      "ap-northeast-2",
+	"australia-east-1":      "ap-southeast-2",
+	"australia-southeast-1": "ap-southeast-2",
+	"me-west-1":             "me-west-1",
+}
+
+// regionPrefixes rename the continent of a native code Regions does not
+// know, as Regions does for the ones it knows.
+var regionPrefixes = [][2]string{{"europe-", "eu-"}, {"asia-", "ap-"}, {"australia-", "ap-"}}
+
+// CanonicalRegion is the canonical region of a native Lambda region code:
+// Regions' entry, or for a code it lacks the code with its continent
+// renamed (europe- to eu-, asia- and australia- to ap-) and otherwise kept.
+// ok is false only for an empty code.
+func CanonicalRegion(native string) (region string, ok bool) {
+	if r, known := Regions[native]; known {
+		return r, true
+	}
+	if native == "" {
+		return "", false
+	}
+	for _, p := range regionPrefixes {
+		if rest, found := strings.CutPrefix(native, p[0]); found {
+			return p[1] + rest, true
+		}
+	}
+	return native, true
 }
 
 // CanonicalGPU parses a Lambda instance type name of the form
@@ -104,7 +135,8 @@ type instancesEnvelope struct {
 // on-demand offer per (instance type, region with capacity available), sorted
 // by instance type then region. Lambda sells no spot capacity. Types that map
 // to no canonical GPU, whose specs.gpus disagrees with the count in their
-// name, or that carry no positive price are skipped, as are unknown regions.
+// name, or that carry no positive price are skipped, as are regions without
+// a name; a region code Regions lacks is named by CanonicalRegion's rule.
 func NormalizeOffers(body []byte) ([]providers.Offer, error) {
 	var env instanceTypesEnvelope
 	if err := json.Unmarshal(body, &env); err != nil {
@@ -123,8 +155,8 @@ func NormalizeOffers(body []byte) ([]providers.Offer, error) {
 		price := float64(t.PriceCentsPerHour) / 100
 		for _, r := range item.RegionsWithCapacityAvailable {
 			native := string(r.Name)
-			region, known := Regions[native]
-			if !known {
+			region, ok := CanonicalRegion(native)
+			if !ok {
 				continue
 			}
 			offers = append(offers, providers.Offer{

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda/lambdaapi"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 func TestCanonicalGPU(t *testing.T) {
@@ -57,29 +60,76 @@ func TestRegionsCoverTheSpec(t *testing.T) {
 		"us-east-1": "us-east-1", "us-west-3": "us-west-3", "us-south-2": "us-south-2", "us-midwest-2": "us-midwest-2",
 		"europe-central-1": "eu-central-1", "asia-south-1": "ap-south-1", "asia-northeast-1": "ap-northeast-1",
 		"asia-northeast-2": "ap-northeast-2", "australia-east-1": "ap-southeast-2", "me-west-1": "me-west-1",
+		"europe-south-1": "eu-south-1", "us-southeast-1": "us-southeast-1",
 	}
 	for native, canonical := range want {
 		if got := lambda.Regions[native]; got != canonical {
 			t.Errorf("Regions[%q] = %q, want %q", native, got, canonical)
 		}
 	}
-	// Every PublicRegionCode of the spec has a canonical region.
-	for _, code := range []lambdaapi.PublicRegionCode{
-		lambdaapi.UsEast1, lambdaapi.UsEast2, lambdaapi.UsEast3, lambdaapi.UsWest1, lambdaapi.UsWest2,
-		lambdaapi.UsWest3, lambdaapi.UsSouth1, lambdaapi.UsSouth2, lambdaapi.UsSouth3, lambdaapi.UsMidwest1,
-		lambdaapi.UsMidwest2, lambdaapi.EuropeCentral1, lambdaapi.AsiaSouth1, lambdaapi.AsiaNortheast1,
-		lambdaapi.AsiaNortheast2, lambdaapi.AustraliaEast1, lambdaapi.MeWest1,
-	} {
-		if _, ok := lambda.Regions[string(code)]; !ok {
-			t.Errorf("no canonical region for %s", code)
+	// Every PublicRegionCode of the spec itself (read from the shared
+	// provider-specs directory, $PROVIDER_SPECS overriding; a missing
+	// directory fails) has an explicit canonical region, and the generated
+	// client knows the same codes.
+	path := filepath.Join(spectest.Dir(t), "lambda", "openapi-1.8.3.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				PublicRegionCode struct {
+					Enum []string `json:"enum"`
+				} `json:"PublicRegionCode"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	codes := doc.Components.Schemas.PublicRegionCode.Enum
+	if len(codes) == 0 {
+		t.Fatalf("%s has no PublicRegionCode enum", path)
+	}
+	canonical := map[string]string{}
+	for _, code := range codes {
+		r, ok := lambda.Regions[code]
+		if !ok {
+			t.Errorf("the spec's region %s has no canonical region in lambda.Regions", code)
+			continue
 		}
+		if !lambdaapi.PublicRegionCode(code).Valid() {
+			t.Errorf("the generated client does not know the spec's region %s: regenerate it", code)
+		}
+		if other, dup := canonical[r]; dup {
+			t.Errorf("%s and %s both map to %s", other, code, r)
+		}
+		canonical[r] = code
+	}
+}
+
+func TestCanonicalRegionRule(t *testing.T) {
+	for native, want := range map[string]string{
+		"europe-central-1": "eu-central-1", // the table wins
+		"europe-north-7":   "eu-north-7",
+		"asia-east-3":      "ap-east-3",
+		"australia-west-1": "ap-west-1",
+		"sa-east-1":        "sa-east-1",
+	} {
+		if got, ok := lambda.CanonicalRegion(native); !ok || got != want {
+			t.Errorf("CanonicalRegion(%q) = %q, %v; want %q", native, got, ok, want)
+		}
+	}
+	if _, ok := lambda.CanonicalRegion(""); ok {
+		t.Error("an empty region has a canonical name")
 	}
 }
 
 func TestNormalizeOffersSkipsInconsistentTypes(t *testing.T) {
 	body := `{"data":{
 	  "gpu_8x_h100_sxm5": {"instance_type": {"name": "gpu_8x_h100_sxm5", "price_cents_per_hour": 2392, "specs": {"gpus": 8}},
-	    "regions_with_capacity_available": [{"name": "us-west-3"}, {"name": "us-west-3"}, {"name": "moon-1"}]},
+	    "regions_with_capacity_available": [{"name": "us-west-3"}, {"name": "us-west-3"}, {"name": ""}]},
 	  "gpu_4x_a100": {"instance_type": {"name": "gpu_4x_a100", "price_cents_per_hour": 516, "specs": {"gpus": 8}},
 	    "regions_with_capacity_available": [{"name": "us-east-1"}]},
 	  "gpu_1x_a10": {"instance_type": {"name": "gpu_1x_a10", "price_cents_per_hour": 0, "specs": {"gpus": 1}},

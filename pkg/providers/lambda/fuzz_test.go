@@ -33,7 +33,7 @@ func FuzzNormalizeOffers(f *testing.F) {
 				t.Fatalf("offer %+v does not match its type name", o)
 			case !slices.Contains(providers.CanonicalGPUTypes, o.GPUType):
 				t.Fatalf("offer %+v has a non-canonical GPU type", o)
-			case lambda.Regions[o.ProviderRegion] != o.Region || o.Region == "":
+			case canonicalRegion(o.ProviderRegion) != o.Region || o.Region == "":
 				t.Fatalf("offer %+v has an unmapped region", o)
 			case o.Capacity != providers.OnDemand || !o.Available || o.PriceSource != providers.PriceSourceAPI:
 				t.Fatalf("offer %+v: want available on-demand API-priced", o)
@@ -45,6 +45,11 @@ func FuzzNormalizeOffers(f *testing.F) {
 			seen[o.ID()] = true
 		}
 	})
+}
+
+func canonicalRegion(native string) string {
+	r, _ := lambda.CanonicalRegion(native)
+	return r
 }
 
 // FuzzNormalizeInstances checks that any instances body yields only the

@@ -647,6 +647,19 @@ type RequestedTagEntry struct {
 	Value string `json:"value"`
 }
 
+// SSHKey Information about a stored SSH key, which can be used to access instances over
+// SSH.
+type SSHKey struct {
+	// Id The unique identifier (ID) of the SSH key.
+	Id string `json:"id"`
+
+	// Name The name of the SSH key.
+	Name string `json:"name"`
+
+	// PublicKey The public key for the SSH key.
+	PublicKey string `json:"public_key"`
+}
+
 // TagEntry defines model for TagEntry.
 type TagEntry struct {
 	// Key The key of the tag.
@@ -1135,6 +1148,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /api/v1/instances/{id} (the `GetInstance` operationId).
 	GetInstance(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListSSHKeys List your SSH keys
+	//
+	// Retrieves a list of your SSH keys.
+	//
+	// Corresponds with GET /api/v1/ssh-keys (the `ListSSHKeys` operationId).
+	ListSSHKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // LaunchInstanceWithBody Launch instances
@@ -1254,6 +1274,23 @@ func (c *Client) ListInstances(ctx context.Context, params *ListInstancesParams,
 // Corresponds with GET /api/v1/instances/{id} (the `GetInstance` operationId).
 func (c *Client) GetInstance(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetInstanceRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListSSHKeys List your SSH keys
+//
+// Retrieves a list of your SSH keys.
+//
+// Corresponds with GET /api/v1/ssh-keys (the `ListSSHKeys` operationId).
+func (c *Client) ListSSHKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSSHKeysRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1459,6 +1496,33 @@ func NewGetInstanceRequest(server string, id string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewListSSHKeysRequest constructs an http.Request for the ListSSHKeys method
+func NewListSSHKeysRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/ssh-keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -1565,6 +1629,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /api/v1/instances/{id} (the `GetInstance` operationId).
 	GetInstanceWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetInstanceResponse, error)
+
+	// ListSSHKeysWithResponse List your SSH keys
+	//
+	// Retrieves a list of your SSH keys.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/ssh-keys (the `ListSSHKeys` operationId).
+	ListSSHKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListSSHKeysResponse, error)
 }
 
 type LaunchInstanceResponse struct {
@@ -1950,6 +2023,73 @@ func (r GetInstanceResponse) ContentType() string {
 	return ""
 }
 
+type ListSSHKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Data []SSHKey `json:"data"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *struct {
+		Error ApiErrorUnauthorized `json:"error"`
+	}
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *struct {
+		Error ApiErrorAccountInactive `json:"error"`
+	}
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSSHKeysResponse) GetJSON200() *struct {
+	Data []SSHKey `json:"data"`
+} {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListSSHKeysResponse) GetJSON401() *struct {
+	Error ApiErrorUnauthorized `json:"error"`
+} {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListSSHKeysResponse) GetJSON403() *struct {
+	Error ApiErrorAccountInactive `json:"error"`
+} {
+	return r.JSON403
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSSHKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSSHKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSSHKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSSHKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // LaunchInstanceWithBodyWithResponse Launch instances
 //
 // Launches a Lambda On-Demand Cloud instance.
@@ -2053,6 +2193,21 @@ func (c *ClientWithResponses) GetInstanceWithResponse(ctx context.Context, id st
 		return nil, err
 	}
 	return ParseGetInstanceResponse(rsp)
+}
+
+// ListSSHKeysWithResponse List your SSH keys
+//
+// Retrieves a list of your SSH keys.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/ssh-keys (the `ListSSHKeys` operationId).
+func (c *ClientWithResponses) ListSSHKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListSSHKeysResponse, error) {
+	rsp, err := c.ListSSHKeys(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSSHKeysResponse(rsp)
 }
 
 // ParseLaunchInstanceResponse parses an HTTP response from a LaunchInstanceWithResponse call
@@ -2317,6 +2472,52 @@ func ParseGetInstanceResponse(rsp *http.Response) (*GetInstanceResponse, error) 
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListSSHKeysResponse parses an HTTP response from a ListSSHKeysWithResponse call
+func ParseListSSHKeysResponse(rsp *http.Response) (*ListSSHKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSSHKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Data []SSHKey `json:"data"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest struct {
+			Error ApiErrorUnauthorized `json:"error"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest struct {
+			Error ApiErrorAccountInactive `json:"error"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
 	}
 
