@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build tools generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean
+.PHONY: all build tools generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean image push
 
 all: build
 
@@ -14,6 +14,19 @@ build:
 	$(GO) build -o $(BIN)/gpu-operator ./cmd/gpu-operator
 	$(GO) build -o $(BIN)/cloudsim ./cmd/cloudsim
 	$(GO) build -o $(BIN)/gpu-operator-demo ./hack/demo
+
+## image: the operator's OCI image (linux/amd64 and linux/arm64, no Docker needed) into bin/image/:
+## an OCI layout (oci/), one tarball of it (gpu-operator.tar) and a docker-save tarball per architecture.
+## IMAGE names it (default: the manifests' image, tagged with pkg/version.Version).
+IMAGE ?=
+image:
+	$(GO) run ./hack/image build -out $(BIN)/image $(if $(IMAGE),-image $(IMAGE))
+
+## push: make image, then push it to IMAGE=registry/name:tag with your docker/podman login credentials
+push:
+	@test -n "$(IMAGE)" || { echo 'make push needs IMAGE=registry/name:tag' >&2; exit 1; }
+	$(MAKE) image IMAGE=$(IMAGE)
+	$(GO) run ./hack/image push -from $(BIN)/image/oci -image $(IMAGE)
 
 ## tools: etcd, kube-apiserver and kubectl built from Go modules (once per pinned version)
 tools:

@@ -1,6 +1,7 @@
 // Command gpu-operator runs the GPURequest operator, and offers two
 // subcommands for people about to spend money: `offers` (a dry run of the
-// selection against live catalogs) and `validate-credentials`.
+// selection against live catalogs) and `validate-credentials`; `version`
+// prints the release version (pkg/version) and the source revision.
 //
 // It only wires: flags (flags.go, providers.go) into pkg/operator's
 // controller, pkg/credentials' key source and pkg/pricewatch's overrides.
@@ -9,12 +10,16 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	// CA roots compiled in, used when the system has none: the image holds
+	// no certificate files, and the operator calls providers over HTTPS.
+	_ "golang.org/x/crypto/x509roots/fallback"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,6 +31,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	"github.com/solanyn/gpu-operator/pkg/operator"
 	"github.com/solanyn/gpu-operator/pkg/pricewatch"
+	"github.com/solanyn/gpu-operator/pkg/version"
 )
 
 func main() {
@@ -35,6 +41,9 @@ func main() {
 			os.Exit(runOffers(os.Args[2:], os.Stdout))
 		case "validate-credentials":
 			os.Exit(runValidateCredentials(os.Args[2:], os.Stdout))
+		case "version":
+			fmt.Println(version.String())
+			os.Exit(0)
 		}
 	}
 	os.Exit(runOperator(os.Args[1:]))
