@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Regenerates the Paperspace API client from the verbatim spec in
-# hack/provider-specs/paperspace with a pinned oapi-codegen. Callable from any
+# Regenerates the Paperspace API client from the verbatim spec, read in place
+# from the shared provider-specs directory (../shared/provider-specs/paperspace
+# relative to the repository root, or $PROVIDER_SPECS/paperspace when
+# PROVIDER_SPECS is set), with a pinned oapi-codegen. Callable from any
 # directory; the output is deterministic. The spec is first simplified
 # (simplify.go: primitive anyOf unions become plain types) into a temporary
-# file; the copy in hack/provider-specs is never touched.
+# file; the spec itself is never touched.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
-spec="${root}/hack/provider-specs/paperspace/openapi.json"
+specs="${PROVIDER_SPECS:-${root}/../shared/provider-specs}"
+spec="${specs}/paperspace/openapi.json"
+if [[ ! -f "${spec}" ]]; then
+	echo "gen.sh: ${spec} is missing; set PROVIDER_SPECS to the provider-specs directory" >&2
+	exit 1
+fi
 out="${root}/pkg/providers/paperspace/paperspaceapi/client.gen.go"
 
 tmp="$(mktemp -d)"

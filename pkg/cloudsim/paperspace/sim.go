@@ -9,7 +9,20 @@
 //	GET    /v1/machines?after=&limit=&name=&region=&machineType=
 //	GET    /v1/machines/{id}
 //	DELETE /v1/machines/{id}                              {event, data}
+//	GET    /v1/os-templates?after=&limit=&name=
 //	POST   /v1/startup-scripts
+//	GET    /v1/startup-scripts?after=&limit=&name=
+//	DELETE /v1/startup-scripts/{id}
+//
+// OS templates (DefaultTemplates unless SetTemplates says otherwise) list
+// the machine types they are available on; a create names one, and a
+// template that does not list the machine type is refused (see create).
+// Startup scripts stay until deleted, assigned to the machines created with
+// them. SetStuckOff makes creates of a machine type in a region succeed and
+// leave the machine off for good after provisioning: Paperspace's capacity
+// miss (SkyPilot saw H100x8 machines sit off for over an hour,
+// skypilot-org/skypilot PR #3197). SetLongRegionNames makes machines show
+// their region as the legacy display name ("East Coast (NY2)").
 //
 // Catalog entries are Paperspace machine type labels (A100-80Gx4) in the
 // native regions ny2, ca1 and ams1; the API has no prices, so the catalog's
@@ -32,6 +45,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +60,10 @@ import (
 
 // Regions are the native regions of the simulated API.
 var Regions = []string{"ny2", "ca1", "ams1"}
+
+// CPUMachineTypes are CPU-only machine type labels, which only the CPU
+// templates list; the catalog sells none of them.
+var CPUMachineTypes = []string{"C5", "C6", "C7", "C8", "C9", "C10"}
 
 // MachineTypes are the GPU machine type labels DefaultCatalog sells.
 var MachineTypes = []string{
@@ -77,25 +95,90 @@ func GPUsOf(label string) int {
 	return 1
 }
 
+// Template is a simulated OS template.
+type Template struct {
+	ID, Name  string
+	AgentType string
+	// OS is the operatingSystemLabel.
+	OS            string
+	DefaultSizeGB *float64
+	Created       time.Time
+	// MachineTypes are the labels the template is available on; Listed
+	// are more labels it lists with isAvailable false.
+	MachineTypes, Listed []string
+}
+
+// DefaultTemplates are modelled on the list `pspace os-template list` printed
+// in November 2024 (ids, names, OS labels and default sizes; quoted in
+// public Terraform for Paperspace): the CPU images prod-u22-cpu (t0nspur5)
+// and prod-u20-cpu on the CPU types, the GPU desktop image prod-u22-gpu and
+// a Windows GPU image on every GPU type, and the ML-in-a-Box images on the
+// A100-80G and H100 (Ubuntu 22.04) and V100 (Ubuntu 20.04) types. Which
+// machine types each lists is the simulator's assumption; the spec only says
+// that availableMachineTypes exists.
+func DefaultTemplates() []Template {
+	day := func(y, m, d int) time.Time { return time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC) }
+	hundred := 100.0
+	var a100h100, v100 []string
+	for _, mt := range MachineTypes {
+		switch {
+		case strings.HasPrefix(mt, "A100-80G"), strings.HasPrefix(mt, "H100"):
+			a100h100 = append(a100h100, mt)
+		case strings.HasPrefix(mt, "V100"):
+			v100 = append(v100, mt)
+		}
+	}
+	return []Template{
+		{ID: "t0nspur5", Name: "prod-u22-cpu-241018", AgentType: "LinuxHeadless", OS: "Ubuntu 22.04 Server", Created: day(2024, 10, 18),
+			MachineTypes: CPUMachineTypes, Listed: MachineTypes},
+		{ID: "tkni3aa4", Name: "prod-u20-cpu-241101", AgentType: "LinuxHeadless", OS: "Ubuntu 20.04 Server", Created: day(2024, 11, 1),
+			MachineTypes: CPUMachineTypes},
+		{ID: "t17d1a6i", Name: "prod-u22-gpu-241021", AgentType: "LinuxDesktop", OS: "Ubuntu 22.04 Desktop", Created: day(2024, 10, 21),
+			MachineTypes: MachineTypes},
+		{ID: "tvimtol9", Name: "mliab-u22-241101", AgentType: "LinuxHeadless", OS: "Ubuntu 22.04", DefaultSizeGB: &hundred,
+			Created: day(2024, 11, 1), MachineTypes: a100h100},
+		{ID: "twnlo3zj", Name: "mliab-u20-241101", AgentType: "LinuxHeadless", OS: "Ubuntu 20.04", Created: day(2024, 11, 1),
+			MachineTypes: v100},
+		{ID: "taoz1uxr", Name: "w22-gpu-220727", AgentType: "WindowsDesktop", OS: "Windows 10 (Server 2022) - Licensed", Created: day(2022, 7, 27),
+			MachineTypes: MachineTypes},
+	}
+}
+
+// Script is a simulated startup script.
+type Script struct {
+	ID, Name, Script string
+	RunOnce          bool
+	Created          time.Time
+	// Machines are the ids of the machines created with it.
+	Machines []string
+	// Deleted is when it was deleted; zero while it exists.
+	Deleted time.Time
+}
+
 // Server is the simulated Paperspace API.
 type Server struct {
 	core *cloudsim.Core
 	mux  *http.ServeMux
 
-	mu       sync.Mutex
-	machines []*machine // in creation order, which is also the list order
-	byID     map[string]*machine
-	scripts  map[string]string // startup script id -> script
+	mu        sync.Mutex
+	machines  []*machine // in creation order, which is also the list order
+	byID      map[string]*machine
+	scripts   []*Script // in creation order
+	templates []Template
+	stuckOff  map[[2]string]bool // machine type, region
+	longNames bool
 }
 
 // machine is a simulated machine; its state follows from the clock.
 type machine struct {
 	id, name, machineType, region string
+	templateID                    string
 	gpus                          int
 	usageRate                     float64
 	userData                      string
 	seq                           int
 	started                       bool
+	stuckOff                      bool // never leaves off after provisioning
 	created                       time.Time
 	preempted                     bool
 	deleted                       time.Time // zero until DELETE
@@ -107,10 +190,11 @@ var _ cloudsim.Simulator = (*Server)(nil)
 // New builds the simulator; a nil clock means the real clock.
 func New(cfg cloudsim.Config, clk clock.Clock) *Server {
 	s := &Server{
-		core:    cloudsim.NewCore(cfg, clk),
-		mux:     http.NewServeMux(),
-		byID:    map[string]*machine{},
-		scripts: map[string]string{},
+		core:      cloudsim.NewCore(cfg, clk),
+		mux:       http.NewServeMux(),
+		byID:      map[string]*machine{},
+		templates: DefaultTemplates(),
+		stuckOff:  map[[2]string]bool{},
 	}
 	s.handle("GET /v1/machine-availability", false, s.availability)
 	s.handle("POST /v1/machines", true, s.create)
@@ -118,6 +202,9 @@ func New(cfg cloudsim.Config, clk clock.Clock) *Server {
 	s.handle("GET /v1/machines/{id}", false, s.get)
 	s.handle("DELETE /v1/machines/{id}", false, s.delete)
 	s.handle("POST /v1/startup-scripts", false, s.createScript)
+	s.handle("GET /v1/startup-scripts", false, s.listScripts)
+	s.handle("DELETE /v1/startup-scripts/{id}", false, s.deleteScript)
+	s.handle("GET /v1/os-templates", false, s.listTemplates)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "No procedure found on path "+r.URL.Path)
 	})
@@ -174,6 +261,57 @@ func (s *Server) Preempt(id string) error {
 	return nil
 }
 
+// SetTemplates replaces the OS templates.
+func (s *Server) SetTemplates(ts []Template) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.templates = append([]Template(nil), ts...)
+}
+
+// SetStuckOff makes machines created from now on of machineType in region
+// stay off after provisioning (on) or boot normally (off).
+func (s *Server) SetStuckOff(machineType, region string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stuckOff[[2]string{machineType, region}] = on
+}
+
+// SetLongRegionNames makes machines show their region as the legacy display
+// name ("East Coast (NY2)") instead of the code.
+func (s *Server) SetLongRegionNames(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.longNames = on
+}
+
+// RegionDisplayNames are the legacy API's names of the regions.
+var RegionDisplayNames = map[string]string{"ny2": "East Coast (NY2)", "ca1": "West Coast (CA1)", "ams1": "Europe (AMS1)"}
+
+// TemplateOf is the OS template machine id was created from ("" if unknown).
+func (s *Server) TemplateOf(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.byID[id]; ok {
+		return m.templateID
+	}
+	return ""
+}
+
+// Scripts returns every startup script that exists, in creation order.
+func (s *Server) Scripts() []Script {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Script
+	for _, sc := range s.scripts {
+		if sc.Deleted.IsZero() {
+			c := *sc
+			c.Machines = append([]string(nil), sc.Machines...)
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // handle registers an API endpoint behind Core.Admit.
 func (s *Server) handle(pattern string, launch bool, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -225,14 +363,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	now := s.core.Now()
 	s.sweepLocked(now)
-	var userData string
+	if msg := s.checkTemplateLocked(req.TemplateId, req.MachineType); msg != "" {
+		writeError(w, http.StatusBadRequest, "BAD_REQUEST", msg)
+		return
+	}
+	var script *Script
 	if req.StartupScriptId != nil {
-		script, ok := s.scripts[*req.StartupScriptId]
-		if !ok {
+		if script = s.scriptLocked(*req.StartupScriptId); script == nil {
 			writeError(w, http.StatusBadRequest, "BAD_REQUEST", fmt.Sprintf("Invalid startup script id %q", *req.StartupScriptId))
 			return
 		}
-		userData = script
 	}
 	if quota := s.core.Config().Quota; quota > 0 && s.liveLocked() >= quota {
 		writeError(w, http.StatusForbidden, "FORBIDDEN", fmt.Sprintf("You have reached your team's machine limit of %d. Contact support to raise it.", quota))
@@ -253,10 +393,15 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		region:      req.Region,
 		gpus:        gpus,
 		usageRate:   entry.OnDemandPrice,
-		userData:    userData,
 		seq:         len(s.machines) + 1,
 		started:     req.StartOnCreate == nil || *req.StartOnCreate,
+		templateID:  req.TemplateId,
+		stuckOff:    s.stuckOff[[2]string{req.MachineType, req.Region}],
 		created:     now,
+	}
+	if script != nil {
+		m.userData = script.Script
+		script.Machines = append(script.Machines, m.id)
 	}
 	s.machines = append(s.machines, m)
 	s.byID[m.id] = m
@@ -352,15 +497,164 @@ func (s *Server) createScript(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BAD_REQUEST", "name and script are required")
 		return
 	}
-	id := s.core.NextID("ss")
+	sc := &Script{ID: s.core.NextID("ss"), Name: req.Name, Script: req.Script,
+		RunOnce: req.IsRunOnce != nil && *req.IsRunOnce, Created: s.core.Now()}
 	s.mu.Lock()
-	s.scripts[id] = req.Script
+	s.scripts = append(s.scripts, sc)
+	out := scriptJSONOf(sc)
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"id": id, "name": req.Name, "description": nil, "isEnabled": true,
-		"isRunOnce": req.IsRunOnce != nil && *req.IsRunOnce, "assignedMachineIds": []string{},
-		"dtCreated": s.core.Now().UTC(), "dtDeleted": nil,
-	})
+	writeJSON(w, http.StatusOK, out)
+}
+
+// scriptJSON is a startup script in the spec's shape (every required field).
+type scriptJSON struct {
+	ID                 string     `json:"id"`
+	Name               string     `json:"name"`
+	Description        *string    `json:"description"`
+	IsEnabled          bool       `json:"isEnabled"`
+	IsRunOnce          bool       `json:"isRunOnce"`
+	AssignedMachineIDs []string   `json:"assignedMachineIds"`
+	DtCreated          time.Time  `json:"dtCreated"`
+	DtDeleted          *time.Time `json:"dtDeleted"`
+}
+
+func scriptJSONOf(sc *Script) scriptJSON {
+	j := scriptJSON{ID: sc.ID, Name: sc.Name, IsEnabled: true, IsRunOnce: sc.RunOnce,
+		AssignedMachineIDs: append([]string{}, sc.Machines...), DtCreated: sc.Created.UTC()}
+	if !sc.Deleted.IsZero() {
+		d := sc.Deleted.UTC()
+		j.DtDeleted = &d
+	}
+	return j
+}
+
+// scriptLocked finds a startup script that exists.
+func (s *Server) scriptLocked(id string) *Script {
+	for _, sc := range s.scripts {
+		if sc.ID == id && sc.Deleted.IsZero() {
+			return sc
+		}
+	}
+	return nil
+}
+
+func (s *Server) listScripts(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var items []scriptJSON
+	for _, sc := range s.scripts {
+		if sc.Deleted.IsZero() && matches(r.URL.Query(), "name", sc.Name) {
+			items = append(items, scriptJSONOf(sc))
+		}
+	}
+	writePage(w, r, items, func(j scriptJSON) string { return j.ID })
+}
+
+func (s *Server) deleteScript(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.scriptLocked(r.PathValue("id"))
+	if sc == nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "Startup script not found")
+		return
+	}
+	sc.Deleted = s.core.Now()
+	writeJSON(w, http.StatusOK, scriptJSONOf(sc))
+}
+
+// templateJSON is an OS template in the spec's shape.
+type templateJSON struct {
+	ID                    string          `json:"id"`
+	Name                  string          `json:"name"`
+	AgentType             string          `json:"agentType"`
+	OperatingSystemLabel  string          `json:"operatingSystemLabel"`
+	DefaultSizeGb         *float64        `json:"defaultSizeGb"`
+	AvailableMachineTypes []availableType `json:"availableMachineTypes"`
+	DtCreated             time.Time       `json:"dtCreated"`
+}
+
+type availableType struct {
+	MachineTypeLabel string `json:"machineTypeLabel"`
+	IsAvailable      bool   `json:"isAvailable"`
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	ts := append([]Template(nil), s.templates...)
+	s.mu.Unlock()
+	var items []templateJSON
+	for _, t := range ts {
+		if !matches(r.URL.Query(), "name", t.Name) {
+			continue
+		}
+		j := templateJSON{ID: t.ID, Name: t.Name, AgentType: t.AgentType, OperatingSystemLabel: t.OS,
+			DefaultSizeGb: t.DefaultSizeGB, AvailableMachineTypes: []availableType{}, DtCreated: t.Created.UTC()}
+		for _, mt := range t.MachineTypes {
+			j.AvailableMachineTypes = append(j.AvailableMachineTypes, availableType{MachineTypeLabel: mt, IsAvailable: true})
+		}
+		for _, mt := range t.Listed {
+			if !slices.Contains(t.MachineTypes, mt) {
+				j.AvailableMachineTypes = append(j.AvailableMachineTypes, availableType{MachineTypeLabel: mt})
+			}
+		}
+		items = append(items, j)
+	}
+	writePage(w, r, items, func(j templateJSON) string { return j.ID })
+}
+
+// checkTemplateLocked refuses a create from a template that does not exist
+// or does not list the machine type as available. The spec documents
+// availableMachineTypes on each template but not what a create from a
+// template that lacks the type answers; a 400 BAD_REQUEST in the spec's
+// error body (components.responses.error) is the simulator's assumption,
+// made so that a GPU machine type created from a CPU template (t0nspur5)
+// fails in tests instead of booting without GPU drivers.
+func (s *Server) checkTemplateLocked(id, machineType string) string {
+	for _, t := range s.templates {
+		if t.ID != id {
+			continue
+		}
+		if !slices.Contains(t.MachineTypes, machineType) {
+			return fmt.Sprintf("Template %s (%s) cannot be used with machine type %s", t.ID, t.Name, machineType)
+		}
+		return ""
+	}
+	return fmt.Sprintf("Invalid template id %q", id)
+}
+
+// writePage writes one cursor page of items, {hasMore, nextPage, items}:
+// ?after= is the id of the last item of the previous page, ?limit= 1..120
+// (default 20).
+func writePage[T any](w http.ResponseWriter, r *http.Request, items []T, id func(T) string) {
+	q := r.URL.Query()
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 120 {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "limit must be an integer from 1 to 120")
+			return
+		}
+		limit = n
+	}
+	start := 0
+	if after := q.Get("after"); after != "" {
+		i := slices.IndexFunc(items, func(it T) bool { return id(it) == after })
+		if i < 0 {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "Invalid cursor")
+			return
+		}
+		start = i + 1
+	}
+	page := items[start:]
+	out := map[string]any{"hasMore": false, "items": []T{}}
+	if len(page) > limit {
+		page = page[:limit]
+		out["hasMore"], out["nextPage"] = true, id(page[len(page)-1])
+	}
+	if len(page) > 0 {
+		out["items"] = page
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // sweepLocked retires deleted machines whose TerminateDelay has passed and
@@ -398,6 +692,8 @@ func (s *Server) stateLocked(m *machine, now time.Time) string {
 		return "off"
 	case now.Before(m.created.Add(s.core.Config().BootDelay)):
 		return "provisioning"
+	case m.stuckOff:
+		return "off"
 	default:
 		return "ready"
 	}
@@ -457,7 +753,7 @@ func (s *Server) jsonLocked(m *machine, now time.Time) machineJSON {
 		AgentType: "LinuxHeadless", CPUs: 8 * m.gpus, RAM: 45 * gib * int64(m.gpus),
 		StorageTotal: 100 * gib, StorageUsed: 8 * gib,
 		Accelerators: []accelerator{{Name: model, Count: m.gpus}},
-		Region:       m.region, PublicIPType: "dynamic",
+		Region:       s.regionName(m.region), PublicIPType: "dynamic",
 		UsageRate: m.usageRate, StorageRate: 0.00014,
 		DtCreated: m.created.UTC(), DtModified: m.created.UTC(),
 	}
@@ -472,6 +768,14 @@ func (s *Server) jsonLocked(m *machine, now time.Time) machineJSON {
 		j.DtDeleted, j.DtModified = &d, d
 	}
 	return j
+}
+
+// regionName is how machines show their region.
+func (s *Server) regionName(code string) string {
+	if long, ok := RegionDisplayNames[code]; ok && s.longNames {
+		return long
+	}
+	return code
 }
 
 // event is the {event} half of an async answer; the simulated operation

@@ -19,11 +19,15 @@ import (
 	simpaperspace "github.com/solanyn/gpu-operator/pkg/cloudsim/paperspace"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 const testKey = "ps-test-key-0123456789"
 
-// env is an adapter wired to a simulator over real HTTP, both on one fake clock.
+// env is an adapter wired to a simulator over real HTTP, both on one fake
+// clock. Every exchange goes through spectest's transport, which fails the
+// test on any request or response Paperspace's official document
+// (../shared/provider-specs/paperspace/openapi.json) does not allow.
 type env struct {
 	a     *paperspace.Adapter
 	sim   *simpaperspace.Server
@@ -34,6 +38,12 @@ type env struct {
 
 // newEnv starts the simulator behind handler middleware wrap (nil: none).
 func newEnv(t *testing.T, cfg cloudsim.Config, wrap func(http.Handler) http.Handler) *env {
+	t.Helper()
+	return newEnvWith(t, cfg, wrap, nil)
+}
+
+// newEnvWith is newEnv with the adapter's Config edited by edit.
+func newEnvWith(t *testing.T, cfg cloudsim.Config, wrap func(http.Handler) http.Handler, edit func(*paperspace.Config)) *env {
 	t.Helper()
 	cfg.APIKey = testKey
 	e := &env{clock: testclock.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))}
@@ -46,14 +56,24 @@ func newEnv(t *testing.T, cfg cloudsim.Config, wrap func(http.Handler) http.Hand
 	t.Cleanup(srv.Close)
 	e.url = srv.URL + "/v1"
 	e.key.Store(testKey)
-	a, err := paperspace.New(paperspace.Config{
+	transport := srv.Client().Transport
+	if wrap == nil {
+		// A wrapped simulator answers what Paperspace would not (a proxy's
+		// text/plain 502): only the simulator's own answers are checked.
+		transport = spectest.Load(t, providers.Paperspace).Transport(t, transport)
+	}
+	acfg := paperspace.Config{
 		BaseURL:           e.url,
 		Key:               func() string { return e.key.Load().(string) },
-		HTTPClient:        srv.Client(),
+		HTTPClient:        &http.Client{Transport: transport},
 		RequestsPerSecond: 1000,
 		CallTimeout:       5 * time.Second,
 		Clock:             e.clock,
-	})
+	}
+	if edit != nil {
+		edit(&acfg)
+	}
+	a, err := paperspace.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,6 +349,9 @@ func TestLaunchAfterFailedCreateIsPlainCreate(t *testing.T) {
 	e := newEnv(t, cloudsim.Config{Catalog: []cloudsim.CatalogEntry{entry("A5000", "ny2", -1)}}, nil)
 	ctx := context.Background()
 	req := launchReq("gpur-retry-0", "A5000", "ny2", "")
+	if _, err := e.a.Offers(ctx); err != nil { // lists the OS templates
+		t.Fatal(err)
+	}
 	e.sim.Core().SetFaults(cloudsim.Faults{ErrorRate: 1})
 	_, err := e.a.Launch(ctx, req)
 	wantClass(t, err, providers.ClassTransient, http.StatusInternalServerError)
@@ -337,7 +360,7 @@ func TestLaunchAfterFailedCreateIsPlainCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.sim.Core().Counters()
-	if c.Launches[req.Name] != 1 || c.Requests["GET /v1/machines"] != 0 || c.Requests["POST /v1/machines"] != 2 {
+	if c.Launches[req.Name] != 1 || c.Requests["GET /v1/machines"] != 0 || c.Requests["POST /v1/machines"] != 2 || c.Requests["GET /v1/os-templates"] != 1 {
 		t.Fatalf("launches %v requests %v, want two creates and no lookup", c.Launches, c.Requests)
 	}
 }
@@ -428,7 +451,7 @@ func rawCall(t *testing.T, method, url, key, body string) (*providers.Error, str
 }
 
 func TestSimulatorErrorsAreClassified(t *testing.T) {
-	const create = `{"name":"gpur-x-0","machineType":"%s","region":"ny2","templateId":"t0nspur5","diskSize":100}`
+	const create = `{"name":"gpur-x-0","machineType":"%s","region":"ny2","templateId":"t17d1a6i","diskSize":100}`
 	body := func(mt string) string { return strings.Replace(create, "%s", mt, 1) }
 	cases := []struct {
 		name         string
@@ -525,8 +548,15 @@ func TestAdapterErrors(t *testing.T) {
 	})
 	t.Run("invalid", func(t *testing.T) {
 		e := newEnv(t, cloudsim.Config{}, nil)
-		_, err := e.a.Launch(ctx, launchReq("gpur-bad-0", "Z9000", "ny2", ""))
+		// A GPU template lists A4000, but the simulator sells none.
+		_, err := e.a.Launch(ctx, launchReq("gpur-bad-0", "A4000", "ny2", ""))
 		wantClass(t, err, providers.ClassInvalid, 400)
+		// No template lists Z9000: refused before any script or machine.
+		_, err = e.a.Launch(ctx, launchReq("gpur-bad-1", "Z9000", "ny2", "#!/bin/bash\n"))
+		wantClass(t, err, providers.ClassInvalid, 0)
+		if c := e.sim.Core().Counters().Requests; c["POST /v1/startup-scripts"] != 0 || c["POST /v1/machines"] != 1 {
+			t.Fatalf("requests %v, want no script and only the first create", c)
+		}
 		_, err = e.a.Launch(ctx, launchReq("", "A4000", "ny2", ""))
 		wantClass(t, err, providers.ClassInvalid, 0)
 	})
@@ -554,6 +584,10 @@ func TestPreemptedMachineIsInterrupted(t *testing.T) {
 	in, err := e.a.Launch(ctx, launchReq("gpur-pre-0", "V100-32G", "ca1", ""))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Seen started first: off after that is an interruption.
+	if got, err := e.a.Instances(ctx); err != nil || len(got) != 1 || got[0].State != providers.StateRunning {
+		t.Fatalf("instances %+v, %v; want the machine running", got, err)
 	}
 	if err := e.sim.Preempt(in.ID); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
@@ -13,11 +14,12 @@ import (
 // The decoders read 2xx bodies into the generated response types, whose
 // 200 bodies are anonymous structs reached through the JSON200 field.
 
-// NormalizeState maps a Paperspace machine state onto the normalized states.
-// Paperspace has no spot capacity and no preemption signal; a machine that
-// is off or stopping without having been deleted was shut down under us
-// (auto-shutdown, vm-shutdown-force, a user in the console) and will not come
-// back by itself, so it is reported interrupted and the operator relaunches:
+// NormalizeState maps a Paperspace machine state onto the normalized states,
+// for a machine that has been seen started. Paperspace has no spot capacity
+// and no preemption signal; a machine that is off or stopping without having
+// been deleted was shut down under us (auto-shutdown, vm-shutdown-force, a
+// user in the console) and will not come back by itself, so it is reported
+// interrupted and the operator relaunches:
 //
 //	deleted (dtDeleted set)                 -> terminated
 //	provisioning                            -> pending
@@ -25,6 +27,9 @@ import (
 //	ready, serviceready                     -> running
 //	off, stopping                           -> interrupted
 //	anything else (a state added later)     -> booting: wait, do not kill
+//
+// A machine that is off and was never seen started is a capacity miss, not
+// an interruption: Instances reports it StateFailed (see NeverStarted).
 func NormalizeState(state string, deleted bool) providers.InstanceState {
 	if deleted {
 		return providers.StateTerminated
@@ -41,6 +46,40 @@ func NormalizeState(state string, deleted bool) providers.InstanceState {
 	}
 }
 
+// Started reports whether a machine in this native state has left off since
+// its creation: anything but off and provisioning (a machine is
+// provisioning before it first starts) counts.
+func Started(state string) bool { return state != "off" && state != "provisioning" }
+
+// NeverStartedState is the NativeState of a machine that stayed off after
+// create without ever starting: Paperspace's capacity miss.
+const NeverStartedState = "off (never started after create: no capacity)"
+
+// NativeRegion reads a region as the API writes it: the spec's short codes
+// (ny2, ca1, ams1) are kept, and the display names of the legacy API and of
+// older answers ("East Coast (NY2)", "West Coast (CA1)", "Europe (AMS1)")
+// become the code in parentheses, lower-cased. Anything else is returned
+// lower-cased and trimmed.
+func NativeRegion(region string) string {
+	r := strings.TrimSpace(region)
+	if open := strings.LastIndexByte(r, '('); open >= 0 && strings.HasSuffix(r, ")") {
+		if code := strings.TrimSpace(r[open+1 : len(r)-1]); code != "" {
+			r = code
+		}
+	}
+	return strings.ToLower(r)
+}
+
+// Machine is one machine of a listing: its normalized instance (State as
+// NormalizeState reads it) and what the adapter needs beyond it.
+type Machine struct {
+	providers.Instance
+	// Created is dtCreated.
+	Created time.Time
+	// Deleted says dtDeleted is set.
+	Deleted bool
+}
+
 // instance builds the normalized instance from the fields every machine
 // shape of the spec has.
 func instance(id, name, state, machineType, region string, publicIP *string, deleted *time.Time) providers.Instance {
@@ -49,7 +88,7 @@ func instance(id, name, state, machineType, region string, publicIP *string, del
 		ID:             id,
 		Name:           name,
 		InstanceType:   machineType,
-		ProviderRegion: region,
+		ProviderRegion: NativeRegion(region),
 		State:          NormalizeState(state, deleted != nil),
 		NativeState:    state,
 	}
@@ -61,8 +100,8 @@ func instance(id, name, state, machineType, region string, publicIP *string, del
 
 // MachinePage is one page of GET /machines.
 type MachinePage struct {
-	// Instances are all machines on the page, the operator's or not.
-	Instances []providers.Instance
+	// Machines are all machines on the page, the operator's or not.
+	Machines []Machine
 	// HasMore says another page follows; NextPage is its cursor (?after=).
 	HasMore  bool
 	NextPage string
@@ -77,7 +116,7 @@ func DecodeMachinePage(body []byte) (MachinePage, error) {
 	if r.JSON200 == nil {
 		return MachinePage{}, errors.New("decode machine list: empty body")
 	}
-	page := MachinePage{HasMore: r.JSON200.HasMore, Instances: make([]providers.Instance, 0, len(r.JSON200.Items))}
+	page := MachinePage{HasMore: r.JSON200.HasMore, Machines: make([]Machine, 0, len(r.JSON200.Items))}
 	if r.JSON200.NextPage != nil {
 		page.NextPage = *r.JSON200.NextPage
 	}
@@ -85,7 +124,10 @@ func DecodeMachinePage(body []byte) (MachinePage, error) {
 		if m.Id == "" {
 			return MachinePage{}, errors.New("decode machine list: machine without id")
 		}
-		page.Instances = append(page.Instances, instance(m.Id, m.Name, string(m.State), m.MachineType, m.Region, m.PublicIp, m.DtDeleted))
+		page.Machines = append(page.Machines, Machine{
+			Instance: instance(m.Id, m.Name, string(m.State), m.MachineType, m.Region, m.PublicIp, m.DtDeleted),
+			Created:  m.DtCreated, Deleted: m.DtDeleted != nil,
+		})
 	}
 	return page, nil
 }
@@ -100,6 +142,20 @@ func DecodeMachine(body []byte) (providers.Instance, error) {
 	if m == nil || m.Id == "" {
 		return providers.Instance{}, errors.New("decode machine: no machine id")
 	}
+	return instance(m.Id, m.Name, string(m.State), m.MachineType, m.Region, m.PublicIp, m.DtDeleted), nil
+}
+
+// DecodeDeletedMachine reads a DELETE /machines/{id} body, {event, data}:
+// data is the machine being deleted.
+func DecodeDeletedMachine(body []byte) (providers.Instance, error) {
+	var r paperspaceapi.MachinesDeleteResponse
+	if err := json.Unmarshal(body, &r.JSON200); err != nil {
+		return providers.Instance{}, fmt.Errorf("decode deleted machine: %w", err)
+	}
+	if r.JSON200 == nil || r.JSON200.Data.Id == "" {
+		return providers.Instance{}, errors.New("decode deleted machine: no machine id")
+	}
+	m := r.JSON200.Data
 	return instance(m.Id, m.Name, string(m.State), m.MachineType, m.Region, m.PublicIp, m.DtDeleted), nil
 }
 

@@ -61,7 +61,8 @@ func FuzzDecodeMachinePage(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, in := range page.Instances {
+		for _, m := range page.Machines {
+			in := m.Instance
 			if in.ID == "" || in.Provider != providers.Paperspace || in.Spot || !slices.Contains(states, in.State) {
 				t.Fatalf("malformed instance %+v", in)
 			}

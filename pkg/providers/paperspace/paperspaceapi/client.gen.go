@@ -20,19 +20,19 @@ import (
 
 // Defines values for MachinesListParamsOrderBy.
 const (
-	DtCreated MachinesListParamsOrderBy = "dtCreated"
-	Name      MachinesListParamsOrderBy = "name"
-	State     MachinesListParamsOrderBy = "state"
+	MachinesListParamsOrderByDtCreated MachinesListParamsOrderBy = "dtCreated"
+	MachinesListParamsOrderByName      MachinesListParamsOrderBy = "name"
+	MachinesListParamsOrderByState     MachinesListParamsOrderBy = "state"
 )
 
 // Valid indicates whether the value is a known member of the MachinesListParamsOrderBy enum.
 func (e MachinesListParamsOrderBy) Valid() bool {
 	switch e {
-	case DtCreated:
+	case MachinesListParamsOrderByDtCreated:
 		return true
-	case Name:
+	case MachinesListParamsOrderByName:
 		return true
-	case State:
+	case MachinesListParamsOrderByState:
 		return true
 	default:
 		return false
@@ -41,16 +41,16 @@ func (e MachinesListParamsOrderBy) Valid() bool {
 
 // Defines values for MachinesListParamsOrder.
 const (
-	Asc  MachinesListParamsOrder = "asc"
-	Desc MachinesListParamsOrder = "desc"
+	MachinesListParamsOrderAsc  MachinesListParamsOrder = "asc"
+	MachinesListParamsOrderDesc MachinesListParamsOrder = "desc"
 )
 
 // Valid indicates whether the value is a known member of the MachinesListParamsOrder enum.
 func (e MachinesListParamsOrder) Valid() bool {
 	switch e {
-	case Asc:
+	case MachinesListParamsOrderAsc:
 		return true
-	case Desc:
+	case MachinesListParamsOrderDesc:
 		return true
 	default:
 		return false
@@ -681,6 +681,75 @@ func (e MachinesGet200JSONResponseBodyState) Valid() bool {
 	}
 }
 
+// Defines values for OsTemplatesListParamsOrderBy.
+const (
+	OsTemplatesListParamsOrderByName OsTemplatesListParamsOrderBy = "name"
+)
+
+// Valid indicates whether the value is a known member of the OsTemplatesListParamsOrderBy enum.
+func (e OsTemplatesListParamsOrderBy) Valid() bool {
+	switch e {
+	case OsTemplatesListParamsOrderByName:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OsTemplatesListParamsOrder.
+const (
+	OsTemplatesListParamsOrderAsc  OsTemplatesListParamsOrder = "asc"
+	OsTemplatesListParamsOrderDesc OsTemplatesListParamsOrder = "desc"
+)
+
+// Valid indicates whether the value is a known member of the OsTemplatesListParamsOrder enum.
+func (e OsTemplatesListParamsOrder) Valid() bool {
+	switch e {
+	case OsTemplatesListParamsOrderAsc:
+		return true
+	case OsTemplatesListParamsOrderDesc:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for StartupScriptsListParamsOrderBy.
+const (
+	StartupScriptsListParamsOrderByDtCreated StartupScriptsListParamsOrderBy = "dtCreated"
+	StartupScriptsListParamsOrderByName      StartupScriptsListParamsOrderBy = "name"
+)
+
+// Valid indicates whether the value is a known member of the StartupScriptsListParamsOrderBy enum.
+func (e StartupScriptsListParamsOrderBy) Valid() bool {
+	switch e {
+	case StartupScriptsListParamsOrderByDtCreated:
+		return true
+	case StartupScriptsListParamsOrderByName:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for StartupScriptsListParamsOrder.
+const (
+	StartupScriptsListParamsOrderAsc  StartupScriptsListParamsOrder = "asc"
+	StartupScriptsListParamsOrderDesc StartupScriptsListParamsOrder = "desc"
+)
+
+// Valid indicates whether the value is a known member of the StartupScriptsListParamsOrder enum.
+func (e StartupScriptsListParamsOrder) Valid() bool {
+	switch e {
+	case StartupScriptsListParamsOrderAsc:
+		return true
+	case StartupScriptsListParamsOrderDesc:
+		return true
+	default:
+		return false
+	}
+}
+
 // Error defines model for error.
 type Error struct {
 	Code    string                  `json:"code"`
@@ -857,6 +926,50 @@ type MachinesGet200JSONResponseBodyRestorePointFrequency string
 // MachinesGet200JSONResponseBodyState defines parameters for MachinesGet.
 type MachinesGet200JSONResponseBodyState string
 
+// OsTemplatesListParams defines parameters for OsTemplatesList.
+type OsTemplatesListParams struct {
+	// After Fetch the next page of results after this cursor.
+	After *string `form:"after,omitempty" json:"after,omitempty"`
+
+	// Limit The number of items to fetch after this page.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// OrderBy Order results by one of these fields.
+	OrderBy *OsTemplatesListParamsOrderBy `form:"orderBy,omitempty" json:"orderBy,omitempty"`
+
+	// Order The order to sort the results by.
+	Order *OsTemplatesListParamsOrder `form:"order,omitempty" json:"order,omitempty"`
+	Name  *string                     `form:"name,omitempty" json:"name,omitempty"`
+}
+
+// OsTemplatesListParamsOrderBy defines parameters for OsTemplatesList.
+type OsTemplatesListParamsOrderBy string
+
+// OsTemplatesListParamsOrder defines parameters for OsTemplatesList.
+type OsTemplatesListParamsOrder string
+
+// StartupScriptsListParams defines parameters for StartupScriptsList.
+type StartupScriptsListParams struct {
+	// After Fetch the next page of results after this cursor.
+	After *string `form:"after,omitempty" json:"after,omitempty"`
+
+	// Limit The number of items to fetch after this page.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// OrderBy Order results by one of these fields.
+	OrderBy *StartupScriptsListParamsOrderBy `form:"orderBy,omitempty" json:"orderBy,omitempty"`
+
+	// Order The order to sort the results by.
+	Order *StartupScriptsListParamsOrder `form:"order,omitempty" json:"order,omitempty"`
+	Name  *string                        `form:"name,omitempty" json:"name,omitempty"`
+}
+
+// StartupScriptsListParamsOrderBy defines parameters for StartupScriptsList.
+type StartupScriptsListParamsOrderBy string
+
+// StartupScriptsListParamsOrder defines parameters for StartupScriptsList.
+type StartupScriptsListParamsOrder string
+
 // StartupScriptsCreateJSONBody defines parameters for StartupScriptsCreate.
 type StartupScriptsCreateJSONBody struct {
 	// IsRunOnce Whether the script should only run once on first boot or on every boot.
@@ -995,6 +1108,20 @@ type ClientInterface interface {
 	// Corresponds with GET /machines/{id} (the `MachinesGet` operationId).
 	MachinesGet(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// OsTemplatesList List OS templates
+	//
+	// Fetches a list of OS templates.
+	//
+	// Corresponds with GET /os-templates (the `OsTemplatesList` operationId).
+	OsTemplatesList(ctx context.Context, params *OsTemplatesListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StartupScriptsList List startup scripts
+	//
+	// Fetches a list of startup scripts.
+	//
+	// Corresponds with GET /startup-scripts (the `StartupScriptsList` operationId).
+	StartupScriptsList(ctx context.Context, params *StartupScriptsListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// StartupScriptsCreateWithBody Create startup script
 	//
 	// Create a startup script.
@@ -1012,6 +1139,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /startup-scripts (the `StartupScriptsCreate` operationId).
 	StartupScriptsCreate(ctx context.Context, body StartupScriptsCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// StartupScriptsDelete Delete startup script
+	//
+	// Delete a startup script.
+	//
+	// Corresponds with DELETE /startup-scripts/{id} (the `StartupScriptsDelete` operationId).
+	StartupScriptsDelete(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // MachineAvailabilityList Get machine availability
@@ -1120,6 +1254,40 @@ func (c *Client) MachinesGet(ctx context.Context, id string, reqEditors ...Reque
 	return c.Client.Do(req)
 }
 
+// OsTemplatesList List OS templates
+//
+// Fetches a list of OS templates.
+//
+// Corresponds with GET /os-templates (the `OsTemplatesList` operationId).
+func (c *Client) OsTemplatesList(ctx context.Context, params *OsTemplatesListParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOsTemplatesListRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StartupScriptsList List startup scripts
+//
+// Fetches a list of startup scripts.
+//
+// Corresponds with GET /startup-scripts (the `StartupScriptsList` operationId).
+func (c *Client) StartupScriptsList(ctx context.Context, params *StartupScriptsListParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStartupScriptsListRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // StartupScriptsCreateWithBody Create startup script
 //
 // Create a startup script.
@@ -1148,6 +1316,23 @@ func (c *Client) StartupScriptsCreateWithBody(ctx context.Context, contentType s
 // Corresponds with POST /startup-scripts (the `StartupScriptsCreate` operationId).
 func (c *Client) StartupScriptsCreate(ctx context.Context, body StartupScriptsCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewStartupScriptsCreateRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// StartupScriptsDelete Delete startup script
+//
+// Delete a startup script.
+//
+// Corresponds with DELETE /startup-scripts/{id} (the `StartupScriptsDelete` operationId).
+func (c *Client) StartupScriptsDelete(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewStartupScriptsDeleteRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -1462,6 +1647,210 @@ func NewMachinesGetRequest(server string, id string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewOsTemplatesListRequest constructs an http.Request for the OsTemplatesList method
+func NewOsTemplatesListRequest(server string, params *OsTemplatesListParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/os-templates")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrderBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "orderBy", *params.OrderBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Order != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "order", *params.Order, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewStartupScriptsListRequest constructs an http.Request for the StartupScriptsList method
+func NewStartupScriptsListRequest(server string, params *StartupScriptsListParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/startup-scripts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.After != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after", *params.After, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrderBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "orderBy", *params.OrderBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Order != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "order", *params.Order, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewStartupScriptsCreateRequest calls the generic StartupScriptsCreate builder with application/json body
 func NewStartupScriptsCreateRequest(server string, body StartupScriptsCreateJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -1498,6 +1887,40 @@ func NewStartupScriptsCreateRequestWithBody(server string, contentType string, b
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewStartupScriptsDeleteRequest constructs an http.Request for the StartupScriptsDelete method
+func NewStartupScriptsDeleteRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/startup-scripts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	return req, nil
 }
@@ -1600,6 +2023,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /machines/{id} (the `MachinesGet` operationId).
 	MachinesGetWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*MachinesGetResponse, error)
 
+	// OsTemplatesListWithResponse List OS templates
+	//
+	// Fetches a list of OS templates.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /os-templates (the `OsTemplatesList` operationId).
+	OsTemplatesListWithResponse(ctx context.Context, params *OsTemplatesListParams, reqEditors ...RequestEditorFn) (*OsTemplatesListResponse, error)
+
+	// StartupScriptsListWithResponse List startup scripts
+	//
+	// Fetches a list of startup scripts.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /startup-scripts (the `StartupScriptsList` operationId).
+	StartupScriptsListWithResponse(ctx context.Context, params *StartupScriptsListParams, reqEditors ...RequestEditorFn) (*StartupScriptsListResponse, error)
+
 	// StartupScriptsCreateWithBodyWithResponse Create startup script
 	//
 	// Create a startup script.
@@ -1617,6 +2058,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /startup-scripts (the `StartupScriptsCreate` operationId).
 	StartupScriptsCreateWithResponse(ctx context.Context, body StartupScriptsCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*StartupScriptsCreateResponse, error)
+
+	// StartupScriptsDeleteWithResponse Delete startup script
+	//
+	// Delete a startup script.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /startup-scripts/{id} (the `StartupScriptsDelete` operationId).
+	StartupScriptsDeleteWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*StartupScriptsDeleteResponse, error)
 }
 
 type MachineAvailabilityListResponse struct {
@@ -2873,6 +3323,240 @@ func (r MachinesGetResponse) ContentType() string {
 	return ""
 }
 
+type OsTemplatesListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		// HasMore Whether there are more pages of results available.
+		HasMore bool `json:"hasMore"`
+
+		// Items The items on this page.
+		Items []struct {
+			// AgentType The type of agent installed on the template.
+			AgentType string `json:"agentType"`
+
+			// AvailableMachineTypes The machine types the template is available on.
+			AvailableMachineTypes []struct {
+				// IsAvailable Whether the template is available on this machine type.
+				IsAvailable bool `json:"isAvailable"`
+
+				// MachineTypeLabel The label of the machine type.
+				MachineTypeLabel string `json:"machineTypeLabel"`
+			} `json:"availableMachineTypes"`
+
+			// DefaultSizeGb The default size of the template in gigabytes.
+			DefaultSizeGb *float32 `json:"defaultSizeGb"`
+
+			// DtCreated The date the template was created.
+			DtCreated time.Time `json:"dtCreated"`
+
+			// Id The ID of the template.
+			Id string `json:"id"`
+
+			// Name The name of the template.
+			Name string `json:"name"`
+
+			// OperatingSystemLabel The operating system installed on the template.
+			OperatingSystemLabel string `json:"operatingSystemLabel"`
+		} `json:"items"`
+
+		// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+		NextPage *string `json:"nextPage,omitempty"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OsTemplatesListResponse) GetJSON200() *struct {
+	// HasMore Whether there are more pages of results available.
+	HasMore bool `json:"hasMore"`
+
+	// Items The items on this page.
+	Items []struct {
+		// AgentType The type of agent installed on the template.
+		AgentType string `json:"agentType"`
+
+		// AvailableMachineTypes The machine types the template is available on.
+		AvailableMachineTypes []struct {
+			// IsAvailable Whether the template is available on this machine type.
+			IsAvailable bool `json:"isAvailable"`
+
+			// MachineTypeLabel The label of the machine type.
+			MachineTypeLabel string `json:"machineTypeLabel"`
+		} `json:"availableMachineTypes"`
+
+		// DefaultSizeGb The default size of the template in gigabytes.
+		DefaultSizeGb *float32 `json:"defaultSizeGb"`
+
+		// DtCreated The date the template was created.
+		DtCreated time.Time `json:"dtCreated"`
+
+		// Id The ID of the template.
+		Id string `json:"id"`
+
+		// Name The name of the template.
+		Name string `json:"name"`
+
+		// OperatingSystemLabel The operating system installed on the template.
+		OperatingSystemLabel string `json:"operatingSystemLabel"`
+	} `json:"items"`
+
+	// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+	NextPage *string `json:"nextPage,omitempty"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r OsTemplatesListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r OsTemplatesListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OsTemplatesListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OsTemplatesListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OsTemplatesListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type StartupScriptsListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		// HasMore Whether there are more pages of results available.
+		HasMore bool `json:"hasMore"`
+
+		// Items The items on this page.
+		Items []struct {
+			// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+			AssignedMachineIds []string `json:"assignedMachineIds"`
+
+			// Description The description of the startup script.
+			Description *string `json:"description"`
+
+			// DtCreated The date the startup script was created.
+			DtCreated time.Time `json:"dtCreated"`
+
+			// DtDeleted The date the startup script was deleted.
+			DtDeleted *time.Time `json:"dtDeleted"`
+
+			// Id The ID of the startup script.
+			Id string `json:"id"`
+
+			// IsEnabled Whether the startup script is enabled.
+			IsEnabled bool `json:"isEnabled"`
+
+			// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+			IsRunOnce bool `json:"isRunOnce"`
+
+			// Name The name of the startup script.
+			Name string `json:"name"`
+		} `json:"items"`
+
+		// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+		NextPage *string `json:"nextPage,omitempty"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StartupScriptsListResponse) GetJSON200() *struct {
+	// HasMore Whether there are more pages of results available.
+	HasMore bool `json:"hasMore"`
+
+	// Items The items on this page.
+	Items []struct {
+		// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+		AssignedMachineIds []string `json:"assignedMachineIds"`
+
+		// Description The description of the startup script.
+		Description *string `json:"description"`
+
+		// DtCreated The date the startup script was created.
+		DtCreated time.Time `json:"dtCreated"`
+
+		// DtDeleted The date the startup script was deleted.
+		DtDeleted *time.Time `json:"dtDeleted"`
+
+		// Id The ID of the startup script.
+		Id string `json:"id"`
+
+		// IsEnabled Whether the startup script is enabled.
+		IsEnabled bool `json:"isEnabled"`
+
+		// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+		IsRunOnce bool `json:"isRunOnce"`
+
+		// Name The name of the startup script.
+		Name string `json:"name"`
+	} `json:"items"`
+
+	// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+	NextPage *string `json:"nextPage,omitempty"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r StartupScriptsListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StartupScriptsListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StartupScriptsListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StartupScriptsListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StartupScriptsListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type StartupScriptsCreateResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2969,6 +3653,102 @@ func (r StartupScriptsCreateResponse) ContentType() string {
 	return ""
 }
 
+type StartupScriptsDeleteResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+		AssignedMachineIds []string `json:"assignedMachineIds"`
+
+		// Description The description of the startup script.
+		Description *string `json:"description"`
+
+		// DtCreated The date the startup script was created.
+		DtCreated time.Time `json:"dtCreated"`
+
+		// DtDeleted The date the startup script was deleted.
+		DtDeleted *time.Time `json:"dtDeleted"`
+
+		// Id The ID of the startup script.
+		Id string `json:"id"`
+
+		// IsEnabled Whether the startup script is enabled.
+		IsEnabled bool `json:"isEnabled"`
+
+		// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+		IsRunOnce bool `json:"isRunOnce"`
+
+		// Name The name of the startup script.
+		Name string `json:"name"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r StartupScriptsDeleteResponse) GetJSON200() *struct {
+	// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+	AssignedMachineIds []string `json:"assignedMachineIds"`
+
+	// Description The description of the startup script.
+	Description *string `json:"description"`
+
+	// DtCreated The date the startup script was created.
+	DtCreated time.Time `json:"dtCreated"`
+
+	// DtDeleted The date the startup script was deleted.
+	DtDeleted *time.Time `json:"dtDeleted"`
+
+	// Id The ID of the startup script.
+	Id string `json:"id"`
+
+	// IsEnabled Whether the startup script is enabled.
+	IsEnabled bool `json:"isEnabled"`
+
+	// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+	IsRunOnce bool `json:"isRunOnce"`
+
+	// Name The name of the startup script.
+	Name string `json:"name"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r StartupScriptsDeleteResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r StartupScriptsDeleteResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r StartupScriptsDeleteResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r StartupScriptsDeleteResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r StartupScriptsDeleteResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // MachineAvailabilityListWithResponse Get machine availability
 //
 // Gets the machine availability for a given region and machine type.
@@ -3059,6 +3839,36 @@ func (c *ClientWithResponses) MachinesGetWithResponse(ctx context.Context, id st
 	return ParseMachinesGetResponse(rsp)
 }
 
+// OsTemplatesListWithResponse List OS templates
+//
+// Fetches a list of OS templates.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /os-templates (the `OsTemplatesList` operationId).
+func (c *ClientWithResponses) OsTemplatesListWithResponse(ctx context.Context, params *OsTemplatesListParams, reqEditors ...RequestEditorFn) (*OsTemplatesListResponse, error) {
+	rsp, err := c.OsTemplatesList(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOsTemplatesListResponse(rsp)
+}
+
+// StartupScriptsListWithResponse List startup scripts
+//
+// Fetches a list of startup scripts.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /startup-scripts (the `StartupScriptsList` operationId).
+func (c *ClientWithResponses) StartupScriptsListWithResponse(ctx context.Context, params *StartupScriptsListParams, reqEditors ...RequestEditorFn) (*StartupScriptsListResponse, error) {
+	rsp, err := c.StartupScriptsList(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStartupScriptsListResponse(rsp)
+}
+
 // StartupScriptsCreateWithBodyWithResponse Create startup script
 //
 // Create a startup script.
@@ -3087,6 +3897,21 @@ func (c *ClientWithResponses) StartupScriptsCreateWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParseStartupScriptsCreateResponse(rsp)
+}
+
+// StartupScriptsDeleteWithResponse Delete startup script
+//
+// Delete a startup script.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /startup-scripts/{id} (the `StartupScriptsDelete` operationId).
+func (c *ClientWithResponses) StartupScriptsDeleteWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*StartupScriptsDeleteResponse, error) {
+	rsp, err := c.StartupScriptsDelete(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseStartupScriptsDeleteResponse(rsp)
 }
 
 // ParseMachineAvailabilityListResponse parses an HTTP response from a MachineAvailabilityListWithResponse call
@@ -3761,6 +4586,141 @@ func ParseMachinesGetResponse(rsp *http.Response) (*MachinesGetResponse, error) 
 	return response, nil
 }
 
+// ParseOsTemplatesListResponse parses an HTTP response from a OsTemplatesListWithResponse call
+func ParseOsTemplatesListResponse(rsp *http.Response) (*OsTemplatesListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OsTemplatesListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			// HasMore Whether there are more pages of results available.
+			HasMore bool `json:"hasMore"`
+
+			// Items The items on this page.
+			Items []struct {
+				// AgentType The type of agent installed on the template.
+				AgentType string `json:"agentType"`
+
+				// AvailableMachineTypes The machine types the template is available on.
+				AvailableMachineTypes []struct {
+					// IsAvailable Whether the template is available on this machine type.
+					IsAvailable bool `json:"isAvailable"`
+
+					// MachineTypeLabel The label of the machine type.
+					MachineTypeLabel string `json:"machineTypeLabel"`
+				} `json:"availableMachineTypes"`
+
+				// DefaultSizeGb The default size of the template in gigabytes.
+				DefaultSizeGb *float32 `json:"defaultSizeGb"`
+
+				// DtCreated The date the template was created.
+				DtCreated time.Time `json:"dtCreated"`
+
+				// Id The ID of the template.
+				Id string `json:"id"`
+
+				// Name The name of the template.
+				Name string `json:"name"`
+
+				// OperatingSystemLabel The operating system installed on the template.
+				OperatingSystemLabel string `json:"operatingSystemLabel"`
+			} `json:"items"`
+
+			// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+			NextPage *string `json:"nextPage,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStartupScriptsListResponse parses an HTTP response from a StartupScriptsListWithResponse call
+func ParseStartupScriptsListResponse(rsp *http.Response) (*StartupScriptsListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StartupScriptsListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			// HasMore Whether there are more pages of results available.
+			HasMore bool `json:"hasMore"`
+
+			// Items The items on this page.
+			Items []struct {
+				// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+				AssignedMachineIds []string `json:"assignedMachineIds"`
+
+				// Description The description of the startup script.
+				Description *string `json:"description"`
+
+				// DtCreated The date the startup script was created.
+				DtCreated time.Time `json:"dtCreated"`
+
+				// DtDeleted The date the startup script was deleted.
+				DtDeleted *time.Time `json:"dtDeleted"`
+
+				// Id The ID of the startup script.
+				Id string `json:"id"`
+
+				// IsEnabled Whether the startup script is enabled.
+				IsEnabled bool `json:"isEnabled"`
+
+				// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+				IsRunOnce bool `json:"isRunOnce"`
+
+				// Name The name of the startup script.
+				Name string `json:"name"`
+			} `json:"items"`
+
+			// NextPage The cursor required to fetch the next page of results. i.e. `?after=nextPage`. This is `null` when there is no next page.
+			NextPage *string `json:"nextPage,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseStartupScriptsCreateResponse parses an HTTP response from a StartupScriptsCreateWithResponse call
 func ParseStartupScriptsCreateResponse(rsp *http.Response) (*StartupScriptsCreateResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -3770,6 +4730,63 @@ func ParseStartupScriptsCreateResponse(rsp *http.Response) (*StartupScriptsCreat
 	}
 
 	response := &StartupScriptsCreateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			// AssignedMachineIds The IDs of the machines the startup script is assigned to.
+			AssignedMachineIds []string `json:"assignedMachineIds"`
+
+			// Description The description of the startup script.
+			Description *string `json:"description"`
+
+			// DtCreated The date the startup script was created.
+			DtCreated time.Time `json:"dtCreated"`
+
+			// DtDeleted The date the startup script was deleted.
+			DtDeleted *time.Time `json:"dtDeleted"`
+
+			// Id The ID of the startup script.
+			Id string `json:"id"`
+
+			// IsEnabled Whether the startup script is enabled.
+			IsEnabled bool `json:"isEnabled"`
+
+			// IsRunOnce Whether the startup script is run once on first boot or on every boot.
+			IsRunOnce bool `json:"isRunOnce"`
+
+			// Name The name of the startup script.
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseStartupScriptsDeleteResponse parses an HTTP response from a StartupScriptsDeleteWithResponse call
+func ParseStartupScriptsDeleteResponse(rsp *http.Response) (*StartupScriptsDeleteResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &StartupScriptsDeleteResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
