@@ -7,6 +7,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -14,17 +15,20 @@ import (
 // TestCrashAroundLaunch replays what a restarted operator finds after being
 // killed right after writing the machine name: once before the launch call
 // (no instance exists) and once after it (the instance exists). Either way
-// the machine is launched exactly once under that name.
+// the machine is launched exactly once under that name. The machines are
+// Lambda VMs, so Ready also means their Nodes joined under those names.
 func TestCrashAroundLaunch(t *testing.T) {
-	r := newRig(t, rigOptions{sims: stack.Config{RunPod: simConfig(rtx4090("US-CA-2", 0.44, 0.22))}, noStart: true})
-	offer := providers.Offer{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
-		Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 0.22, Available: true}
+	r := newRig(t, rigOptions{sims: stack.Config{Lambda: simConfig(
+		cloudsim.CatalogEntry{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.75, Capacity: -1},
+	)}, noStart: true})
+	offer := providers.Offer{Provider: providers.LambdaLabs, InstanceType: "gpu_1x_a10", GPUType: "A10", GPUCount: 1,
+		Region: "us-east-1", ProviderRegion: "us-east-1", Capacity: providers.OnDemand, HourlyPrice: 0.75, Available: true, Kind: providers.VM}
 	names := map[string]string{}
 	for _, tc := range []struct {
 		name         string
 		launchBefore bool
 	}{{"killed-before-launch", false}, {"killed-after-launch", true}} {
-		req := r.create("metadata: {name: " + tc.name + "}\nspec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}")
+		req := r.create("metadata: {name: " + tc.name + "}\nspec: {gpuType: A10, maxPrice: 1.0}")
 		machine := machinePrefix(req) + "1"
 		names[tc.name] = machine
 		req.Finalizers = []string{tgpv1.Finalizer}
@@ -34,7 +38,7 @@ func TestCrashAroundLaunch(t *testing.T) {
 		}
 		req.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: machine, Attempt: 1,
 			Provider: offer.Provider, InstanceType: offer.InstanceType, Region: offer.Region, ProviderRegion: offer.ProviderRegion,
-			Spot: true, HourlyPrice: ptr.To(offer.HourlyPrice)}
+			HourlyPrice: ptr.To(offer.HourlyPrice)}
 		if _, err := r.client.TgpV1().GPURequests(r.ns).UpdateStatus(t.Context(), req, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -52,17 +56,20 @@ func TestCrashAroundLaunch(t *testing.T) {
 	r.start() // the restarted operator
 	for name, machine := range names {
 		req := r.waitPhase(name, tgpv1.PhaseReady, readyTimeout)
-		if req.Status.MachineName != machine || req.Status.Attempt != 1 {
-			t.Errorf("%s: machine %s attempt %d, want %s attempt 1", name, req.Status.MachineName, req.Status.Attempt, machine)
+		if req.Status.MachineName != machine || req.Status.Attempt != 1 || req.Status.NodeName != machine {
+			t.Errorf("%s: machine %s attempt %d node %q, want %s attempt 1 joined as itself", name, req.Status.MachineName, req.Status.Attempt, req.Status.NodeName, machine)
 		}
-		if n := launches(r.stack, providers.RunPod, machine); n != 1 {
+		if n := launches(r.stack, providers.LambdaLabs, machine); n != 1 {
 			t.Errorf("%s: %s launched %d times, want 1", name, machine, n)
 		}
 	}
 	if n := len(r.liveMachines()); n != 2 {
 		t.Errorf("%d live machines, want 2", n)
 	}
-	if evs := r.events("killed-after-launch"); !containsAll(evs, "Adopted") {
+	if evs, ok := r.waitEvents("killed-after-launch", "Adopted"); !ok {
 		t.Errorf("events %v, want Adopted", evs)
+	}
+	if evs, ok := r.waitEvents("killed-before-launch", "Launched"); !ok || containsAll(evs, "Adopted") {
+		t.Errorf("killed-before-launch events %v, want Launched and no Adopted", evs)
 	}
 }

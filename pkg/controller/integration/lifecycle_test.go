@@ -67,7 +67,8 @@ func (r *rig) nodeGone(name string) {
 // preemptAndRecover preempts a Ready request's machine and checks the
 // recovery contract: a replacement launch in another offering within one
 // poll interval plus a second, Ready again, one interruption, the old Node
-// gone and exactly one live machine.
+// gone (a VM's; a container has none, before or after) and exactly one live
+// machine.
 func (r *rig) preemptAndRecover(name string, sim cloudsim.Simulator) *tgpv1.GPURequest {
 	r.t.Helper()
 	before := r.waitPhase(name, tgpv1.PhaseReady, readyTimeout)
@@ -102,13 +103,23 @@ func (r *rig) preemptAndRecover(name string, sim cloudsim.Simulator) *tgpv1.GPUR
 	if after.Status.ProviderRegion == before.Status.ProviderRegion && after.Status.InstanceType == before.Status.InstanceType && after.Status.Provider == before.Status.Provider {
 		r.t.Errorf("recovered into the same offering %s/%s/%s", after.Status.Provider, after.Status.InstanceType, after.Status.ProviderRegion)
 	}
-	// The loss is seen by whichever watcher is first: the provider's list
-	// (Instance*) or the Node informer (the machine's Node went away).
-	if c := meta.FindStatusCondition(after.Status.Conditions, tgpv1.ConditionInterrupted); c == nil || c.Reason != "Recovered" ||
-		!(strings.Contains(c.Message, "Instance") || strings.Contains(c.Message, "NodeDeleted")) {
-		r.t.Errorf("Interrupted condition %+v, want Recovered with the cause", c)
+	c := meta.FindStatusCondition(after.Status.Conditions, tgpv1.ConditionInterrupted)
+	if before.Spec.Container != nil {
+		// Only the provider's list can see a container's loss.
+		if c == nil || c.Reason != "Recovered" || !strings.Contains(c.Message, "InstanceInterrupted") {
+			r.t.Errorf("Interrupted condition %+v, want Recovered from InstanceInterrupted", c)
+		}
+		if before.Status.NodeName != "" || after.Status.NodeName != "" {
+			r.t.Errorf("container request with nodeName %q before and %q after, want none", before.Status.NodeName, after.Status.NodeName)
+		}
+	} else {
+		// The loss is seen by whichever watcher is first: the provider's list
+		// (Instance*) or the Node informer (the machine's Node went away).
+		if c == nil || c.Reason != "Recovered" || !(strings.Contains(c.Message, "Instance") || strings.Contains(c.Message, "NodeDeleted")) {
+			r.t.Errorf("Interrupted condition %+v, want Recovered with the cause", c)
+		}
+		r.nodeGone(before.Status.NodeName)
 	}
-	r.nodeGone(before.Status.NodeName)
 	err = wait.PollUntilContextTimeout(r.t.Context(), 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
 		return r.liveFor(after) == 1, nil
 	})
@@ -138,22 +149,39 @@ spec: {gpuType: A10, regionPreference: [us-east-1, us-west-1]}`)
 	}
 }
 
-func TestRunPodExitedSpotPodIsReplacedAndTerminated(t *testing.T) {
+// TestRunPodExitedContainerPodIsReplacedAndTerminated: RunPod stops a
+// running pod on its own (EXITED: host maintenance, a balance run dry; it
+// sells no spot). The container request is interrupted, a replacement pod is
+// launched in the other data center and becomes Ready, and the stopped pod,
+// which would bill its disk for as long as it exists, is deleted.
+func TestRunPodExitedContainerPodIsReplacedAndTerminated(t *testing.T) {
 	r := newRig(t, rigOptions{
 		sims: stack.Config{RunPod: simConfig(
-			cloudsim.CatalogEntry{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 0.69, SpotPrice: 0.22, Capacity: -1},
-			cloudsim.CatalogEntry{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-TX-3", OnDemandPrice: 0.69, SpotPrice: 0.22, Capacity: -1},
+			cloudsim.CatalogEntry{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 0.69, Capacity: -1},
+			cloudsim.CatalogEntry{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-TX-3", OnDemandPrice: 0.69, Capacity: -1},
 		)},
 		config: controller.Config{PollInterval: pollInterval},
 	})
 	r.create(`
-metadata: {name: spot}
-spec: {gpuType: RTX4090, region: us, spotInstance: true, maxSpotPrice: 0.25}`)
-	before := r.waitPhase("spot", tgpv1.PhaseReady, readyTimeout)
-	r.preemptAndRecover("spot", r.stack.RunPod)
+metadata: {name: pod}
+spec:
+  gpuType: RTX4090
+  region: us
+  maxPrice: 0.75
+  container: {image: "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-devel-ubuntu22.04", ports: [{port: 8888, protocol: http}]}`)
+	before := r.waitPhase("pod", tgpv1.PhaseReady, readyTimeout)
+	after := r.preemptAndRecover("pod", r.stack.RunPod)
 	// The EXITED pod still bills storage: the operator terminated it.
-	if m := r.machineFor(before.Status.MachineName); m.Live {
-		t.Errorf("the stopped pod %s is still live (%s)", m.ID, m.NativeState)
+	if m := r.machineFor(before.Status.MachineName); m.Live || !m.Preempted {
+		t.Errorf("the stopped pod %s: live %v preempted %v (%s), want preempted and deleted", m.ID, m.Live, m.Preempted, m.NativeState)
+	}
+	if after.Status.Spot || after.Status.Provider != providers.RunPod || len(after.Status.Ports) != 1 || after.Status.PublicIP == "" ||
+		after.Status.PublicIP == before.Status.PublicIP {
+		t.Errorf("replacement spot %v on %s, publicIP %q (was %q), ports %+v; want an on-demand RunPod pod with its own address and port",
+			after.Status.Spot, after.Status.Provider, after.Status.PublicIP, before.Status.PublicIP, after.Status.Ports)
+	}
+	if evs, ok := r.waitEvents("pod", "Interrupted", "Launched", "Ready"); !ok {
+		t.Errorf("events %v", evs)
 	}
 }
 
@@ -327,58 +355,89 @@ spec: {gpuType: A6000}`)
 	r.nodeGone(ready.Status.NodeName)
 }
 
+// TestOrphanCollector: machines carrying the operator's name prefix that no
+// GPURequest claims are terminated after the grace period; a machine whose
+// name a request's status holds (a launch in flight when the operator
+// restarted) is adopted instead. Once for VMs (Lambda) and once for
+// containers (RunPod pods).
 func TestOrphanCollector(t *testing.T) {
-	r := newRig(t, rigOptions{
-		sims:    stack.Config{RunPod: simConfig(rtx4090("US-CA-2", 0.44, 0.22))},
-		config:  controller.Config{PollInterval: 300 * time.Millisecond, GCInterval: 300 * time.Millisecond, GCGrace: 2 * time.Second},
-		noAgent: true,
-		noStart: true,
-	})
-	// A request whose launch is in flight: its status names the machine.
-	req := r.create(`
-metadata: {name: inflight}
-spec: {gpuType: RTX4090, spotInstance: true, maxSpotPrice: 0.25}`)
-	inflight := machinePrefix(req) + "1"
-	req.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: inflight, Attempt: 1,
-		Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", Region: "us-west-1", ProviderRegion: "US-CA-2", Spot: true, HourlyPrice: ptr.To(0.22)}
-	if _, err := r.client.TgpV1().GPURequests(r.ns).UpdateStatus(t.Context(), req, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	adapters, err := r.stack.Adapters(stack.AdapterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	offer := providers.Offer{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
-		Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.Spot, HourlyPrice: 0.22, Available: true}
-	for _, name := range []string{"gpur-orphan-1", inflight} {
-		if _, err := adapters[0].Launch(t.Context(), providers.LaunchRequest{Name: name, Offer: offer}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.start()
-	created := time.Now()
-	err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
-		for _, m := range r.stack.Machines() {
-			if m.Name == "gpur-orphan-1" {
-				return !m.Live, nil
+	for _, tc := range []struct {
+		name     string
+		sims     stack.Config
+		spec     string
+		offer    providers.Offer
+		userData string
+		ctr      *providers.ContainerSpec
+	}{{
+		name: "lambda VM",
+		sims: stack.Config{Lambda: simConfig(cloudsim.CatalogEntry{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.75, Capacity: -1})},
+		spec: "{gpuType: A10, maxPrice: 1.0}",
+		offer: providers.Offer{Provider: providers.LambdaLabs, InstanceType: "gpu_1x_a10", GPUType: "A10", GPUCount: 1,
+			Region: "us-east-1", ProviderRegion: "us-east-1", Capacity: providers.OnDemand, HourlyPrice: 0.75, Available: true, Kind: providers.VM},
+		userData: "#!/bin/bash\ntrue\n",
+	}, {
+		name: "runpod container",
+		sims: stack.Config{RunPod: simConfig(rtx4090("US-CA-2", 0.44))},
+		spec: "{gpuType: RTX4090, maxPrice: 0.50, container: {image: busybox}}",
+		offer: providers.Offer{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
+			Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 0.44, Available: true, Kind: providers.Container},
+		ctr: &providers.ContainerSpec{Image: "busybox"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, rigOptions{
+				sims:    tc.sims,
+				config:  controller.Config{PollInterval: 300 * time.Millisecond, GCInterval: 300 * time.Millisecond, GCGrace: 2 * time.Second},
+				noAgent: true,
+				noStart: true,
+			})
+			// A request whose launch is in flight: its status names the machine.
+			req := r.create("metadata: {name: inflight}\nspec: " + tc.spec)
+			inflight := machinePrefix(req) + "1"
+			o := tc.offer
+			req.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseProvisioning, MachineName: inflight, Attempt: 1,
+				Provider: o.Provider, InstanceType: o.InstanceType, Region: o.Region, ProviderRegion: o.ProviderRegion, HourlyPrice: ptr.To(o.HourlyPrice)}
+			if _, err := r.client.TgpV1().GPURequests(r.ns).UpdateStatus(t.Context(), req, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
 			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Fatal("the orphan was not terminated")
-	}
-	if took := time.Since(created); took < 2*time.Second {
-		t.Errorf("orphan collected after %s, before its 2s grace period", took)
-	}
-	if m := r.machineFor(inflight); !m.Live {
-		t.Errorf("the claimed in-flight machine was collected")
-	}
-	if got := counterValue(t, r, "gpu_operator_orphans_terminated_total"); got != 1 {
-		t.Errorf("gpu_operator_orphans_terminated_total %v, want 1", got)
-	}
-	if n := launches(r.stack, providers.RunPod, inflight); n != 1 {
-		t.Errorf("in-flight machine launched %d times, want 1 (adopted)", n)
+			adapters, err := r.stack.Adapters(stack.AdapterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"gpur-orphan-1", inflight} {
+				if _, err := adapters[0].Launch(t.Context(), providers.LaunchRequest{Name: name, Offer: o, UserData: tc.userData, Container: tc.ctr}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.start()
+			created := time.Now()
+			var took time.Duration
+			// The simulator deletes the orphan before the collector has its
+			// answer and counts it: wait for both.
+			err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+				if took == 0 && !r.machineFor("gpur-orphan-1").Live {
+					took = time.Since(created)
+				}
+				return took > 0 && counterValue(t, r, "gpu_operator_orphans_terminated_total") > 0, nil
+			})
+			if err != nil {
+				t.Fatalf("the orphan was not terminated and counted (terminated after %s)", took)
+			}
+			if took < 2*time.Second {
+				t.Errorf("orphan collected after %s, before its 2s grace period", took)
+			}
+			if m := r.machineFor(inflight); !m.Live {
+				t.Errorf("the claimed in-flight machine was collected")
+			}
+			if got := counterValue(t, r, "gpu_operator_orphans_terminated_total"); got != 1 {
+				t.Errorf("gpu_operator_orphans_terminated_total %v, want 1", got)
+			}
+			if n := launches(r.stack, o.Provider, inflight); n != 1 {
+				t.Errorf("in-flight machine launched %d times, want 1 (adopted)", n)
+			}
+			if evs, ok := r.waitEvents("inflight", "Adopted"); !ok {
+				t.Errorf("events %v, want Adopted", evs)
+			}
+		})
 	}
 }
 

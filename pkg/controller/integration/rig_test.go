@@ -305,7 +305,8 @@ func launches(st *stack.Stack, provider, name string) int {
 var _ = providers.LambdaLabs
 
 // assertColumns checks the request's row of `kubectl get gpurequests`
-// (from the kubectl built in bin/) against the wanted GPU..PHASE columns.
+// (from the kubectl built in bin/) against the wanted GPU..PHASE columns,
+// and its NODE column against status.nodeName (blank for a container).
 func (r *rig) assertColumns(name string, cols ...string) {
 	r.t.Helper()
 	out, err := exec.Command(filepath.Join(env.Root, "bin", "kubectl"), "--kubeconfig", env.Kubeconfig,
@@ -315,7 +316,12 @@ func (r *rig) assertColumns(name string, cols ...string) {
 	}
 	fields := strings.Fields(string(out))
 	// NAME GPU COUNT SPOT PROVIDER REGION PRICE PHASE NODE AGE
-	if len(fields) != 10 || strings.Join(fields[1:8], " ") != strings.Join(cols, " ") {
-		r.t.Errorf("kubectl row %q, want columns %v", strings.TrimSpace(string(out)), cols)
+	want := 10
+	node := r.get(name).Status.NodeName
+	if node == "" {
+		want = 9 // kubectl prints an empty NODE as blanks
+	}
+	if len(fields) != want || strings.Join(fields[1:8], " ") != strings.Join(cols, " ") || (node != "" && fields[8] != node) {
+		r.t.Errorf("kubectl row %q, want columns %v and node %q", strings.TrimSpace(string(out)), cols, node)
 	}
 }

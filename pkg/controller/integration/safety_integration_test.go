@@ -136,7 +136,7 @@ func TestSafetyAmbiguousLaunchIsAdopted(t *testing.T) {
 	srv := httptest.NewServer(front)
 	t.Cleanup(srv.Close)
 	adapter, err := lambda.New(lambda.Config{BaseURL: srv.URL, Key: func() string { return "test-key" },
-		RequestsPerSecond: 1e6, LaunchInterval: -1, CallTimeout: callTimeout})
+		RequestsPerSecond: 1e6, LaunchInterval: -1, CallTimeout: callTimeout, SSHKeyName: lambdasim.DefaultSSHKeyName})
 	if err != nil {
 		t.Fatal(err)
 	}
