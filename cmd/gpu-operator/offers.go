@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/signal"
@@ -101,6 +102,12 @@ func commandContext(timeout time.Duration) (context.Context, context.CancelFunc)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	return ctx, func() { cancel(); stop() }
+}
+
+// droppedReporter is an adapter that leaves machine types out of its
+// catalog for a reason it can name (Paperspace: no GPU OS template).
+type droppedReporter interface {
+	Dropped() map[string]string
 }
 
 // offersFlags are the flags of `gpu-operator offers`.
@@ -202,6 +209,12 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 			fmt.Fprintf(errOut, "warning: %s: catalog unavailable, its offers are missing: %s\n", a.Name(), c.Error)
 		}
 		catalogs = append(catalogs, c)
+		if d, ok := a.(droppedReporter); ok {
+			dropped := d.Dropped()
+			for _, mt := range slices.Sorted(maps.Keys(dropped)) {
+				fmt.Fprintf(errOut, "note: %s: machine type %s has no offer: %s\n", a.Name(), mt, dropped[mt])
+			}
+		}
 	}
 	res := selector.Select(req, offers, selector.Unavailable{})
 

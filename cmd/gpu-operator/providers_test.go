@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
+	paperspacesim "github.com/solanyn/gpu-operator/pkg/cloudsim/paperspace"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -70,5 +72,24 @@ func TestStartupSSHKeyCheck(t *testing.T) {
 	st.Lambda.AddSSHKey(lambdasim.DefaultSSHKeyName)
 	if offers, err := adapters[0].Offers(ctx); err != nil || len(offers) != 1 {
 		t.Fatalf("Offers once the key is registered: %d, %v", len(offers), err)
+	}
+}
+
+// offers notes the Paperspace machine types that get no offer for want of a
+// GPU OS template.
+func TestOffersNotesPaperspaceTypesWithoutTemplate(t *testing.T) {
+	st := h100Sims(t)
+	var ts []paperspacesim.Template
+	for _, tmpl := range paperspacesim.DefaultTemplates() {
+		tmpl.MachineTypes = slices.DeleteFunc(slices.Clone(tmpl.MachineTypes), func(mt string) bool { return mt == "H100" })
+		ts = append(ts, tmpl)
+	}
+	st.Paperspace.SetTemplates(ts)
+	res := runCmd(offersCmd, append(endpointArgs(t, st, simKey), regionAwareArgs...)...)
+	if !strings.Contains(res.errOut, "note: paperspace: machine type H100 has no offer: no Linux GPU OS template lists machine type H100") {
+		t.Errorf("offers stderr %q, want a note that H100 has no GPU template", res.errOut)
+	}
+	if strings.Contains(res.out, "paperspace  H100") {
+		t.Errorf("a Paperspace H100 offer is listed:\n%s", res.out)
 	}
 }
