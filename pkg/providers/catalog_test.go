@@ -43,7 +43,7 @@ func catalogCalls(t *testing.T) map[string]map[string]int {
 	return map[string]map[string]int{
 		providers.LambdaLabs: {lambdasim.EndpointInstanceTypes: 1},
 		providers.RunPod:     {"GET /v2/catalog/gpus": 1},
-		providers.Paperspace: {"GET /v1/machine-availability": pairs},
+		providers.Paperspace: {"GET /v1/os-templates": 1, "GET /v1/machine-availability": pairs},
 	}
 }
 

@@ -138,6 +138,10 @@ type AdapterOptions struct {
 	// CallTimeout is each call's deadline (default 10s).
 	CallTimeout time.Duration
 	Clock       clock.PassiveClock
+	// Transport, when set, is the HTTP transport of each provider's adapter
+	// (the contract suite validates every request and answer against the
+	// provider's official OpenAPI document through it).
+	Transport func(provider string) http.RoundTripper
 }
 
 // Adapters builds the real adapters, on their generated clients, pointed at
@@ -162,6 +166,12 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 		}
 		return 1e6
 	}
+	client := func(provider string) *http.Client {
+		if o.Transport == nil {
+			return nil
+		}
+		return &http.Client{Transport: o.Transport(provider)}
+	}
 	var out []providers.Provider
 	if s.Lambda != nil {
 		interval := time.Duration(-1)
@@ -170,7 +180,7 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 		}
 		a, err := lambda.New(lambda.Config{BaseURL: s.URL(providers.LambdaLabs), Key: key(providers.LambdaLabs, s.Lambda),
 			RequestsPerSecond: rps(s.Lambda), LaunchInterval: interval, CallTimeout: o.CallTimeout, Clock: o.Clock,
-			SSHKeyName: lambdasim.DefaultSSHKeyName})
+			SSHKeyName: lambdasim.DefaultSSHKeyName, HTTPClient: client(providers.LambdaLabs)})
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +188,8 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 	}
 	if s.RunPod != nil {
 		a, err := runpod.New(runpod.Config{APIURL: s.URL(providers.RunPod),
-			Key: key(providers.RunPod, s.RunPod), RequestsPerSecond: rps(s.RunPod), CallTimeout: o.CallTimeout, Clock: o.Clock})
+			Key: key(providers.RunPod, s.RunPod), RequestsPerSecond: rps(s.RunPod), CallTimeout: o.CallTimeout, Clock: o.Clock,
+			HTTPClient: client(providers.RunPod)})
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +197,8 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 	}
 	if s.Paperspace != nil {
 		a, err := paperspace.New(paperspace.Config{BaseURL: s.URL(providers.Paperspace) + "/v1",
-			Key: key(providers.Paperspace, s.Paperspace), RequestsPerSecond: rps(s.Paperspace), CallTimeout: o.CallTimeout, Clock: o.Clock})
+			Key: key(providers.Paperspace, s.Paperspace), RequestsPerSecond: rps(s.Paperspace), CallTimeout: o.CallTimeout, Clock: o.Clock,
+			HTTPClient: client(providers.Paperspace)})
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package contract_test
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/contract"
+	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
 )
 
 // starter runs one provider's simulator through stack.Start and builds the
@@ -35,7 +37,7 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 			Sim: st.Simulator(provider),
 			New: func(t *testing.T, o contract.Options) providers.Provider {
 				t.Helper()
-				opts := stack.AdapterOptions{Clock: o.Clock, CallTimeout: 10 * time.Second}
+				opts := stack.AdapterOptions{Clock: o.Clock, CallTimeout: 10 * time.Second, Transport: validating(t)}
 				if o.Key != "" {
 					opts.Keys = map[string]string{provider: o.Key}
 				}
@@ -49,6 +51,27 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 				return ps[0]
 			},
 		}
+	}
+}
+
+// validating is the adapters' transport in the contract suite: every
+// request an adapter sends and every answer a simulator gives, errors
+// included, is checked against the provider's official OpenAPI document
+// (../shared/provider-specs; a missing document fails the test).
+func validating(t *testing.T) func(provider string) http.RoundTripper {
+	return func(provider string) http.RoundTripper {
+		spec := spectest.Load(t, provider)
+		var opts []spectest.Option
+		if provider == providers.LambdaLabs {
+			// Lambda's document declares no 429 or 5xx for any operation;
+			// its docs describe rate limiting (429) in prose, and the suite
+			// injects 5xx faults.
+			opts = append(opts,
+				spectest.AllowStatus(http.StatusTooManyRequests, "Lambda documents its rate limit in prose, not in the spec"),
+				spectest.AllowStatus(http.StatusInternalServerError, "injected fault"),
+				spectest.AllowStatus(http.StatusServiceUnavailable, "injected fault"))
+		}
+		return spec.Transport(t, nil, opts...)
 	}
 }
 
