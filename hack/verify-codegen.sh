@@ -13,6 +13,9 @@ tar -C "${ROOT}" --exclude=./bin --exclude=./.git --exclude=./.demo -cf - . | ta
 mkdir -p "${tmp}/bin"
 [ -d "${ROOT}/bin/codegen" ] && cp -r "${ROOT}/bin/codegen" "${tmp}/bin/"
 
+# The provider specs live beside the repository, not in it: the copy in
+# ${tmp} must read the ones beside this tree.
+export PROVIDER_SPECS="${PROVIDER_SPECS:-${ROOT}/../shared/provider-specs}"
 ROOT="${tmp}" "${tmp}/hack/update-codegen.sh" >/dev/null
 ROOT="${tmp}" "${tmp}/hack/update-provider-clients.sh" >/dev/null
 
