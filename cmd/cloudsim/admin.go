@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -15,8 +16,14 @@ import (
 const adminUsage = `cloudsim admin API
   GET  /machines[?provider=P]          every simulated machine (JSON list), terminated ones included
   GET  /counters                       requests, launches per machine name, 429s and injected 5xx per provider
-  POST /preempt?provider=P&id=ID       take a spot machine back, as the provider would
+  GET  /runpod/creates                 every POST /v2/pods body RunPod received, as sent (image, args, env, ports)
+  POST /preempt?provider=P&id=ID       take a machine back, as the provider does (none sells spot: Lambda
+                                       reports it preempted, RunPod stops the pod (EXITED), Paperspace
+                                       turns the machine off)
   POST /preempt?name=NAME              the same, by machine name (the live machine of that name)
+  POST /capacity?provider=P&instanceType=T&region=R&n=N
+                                       set how many more machines of T the provider can launch in R
+                                       (0: sold out, -1: unlimited); the catalog shows it at its next read
   GET  /faults[?provider=P]            injected faults per provider
   POST /faults[?provider=P]            set injected faults (all providers when P is empty), body e.g.
                                        {"errorRate": 0.2, "rateLimitRate": 0, "retryAfter": "1s", "latency": "300ms", "down": false}
@@ -34,7 +41,9 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /machines", a.machines)
 	mux.HandleFunc("GET /counters", a.counters)
+	mux.HandleFunc("GET /runpod/creates", a.runpodCreates)
 	mux.HandleFunc("POST /preempt", a.preempt)
+	mux.HandleFunc("POST /capacity", a.capacity)
 	mux.HandleFunc("GET /faults", a.getFaults)
 	mux.HandleFunc("POST /faults", a.setFaults)
 	return mux
@@ -85,6 +94,17 @@ func (a *admin) counters(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// runpodCreates lists the pod create bodies RunPod's simulator received.
+func (a *admin) runpodCreates(w http.ResponseWriter, _ *http.Request) {
+	for _, s := range a.sims {
+		if rp, ok := s.(interface{ CreateBodies() []json.RawMessage }); ok {
+			writeJSON(w, http.StatusOK, rp.CreateBodies())
+			return
+		}
+	}
+	httpError(w, http.StatusNotFound, errors.New("runpod is not simulated here"))
+}
+
 // preempt takes a machine back, by provider and id or by machine name.
 func (a *admin) preempt(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -126,6 +146,30 @@ func (a *admin) preempt(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, target)
+}
+
+// capacity sets the capacity left of one catalog entry, as another customer
+// renting the last machines (or a provider adding some) would.
+func (a *admin) capacity(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	typ, region, provider := q.Get("instanceType"), q.Get("region"), q.Get("provider")
+	n, err := strconv.Atoi(q.Get("n"))
+	if provider == "" || typ == "" || region == "" || err != nil || n < -1 {
+		httpError(w, http.StatusBadRequest, errors.New("give provider=, instanceType=, region= and n= (a count, or -1 for unlimited)"))
+		return
+	}
+	sims, err := a.selected(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err)
+		return
+	}
+	core := sims[0].Core()
+	if !core.SetCapacity(typ, region, n) {
+		httpError(w, http.StatusNotFound, fmt.Errorf("%s sells no %q in %q here", provider, typ, region))
+		return
+	}
+	e, _ := core.Entry(typ, region)
+	writeJSON(w, http.StatusOK, e)
 }
 
 func (a *admin) getFaults(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
@@ -32,6 +33,7 @@ const AdminAddrKey = "admin"
 //	  "bootDelay": "3s",
 //	  "providers": {
 //	    "lambdalabs": {"source": "https://...", "date": "2026-11-26", "apiKey": "...",
+//	                   "sshKeys": ["gpu-operator-demo"],
 //	                   "catalog": [{"instanceType": "gpu_1x_a10", "gpus": 1, "region": "us-east-1",
 //	                                "onDemandPrice": 0.75, "capacity": 10}]},
 //	    ...
@@ -58,7 +60,12 @@ type ProviderFile struct {
 	Date   string `json:"date,omitempty"`
 	Note   string `json:"note,omitempty"`
 	// APIKey is the only key the simulator accepts; empty accepts any.
-	APIKey            string    `json:"apiKey,omitempty"`
+	APIKey string `json:"apiKey,omitempty"`
+	// SSHKeys (Lambda only) are SSH key names registered in the simulated
+	// account besides lambdasim.DefaultSSHKeyName. Lambda launches must name
+	// exactly one registered key; the operator is pointed at the first of
+	// these (--lambda-ssh-key-name), or at the default key when none is given.
+	SSHKeys           []string  `json:"sshKeys,omitempty"`
 	BootDelay         *Duration `json:"bootDelay,omitempty"`
 	TerminateDelay    *Duration `json:"terminateDelay,omitempty"`
 	RequestsPerSecond float64   `json:"requestsPerSecond,omitempty"`
@@ -177,6 +184,14 @@ func (f *File) Validate() error {
 			errs = append(errs, fmt.Sprintf("providers.%s: empty", name))
 			continue
 		}
+		if len(p.SSHKeys) > 0 && name != providers.LambdaLabs {
+			errs = append(errs, fmt.Sprintf("providers.%s: sshKeys are a Lambda Cloud setting", name))
+		}
+		for i, k := range p.SSHKeys {
+			if strings.TrimSpace(k) == "" || slices.Contains(p.SSHKeys[:i], k) {
+				errs = append(errs, fmt.Sprintf("providers.%s.sshKeys[%d]: empty or repeated key name %q", name, i, k))
+			}
+		}
 		if p.RequestsPerSecond < 0 || p.LaunchInterval < 0 || p.Quota < 0 {
 			errs = append(errs, fmt.Sprintf("providers.%s: requestsPerSecond, launchInterval and quota must not be negative", name))
 		}
@@ -204,9 +219,11 @@ func (f *File) Validate() error {
 }
 
 // Warnings lists catalog entries the operator will ignore: instance types
-// its adapters map to no canonical GPU, and native regions they do not know.
-// They are legal (a simulator may sell more than the operator buys) but
-// usually a mistake in a demo catalog.
+// its adapters map to no canonical GPU, native regions they do not know, and
+// spot prices (none of the simulated providers sells spot: Lambda and
+// Paperspace never did, RunPod withdrew it in 2026, and their simulators
+// ignore spotPrice). They are legal (a simulator may sell more than the
+// operator buys) but usually a mistake in a demo catalog.
 func (f *File) Warnings() []string {
 	var out []string
 	for _, name := range providerNames {
@@ -234,6 +251,9 @@ func (f *File) Warnings() []string {
 			}
 			if !regionOK {
 				out = append(out, fmt.Sprintf("%s: the operator does not know region %q (%s)", name, e.Region, e.InstanceType))
+			}
+			if e.SpotPrice != 0 {
+				out = append(out, fmt.Sprintf("%s: %s in %s has a spotPrice, but %s sells no spot capacity (the simulator ignores it)", name, e.InstanceType, e.Region, name))
 			}
 		}
 	}
@@ -286,6 +306,15 @@ func (f *File) StackConfig(o Overrides) stack.Config {
 		}
 	}
 	return cfg
+}
+
+// LambdaSSHKey is the SSH key name the operator's Lambda launches name: the
+// first configured one, else the key every simulated account starts with.
+func (f *File) LambdaSSHKey() string {
+	if p := f.Providers[providers.LambdaLabs]; p != nil && len(p.SSHKeys) > 0 {
+		return p.SSHKeys[0]
+	}
+	return lambdasim.DefaultSSHKeyName
 }
 
 // AdminAddr is the admin API's listen address.

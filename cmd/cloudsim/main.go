@@ -3,9 +3,11 @@
 // with a catalog read from a JSON or YAML file (see hack/demo/catalog.json).
 //
 // With --kubeconfig it also runs the node agent, which plays kubelet: a
-// simulated machine that becomes active registers a Ready Node, and the Node
-// goes away when the machine dies. A small admin API (--admin-addr) preempts
-// machines, lists them, reports counters and injects faults.
+// simulated VM that becomes active registers a Ready Node, and the Node goes
+// away when the machine dies (RunPod pods are containers and register none).
+// A small admin API (--admin-addr) takes machines back as each provider does
+// (Lambda: preempted; RunPod: pod EXITED; Paperspace: machine off), sets the
+// capacity left, lists machines, reports counters and injects faults.
 //
 //	cloudsim --config hack/demo/catalog.json --kubeconfig .demo/run/controlplane/kubeconfig
 package main
@@ -115,6 +117,11 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("starting the simulators: %w", err)
 	}
 	defer sims.Close()
+	if sims.Lambda != nil {
+		for _, k := range file.Providers[providers.LambdaLabs].SSHKeys {
+			sims.Lambda.AddSSHKey(k)
+		}
+	}
 
 	adminLn, err := net.Listen("tcp", file.AdminAddr(o))
 	if err != nil {
@@ -149,7 +156,7 @@ func run(args []string, stdout io.Writer) error {
 	for _, s := range sims.Simulators() {
 		ep.Providers[s.Provider()] = ProviderEndpoint{URL: sims.URL(s.Provider()), APIKey: s.Core().Config().APIKey}
 	}
-	ep.OperatorFlags = operatorFlags(ep)
+	ep.OperatorFlags = operatorFlags(ep, file.LambdaSSHKey())
 	printEndpoints(stdout, ep, *kubeconfig)
 	if *endpointsFile != "" {
 		if err := writeFileAtomic(*endpointsFile, ep); err != nil {
@@ -173,8 +180,9 @@ func run(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// operatorFlags are the bin/gpu-operator flags that reach the simulators.
-func operatorFlags(ep Endpoints) []string {
+// operatorFlags are the bin/gpu-operator flags that reach the simulators;
+// Lambda launches name sshKey, an SSH key registered in the simulated account.
+func operatorFlags(ep Endpoints, sshKey string) []string {
 	var out []string
 	var enabled []string
 	for _, name := range providerNames {
@@ -185,7 +193,7 @@ func operatorFlags(ep Endpoints) []string {
 		enabled = append(enabled, name)
 		switch name {
 		case providers.LambdaLabs:
-			out = append(out, "--lambda-url="+p.URL)
+			out = append(out, "--lambda-url="+p.URL, "--lambda-ssh-key-name="+sshKey)
 		case providers.RunPod:
 			out = append(out, "--runpod-api-url="+p.URL)
 		case providers.Paperspace:

@@ -32,7 +32,9 @@ type randomSpec struct {
 // genSpec draws a spec from rng: valid and invalid gpuTypes, counts,
 // prices (zero, negative, strings), region and regionPreference
 // combinations (duplicates, both, bad patterns), policies, providers,
-// maxSpotPrice without spotInstance and unknown fields.
+// maxSpotPrice without spotInstance, container requests (some with an empty
+// or malformed image, or with idleTimeout, which needs a Node) and unknown
+// fields.
 func genSpec(rng *rand.Rand) randomSpec {
 	var r randomSpec
 	bad := func(why string) { r.invalid = append(r.invalid, why) }
@@ -142,6 +144,27 @@ func genSpec(rng *rand.Rand) randomSpec {
 		if p == "aws" {
 			bad("provider enum")
 		}
+	}
+	if rng.Float64() < 0.15 {
+		// A container request: served only by container offers (RunPod).
+		c := map[string]any{"image": "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-devel-ubuntu22.04"}
+		switch rng.IntN(6) {
+		case 0:
+			c["image"] = ""
+			bad("container image empty")
+		case 1:
+			c["image"] = "has space:latest"
+			bad("container image with whitespace")
+		case 2:
+			spec["idleTimeout"] = "30m"
+			bad("idleTimeout with a container")
+		case 3:
+			c["ports"] = []any{map[string]any{"port": 8888, "protocol": "http"}, map[string]any{"port": 22}}
+			c["args"] = []any{"sleep", "infinity"}
+		case 4:
+			c["env"] = []any{map[string]any{"name": "A", "value": "b"}}
+		}
+		spec["container"] = c
 	}
 	if rng.Float64() < 0.1 {
 		spec[pick("gpuMemory", "maxprice", "zone").(string)] = "x"

@@ -58,12 +58,23 @@ const (
 	bombOutputBytes = 27_000_000
 )
 
-// bombVariant is one hostile template, kept in its own Secret (the 1 MiB
-// one fills a Secret on its own).
+// bombVariant is one hostile template in the two formats the VM providers
+// run: cloud-init (Lambda) and a bash script (Paperspace runs only
+// scripts). Each is kept in its own Secret (the 1 MiB one fills a Secret
+// on its own), under the key userdata.
 type bombVariant struct {
 	Name   string
-	Secret string
-	Text   string
+	Secret string // the cloud-init one; the script's is Secret + "-script"
+	Text   string // cloud-init
+	Script string
+}
+
+// bombFormats are the formats a bomb request's template comes in, in turn,
+// with the GPU type that takes it to the provider that runs that format:
+// cloud-init to Lambda's A6000, a script to Paperspace's A4000.
+var bombFormats = []struct{ suffix, gpuType, provider string }{
+	{"", "A6000", providers.LambdaLabs},
+	{"-script", "A4000", providers.Paperspace},
 }
 
 // bombVariants are the templates, for requests with nodeLabels labels.
@@ -71,15 +82,36 @@ func bombVariants(nodeLabels int) []bombVariant {
 	n := nodeLabels + operatorLabels
 	cube := n * n * n
 	body := (bombOutputBytes + cube - 1) / cube
-	head := "#cloud-config\n# " + bombMarker + "\n"
-	return []bombVariant{
-		{"8 nested `range $.Labels`", "bomb-ranges", head + nestedActions(8, "{{range $.Labels}}", "- {{.}}\n")},
-		{fmt.Sprintf("3 nested ranges, %.1f MB of output", float64(cube*body)/1e6), "bomb-output",
-			head + nestedActions(3, "{{range $.Labels}}", strings.Repeat("#", body))},
-		{"`printf \"%0999999999d\"`", "bomb-printf", head + `{{printf "%0999999999d" 1}}`},
-		{"10,000 nested `if`", "bomb-ifs", head + nestedActions(10_000, "{{if 1}}", "x")},
-		{"1 MiB of actions", "bomb-actions", head + strings.Repeat("{{1}}", (bootstrap.MaxTemplateBytes-len(head))/5)},
+	texts := func(head string) []string {
+		return []string{
+			head + nestedActions(8, "{{range $.Labels}}", "- {{.}}\n"),
+			head + nestedActions(3, "{{range $.Labels}}", strings.Repeat("#", body)),
+			head + `{{printf "%0999999999d" 1}}`,
+			head + nestedActions(10_000, "{{if 1}}", "x"),
+			head + strings.Repeat("{{1}}", (bootstrap.MaxTemplateBytes-len(head))/5),
+		}
 	}
+	cloudInit := texts("#cloud-config\n# " + bombMarker + "\n")
+	script := texts("#!/bin/bash\n# " + bombMarker + "\n")
+	out := []bombVariant{
+		{Name: "8 nested `range $.Labels`", Secret: "bomb-ranges"},
+		{Name: fmt.Sprintf("3 nested ranges, %.1f MB of output", float64(cube*body)/1e6), Secret: "bomb-output"},
+		{Name: "`printf \"%0999999999d\"`", Secret: "bomb-printf"},
+		{Name: "10,000 nested `if`", Secret: "bomb-ifs"},
+		{Name: "1 MiB of actions", Secret: "bomb-actions"},
+	}
+	for i := range out {
+		out[i].Text, out[i].Script = cloudInit[i], script[i]
+	}
+	return out
+}
+
+// bombSpec is the spec of the i-th bomb request: variant i%len(variants),
+// in the format bombFormats[(i/len(variants))%2].
+func bombSpec(i, nvariants, nodeLabels int, variants []bombVariant) tgpv1.GPURequestSpec {
+	f := bombFormats[(i/nvariants)%len(bombFormats)]
+	return tgpv1.GPURequestSpec{GPUType: f.gpuType, GPUCount: 1, NodeLabels: bombLabels(nodeLabels),
+		Bootstrap: &tgpv1.BootstrapSource{SecretName: variants[i%nvariants].Secret + f.suffix, Key: "userdata"}}
 }
 
 // nestedActions wraps body in n levels of open ... {{end}}.
@@ -96,8 +128,9 @@ func bombLabels(n int) map[string]tgpv1.LabelValue {
 }
 
 // renderAlone times pkg/bootstrap alone on a variant, in this process, with
-// the data a bomb request gives it, for each provider's user-data limit;
-// it returns the slowest and the classes.
+// the data a bomb request gives it: the cloud-init text at Lambda's
+// user-data limit, the script at Paperspace's; it returns the slowest and
+// the classes.
 func renderAlone(v bombVariant, nodeLabels int) (time.Duration, []string) {
 	l := bombLabels(nodeLabels)
 	for _, k := range []string{"request-uid", "request", "request-namespace", "provider", "region", "gpu-type", "spot"} {
@@ -107,9 +140,13 @@ func renderAlone(v bombVariant, nodeLabels int) (time.Duration, []string) {
 		Provider: providers.LambdaLabs, Region: "us-east-1", Labels: l, KubeletLabels: bootstrap.KubeletLabels(l)}
 	var slowest time.Duration
 	var classes []string
-	for _, p := range providerNames {
+	for _, f := range bombFormats {
+		text := v.Text
+		if f.suffix != "" {
+			text = v.Script
+		}
 		start := time.Now()
-		_, err := bootstrap.Render(v.Text, data, bootstrap.Limits{MaxBytes: providers.UserDataLimit(p)})
+		_, err := bootstrap.Render(text, data, bootstrap.Limits{MaxBytes: providers.UserDataLimit(f.provider)})
 		slowest = max(slowest, time.Since(start))
 		class := "rendered"
 		var berr *bootstrap.Error
@@ -147,7 +184,7 @@ type variantResult struct {
 	Requests    int
 	Classes     map[string]int // error classes in the requests' messages
 	Refusal     []time.Duration
-	RenderAlone time.Duration // pkg/bootstrap in this process, slowest of the three providers' limits
+	RenderAlone time.Duration // pkg/bootstrap in this process, the slower of its two formats at their providers' limits
 	AloneClass  []string
 }
 
@@ -423,12 +460,14 @@ func runBomb(ctx context.Context, bin string, cfg bombConfig) (res bombResult) {
 	variants := bombVariants(cfg.NodeLabels)
 	if cfg.Bombs > 0 {
 		for _, v := range variants {
-			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: v.Secret, Namespace: bombNamespace,
-				Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
-				Data: map[string][]byte{"userdata": []byte(v.Text)}}
-			if _, err := c.kube.CoreV1().Secrets(bombNamespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
-				res.Err = fmt.Errorf("creating Secret %s (%d bytes): %w", v.Secret, len(v.Text), err)
-				return res
+			for name, text := range map[string]string{v.Secret: v.Text, v.Secret + "-script": v.Script} {
+				sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: bombNamespace,
+					Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
+					Data: map[string][]byte{"userdata": []byte(text)}}
+				if _, err := c.kube.CoreV1().Secrets(bombNamespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+					res.Err = fmt.Errorf("creating Secret %s (%d bytes): %w", name, len(text), err)
+					return res
+				}
 			}
 			alone, classes := renderAlone(v, cfg.NodeLabels)
 			res.Variants = append(res.Variants, variantResult{Name: v.Name, Bytes: len(v.Text), Classes: map[string]int{},
@@ -471,18 +510,16 @@ func runBomb(ctx context.Context, bin string, cfg bombConfig) (res bombResult) {
 	var bombs, normals []*tgpv1.GPURequest
 	variantOf := map[string]int{} // bomb request name to its variant
 	for i := range cfg.Bombs {
-		v := variants[i%len(variants)]
 		variantOf[fmt.Sprintf("bomb-%03d", i)] = i % len(variants)
 		bombs = append(bombs, &tgpv1.GPURequest{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bomb-%03d", i), Namespace: bombNamespace},
-			Spec: tgpv1.GPURequestSpec{GPUType: benchGPUTypes[i%len(benchGPUTypes)], GPUCount: 1,
-				NodeLabels: bombLabels(cfg.NodeLabels), Bootstrap: &tgpv1.BootstrapSource{SecretName: v.Secret, Key: "userdata"}},
+			Spec:       bombSpec(i, len(variants), cfg.NodeLabels, variants),
 		})
 	}
 	for i := range cfg.Normal {
 		normals = append(normals, &tgpv1.GPURequest{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("normal-%03d", i), Namespace: normalNamespace},
-			Spec:       tgpv1.GPURequestSpec{GPUType: benchGPUTypes[i%len(benchGPUTypes)], GPUCount: 1},
+			Spec:       benchSpec(i),
 		})
 	}
 
@@ -832,14 +869,15 @@ const bombMethodology = `One tenant (` + "`" + bombNamespace + "`" + `) names co
 (` + "`" + normalNamespace + "`" + `) creates plain requests at the same moment (the two lists interleaved, created by 8 goroutines at
 QPS 200). Control plane, simulators, node agents and operator flags as in the scale runs (` + "`--poll-interval 2s`" + `, QPS 200/burst 400,
 4 workers), and no ` + "`GOMEMLIMIT`" + ` (the Deployment sets 450MiB under a 512Mi limit), so the heap is not squeezed. The bomb
-requests cycle through the variants below and the three GPU types (so through all three providers' user-data limits: Lambda
-1 MiB, RunPod 64 KiB, Paperspace 16 KiB), each with the nodeLabels in the table, so their templates' ` + "`.Labels`" + ` has 7
-more entries, the operator's own. Times are from the harness sending the create call to its watch seeing the condition; RSS is VmHWM from
+requests cycle through the variants below, first as cloud-init for an A6000 VM on Lambda (user-data limit 1 MiB), then as a bash
+script for an A4000 VM on Paperspace (startup-script limit 16 KiB; it runs only scripts), and so on (RunPod sells containers, which
+take no user data), each with the nodeLabels in the table, so their templates' ` + "`.Labels`" + ` has 7 more entries, the
+operator's own. The plain requests are the scale run's: A6000 VMs, RTX 4090 containers and A4000 VMs. Times are from the harness sending the create call to its watch seeing the condition; RSS is VmHWM from
 ` + "`/proc/<pid>/status`" + ` (a high-water mark, so it covers the whole run) and CPU is utime+stime from ` + "`/proc/<pid>/stat`" + `;
 syncs are the operator's ` + "`gpu_operator_sync_duration_seconds`" + `. After the hold one SIGTERM is sent and the time to exit measured.
 With instant boot a plain request's time to Ready is mostly the wait for the next instance list (poll interval 2 s), so the
 bombs' effect on it shows only once it is of that order; the sync counts and CPU show the work they cost.
-"pkg/bootstrap alone" is ` + "`bootstrap.Render`" + ` timed in the harness on the same template and label count, slowest of the three
-providers' limits. ` + "`go test ./hack/bench -run TestTemplateBombs`" + ` is the CI-sized run (10 bombs, 3 normal requests) with
+"pkg/bootstrap alone" is ` + "`bootstrap.Render`" + ` timed in the harness on the same template and label count, the slower of its
+cloud-init form at Lambda's limit and its script form at Paperspace's. ` + "`go test ./hack/bench -run TestTemplateBombs`" + ` is the CI-sized run (10 bombs, 3 normal requests) with
 its outcomes asserted.
 `

@@ -6,8 +6,10 @@ import (
 )
 
 // TestTemplateBombs is the template-bomb run at CI size: 10 bomb requests
-// in one namespace (two of each variant of bombVariants) and 3 plain ones
-// in another, created at once. Every bomb must be refused with
+// in one namespace (each variant of bombVariants twice: as cloud-init for
+// a Lambda VM and as a bash script for a Paperspace VM) and 3 plain ones in
+// another (an A6000 VM, an RTX 4090 container, an A4000 VM), created at
+// once. Every bomb must be refused with
 // Launched=False, reason BootstrapError, and launch no machine; every plain
 // request must be Ready; no status or Event may quote a template; the
 // operator must exit 0 after one SIGTERM. The times, RSS and CPU are

@@ -20,10 +20,11 @@ import (
 
 // chaosConfig sizes a chaos run.
 type chaosConfig struct {
-	Requests     int
-	Kills        int
-	SpotShare    float64
-	PreemptEvery time.Duration
+	Requests int
+	Kills    int
+	// InterruptEvery is how often a provider takes back one running machine
+	// (chosen at random among all providers' running machines).
+	InterruptEvery time.Duration
 	// KillGap bounds the random time between two leader kills.
 	KillGap [2]time.Duration
 	// Settle is the deadline for everything to be Ready and clean after
@@ -35,10 +36,14 @@ type chaosConfig struct {
 
 // chaosResult is what a chaos run saw.
 type chaosResult struct {
-	Requests, Spot   int
-	Kills            int
-	UnexpectedExits  int // replicas that exited on their own (and were restarted)
-	Preemptions      int
+	Seed                 int64
+	Requests, Containers int
+	Kills                int
+	UnexpectedExits      int // replicas that exited on their own (and were restarted)
+	// TakenBack counts machines the providers took back, by provider: Lambda
+	// preempted, Paperspace off, RunPod EXITED (none sells spot: this is how
+	// each shows an on-demand machine going away under you).
+	TakenBack        map[string]int
 	Interruptions    int // sum of status.interruptions
 	Launches         int
 	Dups             []string
@@ -53,8 +58,26 @@ type chaosResult struct {
 }
 
 func (r *chaosResult) summary() string {
-	return fmt.Sprintf("%d requests (%d spot), %d leader kills, %d preemptions: %d lost, %d leaked, %d with two live instances, %d names launched twice",
-		r.Requests, r.Spot, r.Kills, r.Preemptions, len(r.Lost), len(r.Leaked), len(r.Doubled), len(r.Dups))
+	return fmt.Sprintf("%d requests (%d containers), %d leader kills, %d machines taken back (%s), %d interruptions recorded: %d lost, %d leaked, %d with two live instances, %d names launched twice",
+		r.Requests, r.Containers, r.Kills, r.takenBack(), r.takenBackBy(), r.Interruptions, len(r.Lost), len(r.Leaked), len(r.Doubled), len(r.Dups))
+}
+
+func (r *chaosResult) takenBack() int {
+	n := 0
+	for _, v := range r.TakenBack {
+		n += v
+	}
+	return n
+}
+
+// takenBackBy says how many machines each provider took back, and how.
+func (r *chaosResult) takenBackBy() string {
+	how := map[string]string{providers.LambdaLabs: "Lambda preempted", providers.RunPod: "RunPod EXITED", providers.Paperspace: "Paperspace off"}
+	parts := make([]string, 0, len(providerNames))
+	for _, p := range providerNames {
+		parts = append(parts, fmt.Sprintf("%s %d", how[p], r.TakenBack[p]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *chaosResult) table() string {
@@ -63,10 +86,11 @@ func (r *chaosResult) table() string {
 		fmt.Fprintf(&b, "**Run failed:** `%s`\n\n", firstLine(r.Err.Error()))
 	}
 	b.WriteString("| measure | value |\n|---|---|\n")
-	fmt.Fprintf(&b, "| requests (spot) | %d (%d) |\n", r.Requests, r.Spot)
+	fmt.Fprintf(&b, "| seed (replay with `-seed`) | %d |\n", r.Seed)
+	fmt.Fprintf(&b, "| requests (VM / container) | %d (%d / %d) |\n", r.Requests, r.Requests-r.Containers, r.Containers)
 	fmt.Fprintf(&b, "| leader kills (SIGKILL, then restart) | %d |\n", r.Kills)
 	fmt.Fprintf(&b, "| replicas that exited on their own (restarted) | %d |\n", r.UnexpectedExits)
-	fmt.Fprintf(&b, "| spot preemptions / interruptions recorded in status | %d / %d |\n", r.Preemptions, r.Interruptions)
+	fmt.Fprintf(&b, "| machines taken back by providers (%s) / interruptions recorded in status | %d / %d |\n", r.takenBackBy(), r.takenBack(), r.Interruptions)
 	fmt.Fprintf(&b, "| chaos phase / settle (all Ready, no orphan) | %s / %s |\n", dur(r.ChaosTime), dur(r.SettleTime))
 	fmt.Fprintf(&b, "| launches (sum of Launches) | %d |\n", r.Launches)
 	fmt.Fprintf(&b, "| live instances at the end | %d |\n", r.FinalMachineLive)
@@ -111,20 +135,6 @@ func countersTable(cs map[string]cloudsim.Counters) string {
 	return b.String()
 }
 
-// chaosRequest: every 1/SpotShare-th request is spot, RunPod RTX4090 spot
-// only (maxSpotPrice, no maxPrice); the rest cycle through the bench types.
-func chaosRequest(spotShare float64) func(int) *tgpv1.GPURequest {
-	every := max(1, int(1/spotShare+0.5))
-	return func(i int) *tgpv1.GPURequest {
-		r := benchRequest(i)
-		if i%every == 0 {
-			p := 0.30
-			r.Spec = tgpv1.GPURequestSpec{GPUType: "RTX4090", GPUCount: 1, SpotInstance: true, MaxSpotPrice: &p}
-		}
-		return r
-	}
-}
-
 // replica is one operator replica slot; its process is replaced on restart.
 type replica struct {
 	name string
@@ -132,11 +142,16 @@ type replica struct {
 	logs []*lockedBuffer // every process's log, for the panic check
 }
 
-// runChaos runs two leader-elected replicas through leader kills and spot
-// preemptions and checks that nothing was lost, leaked or doubled.
+// runChaos runs two leader-elected replicas through leader kills and
+// providers taking machines back, and checks that nothing was lost, leaked
+// or doubled. The requests are the scale run's (VMs on Lambda and
+// Paperspace, containers on RunPod, all on-demand); every InterruptEvery a
+// random running machine of any provider is taken back the way that
+// provider shows it: Lambda reports the instance preempted, RunPod stops
+// the pod (EXITED), Paperspace turns the machine off.
 func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult) {
 	logf := cfg.Logf
-	res.Requests = cfg.Requests
+	res.Requests, res.Seed = cfg.Requests, cfg.Seed
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 7))
 	logf("chaos: %d requests, %d leader kills, seed %d", cfg.Requests, cfg.Kills, cfg.Seed)
 	c, err := startCluster(ctx)
@@ -151,11 +166,12 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 	defer cancel()
 	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
 
-	// --unavailable-ttl 10s: the spot requests have one spot offering and
-	// no on-demand fallback, and a preemption marks that offering
-	// unavailable, so a request preempted near the end of the chaos phase
-	// waits out the TTL before relaunching; at the default 3 minutes that
-	// wait alone would use up the settle time.
+	// --unavailable-ttl 10s: an interruption marks the machine's offering
+	// unavailable; each request kind has a second offering (the A6000 VM on
+	// Paperspace, the RTX 4090 container in a second data center, the A4000
+	// VM in a second region) but a request interrupted twice in a row waits
+	// out the TTL before relaunching; at the default 3 minutes that wait
+	// alone would use up the settle time.
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace,
 		"--leader-elect=true", "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
 		"--gc-interval", "2s", "--gc-grace", "10s", "--poll-interval", "1s", "--unavailable-ttl", "10s",
@@ -194,14 +210,14 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 		res.Err = err
 		return res
 	}
-	mk := chaosRequest(cfg.SpotShare)
 	for i := range cfg.Requests {
-		if mk(i).Spec.SpotInstance {
-			res.Spot++
+		if benchSpec(i).Container != nil {
+			res.Containers++
 		}
 	}
+	res.TakenBack = map[string]int{}
 	t0 := time.Now()
-	if err := createRequests(ctx, c.client, cfg.Requests, 8, mk); err != nil {
+	if err := createRequests(ctx, c.client, cfg.Requests, 8, benchRequest); err != nil {
 		res.Err = err
 		return res
 	}
@@ -224,8 +240,8 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 		lo, hi := cfg.KillGap[0], cfg.KillGap[1]
 		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
 	}
-	preempt := time.NewTicker(cfg.PreemptEvery)
-	defer preempt.Stop()
+	interrupt := time.NewTicker(cfg.InterruptEvery)
+	defer interrupt.Stop()
 	check := time.NewTicker(250 * time.Millisecond)
 	defer check.Stop()
 	killAt := time.Now().Add(gap())
@@ -234,17 +250,17 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 		case <-ctx.Done():
 			res.Err = ctx.Err()
 			return res
-		case <-preempt.C:
+		case <-interrupt.C:
 			var cands []cloudsim.Machine
-			for _, m := range s.byName[providers.RunPod].Machines() {
-				if m.Spot && m.Live && m.Active && !m.Preempted {
+			for _, m := range s.machines() {
+				if m.Live && m.Active && !m.Preempted {
 					cands = append(cands, m)
 				}
 			}
 			if len(cands) > 0 {
 				m := cands[rng.IntN(len(cands))]
-				if err := s.byName[providers.RunPod].Preempt(m.ID); err == nil {
-					res.Preemptions++
+				if err := s.byName[m.Provider].Preempt(m.ID); err == nil {
+					res.TakenBack[m.Provider]++
 				}
 			}
 		case <-check.C:
@@ -277,7 +293,7 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 		}
 	}
 	res.ChaosTime = time.Since(t0)
-	preempt.Stop()
+	interrupt.Stop()
 
 	// Settle: everything Ready, then no orphan and no doubled request.
 	t1 := time.Now()
@@ -301,7 +317,10 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 	}
 	res.Counters = s.counters()
 	res.Launches, res.Dups = launchStats(res.Counters)
-	if err != nil || len(res.Dups) > 0 {
+	// Machines were taken back from running requests: the operator must
+	// have noticed (an interruption in status) and relaunched them.
+	unnoticed := res.takenBack() > 0 && res.Interruptions == 0
+	if err != nil || len(res.Dups) > 0 || unnoticed {
 		res.Err = errors.Join(res.Err, fmt.Errorf("chaos: %s", res.summary()))
 	}
 	logf("chaos: %s", res.summary())

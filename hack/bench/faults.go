@@ -28,19 +28,33 @@ type faultConfig struct {
 	Logf   func(string, ...any)
 }
 
-// downProvider is the provider taken down: the cheapest for both types.
+// downProvider is the provider taken down: the cheapest VM provider for
+// both VM types.
 const downProvider = providers.LambdaLabs
 
-// faultCatalog sells A6000 and H100 on all three providers (Lambda the
-// cheapest), so every request has offers on at least two providers while
-// one is down.
+// faultCatalog sells A6000 and H100 VMs on Lambda (the cheapest) and
+// Paperspace, so every VM request has offers on two providers while Lambda
+// is down, and RTX 4090 and H100 containers on RunPod, so the container
+// requests meet RunPod's faults too.
 func faultCatalog() map[string][]cloudsim.CatalogEntry {
 	c := benchCatalog()
 	return map[string][]cloudsim.CatalogEntry{
 		providers.LambdaLabs: c[providers.LambdaLabs],
-		providers.RunPod:     {c[providers.RunPod][0], c[providers.RunPod][2]},
-		providers.Paperspace: {c[providers.Paperspace][1], c[providers.Paperspace][2]},
+		providers.RunPod:     {c[providers.RunPod][0], c[providers.RunPod][3]},
+		providers.Paperspace: {c[providers.Paperspace][2], c[providers.Paperspace][3]},
 	}
+}
+
+// faultRequest is the i-th request of the fault run: an A6000 VM, an H100
+// VM, or an H100 container (RunPod), in turn.
+func faultRequest(i int) *tgpv1.GPURequest {
+	r := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("f-%04d", i), Namespace: requestNamespace},
+		Spec: tgpv1.GPURequestSpec{GPUType: []string{"A6000", "H100", "H100"}[i%3], GPUCount: 1}}
+	if i%3 == 2 {
+		c := benchContainer
+		r.Spec.Container = &c
+	}
+	return r
 }
 
 // baseFaults are on every simulator for the whole run; Retry-After is 1 s
@@ -55,6 +69,7 @@ func baseFaults(provider string) cloudsim.Faults {
 
 // faultResult is what a fault run saw.
 type faultResult struct {
+	Seed             uint64
 	Requests, Pinned int
 	Down             time.Duration
 	// Launches on the down provider when it went down and when it came back.
@@ -98,6 +113,7 @@ func (r *faultResult) table() string {
 		fmt.Fprintf(&b, "**Run failed:** `%s`\n\n", firstLine(r.Err.Error()))
 	}
 	b.WriteString("| measure | value |\n|---|---|\n")
+	fmt.Fprintf(&b, "| seed (replay with `-seed`) | %d |\n", r.Seed)
 	fmt.Fprintf(&b, "| requests / pinned to %s after it returned | %d / %d |\n", downProvider, r.Requests, r.Pinned)
 	fmt.Fprintf(&b, "| %s down for | %s |\n", downProvider, r.Down)
 	fmt.Fprintf(&b, "| requests Ready when it came back | %d |\n", r.ReadyWhileDown)
@@ -121,8 +137,8 @@ func (r *faultResult) table() string {
 // launches while down but does again once it is back.
 func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResult) {
 	logf := cfg.Logf
-	res.Requests, res.Pinned, res.Down = cfg.Requests, cfg.Pinned, cfg.Down
-	logf("faults: %d requests, %s down for %s, then %d pinned to it", cfg.Requests, downProvider, cfg.Down, cfg.Pinned)
+	res.Requests, res.Pinned, res.Down, res.Seed = cfg.Requests, cfg.Pinned, cfg.Down, cfg.Seed
+	logf("faults: %d requests, %s down for %s, then %d pinned to it, seed %d", cfg.Requests, downProvider, cfg.Down, cfg.Pinned, cfg.Seed)
 	c, err := startCluster(ctx)
 	if err != nil {
 		res.Err = err
@@ -141,9 +157,15 @@ func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResul
 	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
 
 	// --unavailable-ttl 10s: an offer that failed is skipped for 10 s, so the
-	// provider is tried again soon after it returns.
+	// provider is tried again soon after it returns. --catalog-interval 15s:
+	// a catalog refresh that fails waits an interval before the next (the
+	// first refreshes may fail too: Paperspace's OS template listing is one
+	// call that 15% of the time gets a 500 or 429 here, and without a last
+	// good listing the refresh fails); at the default 2 minutes that wait
+	// alone would outlast the outage, so the interval is shortened like the
+	// others.
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
-		"--poll-interval", "2s", "--unavailable-ttl", "10s", "--gc-interval", "5s", "--gc-grace", "30s",
+		"--poll-interval", "2s", "--unavailable-ttl", "10s", "--catalog-interval", "15s", "--gc-interval", "5s", "--gc-grace", "30s",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)}, s.operatorArgs()...)
 	op, err := startOperator(bin, args, keyEnv(simKeys))
 	if err != nil {
@@ -157,6 +179,13 @@ func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResul
 		}
 	}()
 	if err := op.waitReady(ctx, time.Minute); err != nil {
+		res.Err = err
+		return res
+	}
+	// Every provider's catalog first (a refresh the faults fail waits an
+	// interval): the run measures the outage, not the luck of the first
+	// refreshes.
+	if err := waitCatalogs(ctx, op, 2*time.Minute); err != nil {
 		res.Err = err
 		return res
 	}
@@ -176,10 +205,7 @@ func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResul
 	downTimer := time.NewTimer(cfg.Down)
 	defer downTimer.Stop()
 	types := []string{"A6000", "H100"}
-	if err := createRequests(ctx, c.client, cfg.Requests, 8, func(i int) *tgpv1.GPURequest {
-		return &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("f-%04d", i), Namespace: requestNamespace},
-			Spec: tgpv1.GPURequestSpec{GPUType: types[i%2], GPUCount: 1}}
-	}); err != nil {
+	if err := createRequests(ctx, c.client, cfg.Requests, 8, faultRequest); err != nil {
 		res.Err = err
 		return res
 	}

@@ -222,10 +222,13 @@ func (s *sims) list() []cloudsim.Simulator {
 }
 
 // operatorArgs points the operator at the simulators with client-side rate
-// limits off (the simulators enforce none unless configured).
+// limits off (the simulators enforce none unless configured). Lambda
+// launches name the SSH key every simulated Lambda account has registered
+// (Lambda requires exactly one).
 func (s *sims) operatorArgs() []string {
 	var enabled []string
-	args := []string{"--lambda-rps", "100000", "--lambda-launch-interval", "-1s", "--runpod-rps", "100000", "--paperspace-rps", "100000"}
+	args := []string{"--lambda-rps", "100000", "--lambda-launch-interval", "-1s", "--runpod-rps", "100000", "--paperspace-rps", "100000",
+		"--lambda-ssh-key-name", lambdasim.DefaultSSHKeyName}
 	for _, n := range providerNames {
 		srv, ok := s.servers[n]
 		if !ok {
@@ -292,9 +295,10 @@ type retryRecorder struct {
 	minGap     time.Duration // shortest wait after a 429 among requests that honoured it
 }
 
-// listPaths are the providers' instance list paths; Paperspace pages with
-// ?after=, so a call without it starts one logical list.
-var listPaths = map[string]bool{"/api/v1/instances": true, "/v1/pods": true, "/v1/machines": true}
+// listPaths are the providers' instance list paths (Lambda, RunPod REST v2,
+// Paperspace); Paperspace pages with ?after=, so a call without it starts one
+// logical list.
+var listPaths = map[string]bool{"/api/v1/instances": true, "/v2/pods": true, "/v1/machines": true}
 
 func (r *retryRecorder) lists() int {
 	r.mu.Lock()

@@ -31,16 +31,22 @@ const leakMarker = "sk-test-4f9a1c2b7e"
 // puts in a Secret of the requests' namespace.
 const bootstrapMarker = "bootstrap-secret-9c1e2d"
 
+// envMarker is the value of a container env variable this test takes from
+// a Secret of the requests' namespace: RunPod must get it, nothing the
+// operator writes or serves may show it.
+const envMarker = "container-env-secret-3b7f0a"
+
 // leakVerbosity is the highest -v the operator accepts (main.go refuses
 // more: from -v=8 client-go logs API response bodies, Secrets included).
 const leakVerbosity = 7
 
 // TestNoCredentialLeak runs the operator with known keys from the
 // credentials Secret, exercises launches (one with a bootstrap template
-// from a Secret), an authentication failure (one key rotated to a wrong one
-// and back) and a rate limit, then searches the operator's full log at the
-// highest verbosity it accepts, every Event, every GPURequest and a
-// /metrics scrape for the keys, the template's marker and their base64
+// from a Secret, a container with an env value from a Secret), an
+// authentication failure (one key rotated to a wrong one and back) and a
+// rate limit, then searches the operator's full log at the highest
+// verbosity it accepts, every Event, every GPURequest and a /metrics scrape
+// for the keys, the template's and the env value's markers and their base64
 // encodings.
 func TestNoCredentialLeak(t *testing.T) {
 	bin := operatorBin(t)
@@ -111,10 +117,12 @@ func TestNoCredentialLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	logf := testLogf(t)
-	create := func(name, gpuType, provider string) {
+	// create makes a request for one GPU of the i-th bench kind (an RTX4090
+	// is a RunPod container).
+	create := func(name string, i int, provider string) {
 		t.Helper()
-		r := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: requestNamespace},
-			Spec: tgpv1.GPURequestSpec{GPUType: gpuType, GPUCount: 1, Provider: provider}}
+		r := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: requestNamespace}, Spec: benchSpec(i)}
+		r.Spec.Provider = provider
 		if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, r, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -135,9 +143,16 @@ func TestNoCredentialLeak(t *testing.T) {
 		return r
 	}
 
-	// Launches on every provider, and one with the bootstrap template.
-	for i, gt := range benchGPUTypes {
-		create(fmt.Sprintf("launch-%d", i), gt, "")
+	// Launches on every provider, one with the bootstrap template and one
+	// container with an env value from a consent-labelled Secret.
+	envSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-env", Namespace: requestNamespace,
+		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
+		StringData: map[string]string{"token": envMarker}}
+	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, envSecret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range benchGPUTypes {
+		create(fmt.Sprintf("launch-%d", i), i, "")
 	}
 	boot := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "bootstrap", Namespace: requestNamespace},
 		Spec: tgpv1.GPURequestSpec{GPUType: benchGPUTypes[0], GPUCount: 1,
@@ -145,7 +160,12 @@ func TestNoCredentialLeak(t *testing.T) {
 	if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, boot, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	poll("four requests Ready", func() bool { return w.countReady() == 4 })
+	withEnv := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "container-env", Namespace: requestNamespace}, Spec: benchSpec(1)}
+	withEnv.Spec.Container.Env = []tgpv1.ContainerEnvVar{{Name: "TOKEN", ValueFrom: &tgpv1.SecretKeyRef{SecretName: envSecret.Name, Key: "token"}}}
+	if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, withEnv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll("five requests Ready", func() bool { return w.countReady() == 5 })
 	if r := get(boot.Name); r.Status.Phase != tgpv1.PhaseReady {
 		t.Fatalf("request %s is %q, not Ready", boot.Name, r.Status.Phase)
 	}
@@ -156,12 +176,17 @@ func TestNoCredentialLeak(t *testing.T) {
 	}) {
 		t.Fatal("no machine carries the rendered bootstrap template")
 	}
-	logf("launched on all three providers, one with the bootstrap template")
+	// The env value really reached RunPod, so it passed through the operator.
+	if !slices.ContainsFunc(s.byName[providers.RunPod].(interface{ CreateBodies() []json.RawMessage }).CreateBodies(),
+		func(b json.RawMessage) bool { return strings.Contains(string(b), envMarker) }) {
+		t.Fatal("no RunPod pod was created with the Secret's env value")
+	}
+	logf("launched on all three providers, one with the bootstrap template, one container with an env value from a Secret")
 
 	// An authentication failure: RunPod's key rotated to a wrong one, a
 	// request pinned to RunPod, then the right key back.
 	setKey(providers.RunPod, wrongKey)
-	create("auth", "RTX4090", providers.RunPod)
+	create("auth", 1, providers.RunPod) // an RTX4090 container
 	poll("the auth failure shows in the request's status or Events", func() bool {
 		r := get("auth")
 		if mentionsAuth(r.Status.Message) {
@@ -190,7 +215,7 @@ func TestNoCredentialLeak(t *testing.T) {
 	// A rate limit: Paperspace answers 429 to everything for a while.
 	ps := s.byName[providers.Paperspace].Core()
 	ps.SetFaults(cloudsim.Faults{RateLimitRate: 1, RetryAfter: time.Second})
-	create("limited", "A4000", providers.Paperspace)
+	create("limited", 2, providers.Paperspace) // an A4000 VM
 	poll("Paperspace sends 429s", func() bool { return ps.Counters().RateLimited >= 3 })
 	ps.SetFaults(cloudsim.Faults{})
 	poll("the rate-limited request Ready", func() bool { return get("limited").Status.Phase == tgpv1.PhaseReady })
@@ -213,17 +238,17 @@ func TestNoCredentialLeak(t *testing.T) {
 	reqJSON, _ := json.Marshal(reqs)
 	op.stop(10 * time.Second)
 	logs := op.logs.String()
-	if len(evs.Items) == 0 || len(reqs.Items) != 6 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
+	if len(evs.Items) == 0 || len(reqs.Items) != 7 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
 		t.Fatalf("nothing to search: %d events, %d requests, %d bytes of log, metrics %d bytes", len(evs.Items), len(reqs.Items), len(logs), len(metrics))
 	}
-	needles := []string{leakMarker, bootstrapMarker}
-	for _, k := range append([]string{wrongKey, bootstrapTemplate}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
+	needles := []string{leakMarker, bootstrapMarker, envMarker}
+	for _, k := range append([]string{wrongKey, bootstrapTemplate, envMarker}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
 		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(k)), base64.RawURLEncoding.EncodeToString([]byte(k)))
 	}
 	// The markers' base64 at every alignment, for a key or template inside
 	// a longer encoded string (a whole header, a Secret's data in a JSON
 	// body).
-	for _, marker := range []string{leakMarker, bootstrapMarker} {
+	for _, marker := range []string{leakMarker, bootstrapMarker, envMarker} {
 		for pad := range 3 {
 			enc := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", pad) + marker))
 			needles = append(needles, enc[(pad*4+2)/3+1:len(enc)-4])

@@ -3,13 +3,15 @@
 // separate process) against a real etcd and kube-apiserver and the
 // provider simulators (in this process, instant boot), and measures:
 //
-//   - scale: N GPURequests created at once (-n 100,1000,10000), wall time
-//     until all are Ready against a floor of the unavoidable API writes at
-//     the same client QPS, provider API calls per endpoint, launches, and
-//     the operator's peak RSS and CPU;
+//   - scale: N GPURequests created at once (-n 100,1000,10000), a third
+//     each A6000 VMs (Lambda), RTX 4090 containers (RunPod) and A4000 VMs
+//     (Paperspace), all on-demand: wall time until all are Ready against a
+//     floor of the unavoidable API writes at the same client QPS, provider
+//     API calls per endpoint, launches, and the operator's peak RSS and CPU;
 //   - chaos (-chaos): two leader-elected replicas, the leader SIGKILLed at
-//     random moments, random spot preemptions; nothing lost, leaked or
-//     launched twice;
+//     random moments, running machines taken back by their providers as
+//     each does it (Lambda preempted, RunPod EXITED, Paperspace off; none
+//     sells spot); nothing lost, leaked or launched twice;
 //   - faults (-faults): 5xx, 429 with Retry-After and latency on every
 //     provider and one provider down for a while; everything still Ready,
 //     no call inside a Retry-After window, no launch on the down provider;
@@ -52,10 +54,14 @@ func main() {
 		bombNorm = flag.Int("bomb-normal", 20, "Plain requests in another namespace, created with the bombs.")
 		bombHold = flag.Duration("bomb-hold", 70*time.Second, "How long the template-bomb run keeps the operator running after all settled (over a minute: every bomb is retried once).")
 		bombFile = flag.String("write-bomb", "", "Replace only the template-bomb section of this file (BENCHMARKS.md) with this run's.")
+		seed     = flag.Int64("seed", 0, "Seed of the chaos and fault runs (0: from the clock); each run prints its seed, so a run can be replayed.")
 	)
 	flag.StringVar(&logDir, "logs", "", "Keep each operator process's log in this directory.")
 	flag.StringVar(&heapProfile, "heap-profile", "", "Save the operator's heap profile when all requests are Ready to FILE.<N>.")
 	flag.Parse()
+	if *seed == 0 {
+		*seed = time.Now().UnixNano()
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	logf := func(format string, args ...any) {
@@ -89,9 +95,9 @@ func main() {
 		}
 	}
 	if *chaos {
-		res := runChaos(ctx, bin, chaosConfig{Requests: *requests, Kills: *kills, SpotShare: 0.2,
-			PreemptEvery: 3 * time.Second, KillGap: [2]time.Duration{4 * time.Second, 10 * time.Second},
-			Settle: 10 * time.Minute, Seed: time.Now().UnixNano(), Logf: logf})
+		res := runChaos(ctx, bin, chaosConfig{Requests: *requests, Kills: *kills,
+			InterruptEvery: 3 * time.Second, KillGap: [2]time.Duration{4 * time.Second, 10 * time.Second},
+			Settle: 10 * time.Minute, Seed: *seed, Logf: logf})
 		rep.Chaos = &res
 		fmt.Println(res.table())
 		if res.Err != nil {
@@ -101,7 +107,7 @@ func main() {
 	}
 	if *faults {
 		res := runFaults(ctx, bin, faultConfig{Requests: *requests, Pinned: *requests / 10, Down: *down,
-			Settle: 10 * time.Minute, Seed: uint64(time.Now().UnixNano()), Logf: logf})
+			Settle: 10 * time.Minute, Seed: uint64(*seed), Logf: logf})
 		rep.Faults = &res
 		fmt.Println(res.table())
 		if res.Err != nil {

@@ -12,11 +12,11 @@ import (
 // Endpoint classes, by the simulators' endpoint names.
 var (
 	catalogEndpoints = map[string]bool{
-		"GET /api/v1/instance-types": true, "GET /v2/catalog/gpus": true, "POST /graphql": true, "GET /v1/machine-availability": true,
+		"GET /api/v1/instance-types": true, "GET /v2/catalog/gpus": true, "GET /v1/machine-availability": true,
 	}
-	listEndpoints = map[string]bool{"GET /api/v1/instances": true, "GET /v1/pods": true, "GET /v1/machines": true}
-	// launchEndpoints are the create calls of each provider.
-	launchEndpoints = map[string]bool{"POST /api/v1/instance-operations/launch": true, "POST /v1/pods": true, "POST /v1/machines": true}
+	listEndpoints = map[string]bool{"GET /api/v1/instances": true, "GET /v2/pods": true, "GET /v1/machines": true}
+	// launchEndpoints are the create calls of each provider (RunPod REST v2).
+	launchEndpoints = map[string]bool{"POST /api/v1/instance-operations/launch": true, "POST /v2/pods": true, "POST /v1/machines": true}
 )
 
 func endpointClass(ep string) string {
@@ -89,7 +89,7 @@ func (r scaleResult) table() string {
 	fmt.Fprintf(&b, "| measure | value |\n|---|---|\n")
 	fmt.Fprintf(&b, "| wall time, creation start to all %d Ready | %s |\n", r.N, dur(r.Wall))
 	fmt.Fprintf(&b, "| of which creating the %d requests (harness client, QPS %d) | %s |\n", r.N, kubeQPS, dur(r.CreateTime))
-	fmt.Fprintf(&b, "| floor (create + 1 status write + 1 Node create each, QPS %d/burst %d) | %s |\n", kubeQPS, kubeBurst, dur(r.Floor))
+	fmt.Fprintf(&b, "| floor (create + 1 status write each, + 1 Node create per VM, QPS %d/burst %d) | %s |\n", kubeQPS, kubeBurst, dur(r.Floor))
 	fmt.Fprintf(&b, "| ratio operator / floor | %.2f |\n", r.ratio())
 	fmt.Fprintf(&b, "| launches (sum of Launches) / names launched twice | %d / %d |\n", r.Launches, len(r.Dups))
 	fmt.Fprintf(&b, "| operator peak RSS (VmHWM at all Ready; ru_maxrss at exit) | %s; %s |\n", mib(r.PeakRSS), mib(r.ExitMaxRSS))
@@ -243,22 +243,27 @@ const methodology = `## How these figures are made
   soon a launched machine is seen running; 2 s keeps that small against a 1,000-request run while staying a realistic provider
   budget (30 list calls a minute per provider, whatever N).
 - **Simulators**: Lambda, RunPod and Paperspace in the harness process on loopback, instant boot (BootDelay 0), unlimited capacity.
-  The catalog sells A6000 (cheapest on Lambda), RTX4090 (RunPod) and A4000 (Paperspace); requests cycle through the three types, so the
-  load spreads over all providers.
+  The catalog is shaped like what the providers really sell, at their on-demand list prices (none sells spot): Lambda and Paperspace
+  sell VMs, RunPod sells containers. Requests cycle through an A6000 VM (cheapest on Lambda), an RTX 4090 container (RunPod) and an
+  A4000 VM (Paperspace), so the load spreads over all three providers; VMs are Ready when their Node joins, containers when RunPod
+  lists them running.
 - **Node registration**: ` + "`pkg/cloudsim/nodeagent`" + ` plays kubelet: one Create per machine carrying the Node's status and the labels
   and taints the rendered bootstrap gives the kubelet (` + "`--node-labels`, `--register-with-taints`" + `), from 16 workers on its own client
   (QPS 2000), since every real node is its own client.
 - **Creation**: the N requests are created at once by 16 goroutines on one client at QPS 200/burst 400; the wall time starts before the first
   create and ends when the harness's watch sees the last request Ready.
 - **Floor**: on its own fresh control plane, a bare client-go program makes only the unavoidable writes per request, a create, one status
-  write (phase Ready) and one Node create, from 32 goroutines on two clientsets (GPURequests, core) at QPS 200/burst 400 each, exactly as the
+  write (phase Ready) and, for a VM request, one Node create (a container joins no cluster), from 32 goroutines on two clientsets (GPURequests, core) at QPS 200/burst 400 each, exactly as the
   operator builds its own clients. The ratio is operator wall time / floor wall time.
 - **RSS and CPU**: VmHWM from ` + "`/proc/<pid>/status`" + ` and utime+stime from ` + "`/proc/<pid>/stat`" + ` when all are Ready (ru_maxrss after exit as a cross-check);
   kube-apiserver and etcd CPU likewise, over the same interval.
-- **Chaos**: two replicas with ` + "`--leader-elect=true --lease-duration 4s --renew-deadline 3s --retry-period 500ms --gc-interval 2s --gc-grace 10s --unavailable-ttl 10s`" + ` (a preempted spot-only request waits out the TTL of its one spot offering);
+- **Chaos**: two replicas with ` + "`--leader-elect=true --lease-duration 4s --renew-deadline 3s --retry-period 500ms --gc-interval 2s --gc-grace 10s --unavailable-ttl 10s`" + ` (an interruption marks the machine's offering unavailable for the TTL);
   the leader (Lease holderIdentity matched against the replicas' "became leader" log lines) is SIGKILLed at random moments and restarted;
-  a random live RunPod spot machine is preempted every few seconds; 20% of requests are spot (RunPod RTX4090 spot only).
+  every few seconds a random running machine of any provider is taken back the way that provider shows it (Lambda reports the
+  instance preempted, RunPod stops the pod: EXITED, Paperspace turns the machine off); the requests are the scale run's.
 - **Faults**: every simulator answers 10% 500s, 5% 429s with Retry-After 1 or 2 s, and adds 200 ms latency; Lambda is down (503) for a while.
-  Each request type (A6000, H100) is sold by all three providers. A wrapping http.Handler in front of each simulator records every 429 and
+  The operator runs with ` + "`--poll-interval 2s --unavailable-ttl 10s --catalog-interval 15s`" + ` (a failed catalog refresh waits an interval);
+  Lambda goes down once every provider's catalog has been read, just before the requests are created.
+  The requests are A6000 and H100 VMs, sold by Lambda and Paperspace, and H100 containers, sold by RunPod. A wrapping http.Handler in front of each simulator records every 429 and
   flags any later request to that provider arriving inside its Retry-After window (50 ms slack for calls already in flight).
 `

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,23 +33,29 @@ func keyEnv(keys map[string]string) []string {
 	}
 }
 
-// benchCatalog sells three GPU types, each cheapest at a different
-// provider, with unlimited capacity: A6000 on Lambda (also RunPod and
-// Paperspace, dearer), RTX4090 on RunPod (on-demand and spot) and A4000 on
-// Paperspace, so the scale run spreads over all three providers.
+// benchCatalog is shaped like what the providers really sell (hack/demo/
+// catalog.json has the sources): Lambda and Paperspace sell VMs, RunPod
+// sells containers, all on-demand (none sells spot), at their list prices,
+// with unlimited capacity. Each of the scale run's three request kinds is
+// cheapest at a different provider, so the load spreads over all three: an
+// A6000 VM on Lambda (Paperspace sells one too, dearer; RunPod's A6000 is a
+// container), an RTX 4090 container on RunPod (in two data centers) and an
+// A4000 VM on Paperspace (in two regions).
 func benchCatalog() map[string][]cloudsim.CatalogEntry {
 	return map[string][]cloudsim.CatalogEntry{
 		providers.LambdaLabs: {
-			{InstanceType: "gpu_1x_a6000", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.50, Capacity: -1},
+			{InstanceType: "gpu_1x_a6000", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.80, Capacity: -1},
 			{InstanceType: "gpu_1x_h100_pcie", GPUs: 1, Region: "us-east-1", OnDemandPrice: 2.49, Capacity: -1},
 		},
 		providers.RunPod: {
-			{InstanceType: "NVIDIA RTX A6000", GPUs: 8, Region: "US-DE-1", OnDemandPrice: 0.79, SpotPrice: 0.40, Capacity: -1},
-			{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 0.69, SpotPrice: 0.22, Capacity: -1},
-			{InstanceType: "NVIDIA H100 80GB HBM3", GPUs: 8, Region: "US-DE-1", OnDemandPrice: 2.99, SpotPrice: 1.75, Capacity: -1},
+			{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-CA-2", OnDemandPrice: 0.69, Capacity: -1},
+			{InstanceType: "NVIDIA GeForce RTX 4090", GPUs: 8, Region: "US-WA-1", OnDemandPrice: 0.69, Capacity: -1},
+			{InstanceType: "NVIDIA RTX A6000", GPUs: 8, Region: "US-TX-3", OnDemandPrice: 0.49, Capacity: -1},
+			{InstanceType: "NVIDIA H100 80GB HBM3", GPUs: 8, Region: "US-DE-1", OnDemandPrice: 2.99, Capacity: -1},
 		},
 		providers.Paperspace: {
 			{InstanceType: "A4000", GPUs: 1, Region: "ny2", OnDemandPrice: 0.76, Capacity: -1},
+			{InstanceType: "A4000", GPUs: 1, Region: "ca1", OnDemandPrice: 0.76, Capacity: -1},
 			{InstanceType: "A6000", GPUs: 1, Region: "ny2", OnDemandPrice: 1.89, Capacity: -1},
 			{InstanceType: "H100", GPUs: 1, Region: "ny2", OnDemandPrice: 5.95, Capacity: -1},
 		},
@@ -64,12 +71,36 @@ func simConfigs(catalog map[string][]cloudsim.CatalogEntry, keys map[string]stri
 	return out
 }
 
+// benchGPUTypes are the scale run's three request kinds, by GPU type: an
+// A6000 VM (Lambda), an RTX4090 container (RunPod) and an A4000 VM
+// (Paperspace); benchSpec says which is a container.
 var benchGPUTypes = []string{"A6000", "RTX4090", "A4000"}
+
+// benchContainer is what the container requests run.
+var benchContainer = tgpv1.ContainerSpec{
+	Image: "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-devel-ubuntu22.04",
+	Args:  []string{"sleep", "infinity"},
+	Ports: []tgpv1.ContainerPort{{Port: 8888, Protocol: "http"}},
+}
+
+// benchSpec is the spec of the i-th bench request: one GPU of
+// benchGPUTypes[i%3], the RTX4090 as a container (RunPod sells only
+// containers), the others as VMs that join as Nodes.
+func benchSpec(i int) tgpv1.GPURequestSpec {
+	spec := tgpv1.GPURequestSpec{GPUType: benchGPUTypes[i%len(benchGPUTypes)], GPUCount: 1}
+	if spec.GPUType == "RTX4090" {
+		c := benchContainer
+		c.Args = slices.Clone(c.Args)
+		c.Ports = slices.Clone(c.Ports)
+		spec.Container = &c
+	}
+	return spec
+}
 
 func benchRequest(i int) *tgpv1.GPURequest {
 	return &tgpv1.GPURequest{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("r-%05d", i), Namespace: requestNamespace},
-		Spec:       tgpv1.GPURequestSpec{GPUType: benchGPUTypes[i%len(benchGPUTypes)], GPUCount: 1},
+		Spec:       benchSpec(i),
 	}
 }
 
@@ -130,8 +161,9 @@ type scaleResult struct {
 }
 
 // runFloor measures the unavoidable API writes for n requests (create,
-// one status write, one Node create) with clients at the operator's QPS
-// and burst, on a fresh control plane.
+// one status write, and a Node create for the VM requests: a container joins
+// no cluster) with clients at the operator's QPS and burst, on a fresh
+// control plane.
 func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Duration, time.Duration, time.Duration, error) {
 	c, err := startCluster(ctx)
 	if err != nil {
@@ -168,11 +200,19 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 					return
 				}
 				now := metav1.Now()
-				r.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseReady, ObservedGeneration: r.Generation,
-					NodeName: "floor-" + r.Name, ReadyAt: &now}
+				r.Status = tgpv1.GPURequestStatus{Phase: tgpv1.PhaseReady, ObservedGeneration: r.Generation, ReadyAt: &now}
+				if r.Spec.Container == nil {
+					r.Status.NodeName = "floor-" + r.Name
+				} else {
+					r.Status.PublicIP = "100.65.0.1"
+					r.Status.Ports = []tgpv1.PortStatus{{Port: 8888, Protocol: "http", PublicIP: "100.65.0.1", PublicPort: 10000}}
+				}
 				if _, err := client.TgpV1().GPURequests(requestNamespace).UpdateStatus(ctx, r, metav1.UpdateOptions{}); err != nil {
 					fail(err)
 					return
+				}
+				if r.Spec.Container != nil {
+					continue
 				}
 				node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "floor-" + r.Name},
 					Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
@@ -189,7 +229,7 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 	if first != nil {
 		return 0, 0, 0, first
 	}
-	logf("  floor: %d x (create, status write, Node create) in %s", n, floor.Round(time.Millisecond))
+	logf("  floor: %d x (create, status write, Node create for a VM) in %s", n, floor.Round(time.Millisecond))
 	return floor, api1 - api0, etcd1 - etcd0, nil
 }
 

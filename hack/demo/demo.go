@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +20,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
-	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
@@ -45,7 +43,7 @@ type options struct {
 	kubectlBin   string
 	bootDelay    time.Duration
 	pollInterval time.Duration
-	timeout      time.Duration // for each wait: all Ready, recovery
+	timeout      time.Duration // for each wait: all settled, recovery
 	exitWhenDone bool
 }
 
@@ -137,7 +135,7 @@ func (d *demo) start(ctx context.Context) (err error) {
 		d.state.Simulators[name] = p.URL
 		fmt.Fprintf(d.out, "    %-11s %s\n", name, p.URL)
 	}
-	fmt.Fprintf(d.out, "    %-11s %s  (preempt machines, inject faults: curl %s/)\n", "admin", d.sims.Admin, d.sims.Admin)
+	fmt.Fprintf(d.out, "    %-11s %s  (take machines back, set capacity, inject faults: curl %s/)\n", "admin", d.sims.Admin, d.sims.Admin)
 
 	d.say("Creating namespace %s and the Secret %s with the simulators' API keys", operatorNamespace, credentialsSecret)
 	if err := d.createCredentials(ctx); err != nil {
@@ -279,7 +277,7 @@ func (d *demo) applyExamples(ctx context.Context) ([]string, error) {
 
 // startWatch streams `kubectl get gpurequests -w` to the terminal.
 func (d *demo) startWatch() error {
-	d.say("Watching: kubectl get gpurequests -w   (PHASE moves Pending -> Provisioning -> Booting -> Joining -> Ready)")
+	d.say("Watching: kubectl get gpurequests -w   (PHASE moves Pending -> Provisioning -> Booting -> Joining -> Ready; a container is Ready once running)")
 	var err error
 	d.watch, err = startChild("kubectl get gpurequests -w", "", d.out, d.opts.kubectlBin,
 		"--kubeconfig", d.env.Kubeconfig, "get", "gpurequests", "--namespace", requestNamespace, "-w")
@@ -293,11 +291,11 @@ func (d *demo) stopWatch() {
 	}
 }
 
-// waitReady waits until every named GPURequest is Ready (and satisfies
-// extra, when given); a Failed one ends the wait with its message.
-func (d *demo) waitReady(ctx context.Context, names []string, extra func(*tgpv1.GPURequest) bool) (map[string]*tgpv1.GPURequest, error) {
+// waitFor waits until every named GPURequest satisfies done; a Failed one
+// ends the wait with its message.
+func (d *demo) waitFor(ctx context.Context, names []string, what string, done func(*tgpv1.GPURequest) bool) (map[string]*tgpv1.GPURequest, error) {
 	var got map[string]*tgpv1.GPURequest
-	err := d.poll(ctx, 250*time.Millisecond, d.opts.timeout, fmt.Sprintf("%s to be Ready", strings.Join(names, ", ")), func() (bool, error) {
+	err := d.poll(ctx, 250*time.Millisecond, d.opts.timeout, fmt.Sprintf("%s to be %s", strings.Join(names, ", "), what), func() (bool, error) {
 		list, err := d.client.TgpV1().GPURequests(requestNamespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil // the API server may be busy; try again
@@ -306,19 +304,19 @@ func (d *demo) waitReady(ctx context.Context, names []string, extra func(*tgpv1.
 		for i := range list.Items {
 			got[list.Items[i].Name] = &list.Items[i]
 		}
-		done := true
+		all := true
 		for _, n := range names {
 			r, ok := got[n]
 			switch {
 			case !ok:
-				done = false
+				all = false
 			case r.Status.Phase == tgpv1.PhaseFailed:
 				return false, fmt.Errorf("GPURequest %s failed: %s", n, r.Status.Message)
-			case r.Status.Phase != tgpv1.PhaseReady || (extra != nil && !extra(r)):
-				done = false
+			case !done(r):
+				all = false
 			}
 		}
-		return done, nil
+		return all, nil
 	})
 	if err != nil && got != nil {
 		var lines []string
@@ -332,33 +330,6 @@ func (d *demo) waitReady(ctx context.Context, names []string, extra func(*tgpv1.
 		err = fmt.Errorf("%w\n%s", err, strings.Join(lines, "\n"))
 	}
 	return got, err
-}
-
-// preempt takes the spot machine of a request back through the simulator's
-// admin API, as the provider would.
-func (d *demo) preempt(ctx context.Context, r *tgpv1.GPURequest) error {
-	u := fmt.Sprintf("%s/preempt?provider=%s&id=%s", d.sims.Admin, url.QueryEscape(r.Status.Provider), url.QueryEscape(r.Status.InstanceID))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("preempting %s: %s %s", r.Status.InstanceID, resp.Status, strings.TrimSpace(string(body)))
-	}
-	var m cloudsim.Machine
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return err
-	}
-	if !m.Preempted {
-		return fmt.Errorf("the simulator did not preempt %s: %+v", r.Status.InstanceID, m)
-	}
-	return nil
 }
 
 // stop stops everything in reverse order and waits for each process to

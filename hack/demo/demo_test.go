@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -18,27 +19,47 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
+	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
 
-// expectation is what an example must end up on with hack/demo/catalog.json.
+// expectation is what an example must end up with on hack/demo/catalog.json
+// (its note says why): Ready on one offer, or Pending with a reason.
 type expectation struct {
+	phase        tgpv1.Phase
 	provider     string
-	spot         bool
+	instanceType string
+	region       string // canonical
 	price        float64
-	regionPrefix string
+	container    bool
+	// pendingReason must be in status.message of a Pending request.
+	pendingReason string
 }
 
 var expected = map[string]expectation{
-	"spot-training-job":      {provider: "runpod", spot: true, price: 0.22, regionPrefix: "us-west-"},
-	"multi-gpu-training":     {provider: "lambdalabs", spot: false, price: 5.16, regionPrefix: "us-east-"},
-	"region-aware-job":       {provider: "runpod", spot: true, price: 1.75, regionPrefix: "us-east-1"},
-	"bootstrapped-inference": {provider: "runpod", spot: false, price: 0.49},
+	// An on-demand VM that joins as a Node.
+	"multi-gpu-training": {phase: tgpv1.PhaseReady, provider: "lambdalabs", instanceType: "gpu_4x_a100", region: "us-east-1", price: 5.16},
+	// Its first choice (us-west-1) sold out after the catalog read: it fails
+	// over to us-east-1. spotInstance with maxPrice gets on-demand.
+	"region-aware-job": {phase: tgpv1.PhaseReady, provider: "lambdalabs", instanceType: "gpu_1x_h100_pcie", region: "us-east-1", price: 2.49},
+	// A cloud-init bootstrap: Lambda runs it, Paperspace (bash only) cannot.
+	"bootstrapped-inference": {phase: tgpv1.PhaseReady, provider: "lambdalabs", instanceType: "gpu_1x_a6000", region: "us-east-1", price: 0.80},
+	// The default bash bootstrap on Paperspace.
+	"dev-box": {phase: tgpv1.PhaseReady, provider: "paperspace", instanceType: "A4000", region: "us-east-1", price: 0.76},
+	// A RunPod container, taken back (EXITED) and relaunched in the other
+	// us-west data center.
+	"container-notebook": {phase: tgpv1.PhaseReady, provider: "runpod", instanceType: "NVIDIA GeForce RTX 4090", region: "us-west-2", price: 0.69, container: true},
+	// RTX 4090s are sold only as RunPod containers; it asks for a VM.
+	"spot-training-job": {phase: tgpv1.PhasePending, pendingReason: "WrongMachineKind"},
 }
 
 // TestDemo runs `gpu-operator-demo run` as a user would, checks what it
@@ -90,7 +111,7 @@ func TestDemo(t *testing.T) {
 		}
 	}()
 
-	// Wait for the story to finish: every example Ready, one recovery.
+	// Wait for the story to finish: every example settled, one recovery.
 	var state *State
 	deadline := time.NewTimer(8 * time.Minute)
 	defer deadline.Stop()
@@ -111,7 +132,7 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	wall := time.Since(start)
-	t.Logf("demo wall time to recovery: %s (setup %.1fs, all Ready %.1fs after apply, recovery %.1fs)",
+	t.Logf("demo wall time to recovery: %s (setup %.1fs, all settled %.1fs after apply, recovery %.1fs)",
 		wall.Round(100*time.Millisecond), state.SetupSeconds, state.AllReadySeconds, state.RecoverySeconds)
 
 	checkRequests(t, state)
@@ -158,10 +179,11 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// buildBinaries returns the binaries the demo needs: the demo itself, always
-// built from this source, and bin/gpu-operator and bin/cloudsim when present
-// (make test-demo builds them first), else built into a temporary directory.
-// The control-plane tools come from `make tools` (hack/build-tools.sh).
+// buildBinaries builds the binaries the demo needs from this source into a
+// temporary directory: the demo, the operator and the simulator (a stale
+// bin/gpu-operator or bin/cloudsim would test old code; go's build cache
+// makes this cheap). The control-plane tools come from `make tools`
+// (hack/build-tools.sh).
 func buildBinaries(t *testing.T, root string) map[string]string {
 	t.Helper()
 	for _, tool := range []string{"etcd", "kube-apiserver", "kubectl"} {
@@ -172,14 +194,13 @@ func buildBinaries(t *testing.T, root string) map[string]string {
 		}
 	}
 	tmp := t.TempDir()
-	bins := map[string]string{"demo": filepath.Join(tmp, "gpu-operator-demo")}
-	run(t, root, "go", "build", "-o", bins["demo"], "./hack/demo")
-	for name, pkg := range map[string]string{"gpu-operator": "./cmd/gpu-operator", "cloudsim": "./cmd/cloudsim"} {
-		bins[name] = filepath.Join(root, "bin", name)
-		if _, err := os.Stat(bins[name]); err != nil {
-			bins[name] = filepath.Join(tmp, name)
-			run(t, root, "go", "build", "-o", bins[name], pkg)
+	bins := map[string]string{}
+	for name, pkg := range map[string]string{"demo": "./hack/demo", "gpu-operator": "./cmd/gpu-operator", "cloudsim": "./cmd/cloudsim"} {
+		bins[name] = filepath.Join(tmp, filepath.Base(pkg))
+		if name == "demo" {
+			bins[name] = filepath.Join(tmp, "gpu-operator-demo")
 		}
+		run(t, root, "go", "build", "-o", bins[name], pkg)
 	}
 	return bins
 }
@@ -193,7 +214,8 @@ func run(t *testing.T, dir, name string, args ...string) {
 	}
 }
 
-// checkRequests asserts what each example ended up on.
+// checkRequests asserts what each example ended up with, the failover and
+// the interruption, against the API server and the simulators' admin API.
 func checkRequests(t *testing.T, state *State) {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", state.Kubeconfig)
@@ -201,39 +223,185 @@ func checkRequests(t *testing.T, state *State) {
 		t.Fatal(err)
 	}
 	client := versioned.NewForConfigOrDie(cfg)
+	kube := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	list, err := client.TgpV1().GPURequests(requestNamespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]tgpv1.GPURequestStatus{}
+	got := map[string]tgpv1.GPURequest{}
 	for _, r := range list.Items {
-		got[r.Name] = r.Status
+		got[r.Name] = r
 	}
+	if len(got) != len(expected) {
+		t.Errorf("%d GPURequests, want the %d examples: %v", len(got), len(expected), slices.Sorted(maps.Keys(got)))
+	}
+	machines := adminMachines(t, state.AdminURL)
 	for name, want := range expected {
-		st, ok := got[name]
+		r, ok := got[name]
 		if !ok {
 			t.Errorf("%s: not found", name)
 			continue
 		}
-		if st.Phase != tgpv1.PhaseReady || st.Provider != want.provider || st.Spot != want.spot ||
-			st.HourlyPrice == nil || *st.HourlyPrice != want.price || !strings.HasPrefix(st.Region, want.regionPrefix) || st.NodeName == "" {
-			t.Errorf("%s: got phase %s provider %s spot %v price %v region %s node %q; want Ready on %s spot %v price %v region %s*",
-				name, st.Phase, st.Provider, st.Spot, price(st.HourlyPrice), st.Region, st.NodeName,
-				want.provider, want.spot, want.price, want.regionPrefix)
+		st := r.Status
+		if want.phase == tgpv1.PhasePending {
+			if st.Phase != tgpv1.PhasePending || !strings.Contains(st.Message, want.pendingReason) || st.Provider != "" || st.MachineName != "" {
+				t.Errorf("%s: got phase %s provider %q machine %q message %q; want Pending with %s and no machine",
+					name, st.Phase, st.Provider, st.MachineName, st.Message, want.pendingReason)
+			}
+			if c := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionOffersAvailable); c == nil || c.Status != metav1.ConditionFalse {
+				t.Errorf("%s: OffersAvailable %+v, want False", name, c)
+			}
+			for _, m := range machines {
+				if strings.HasPrefix(m.Name, machinePrefix(&r)) {
+					t.Errorf("%s: the simulators have a machine %s/%s for it", name, m.Provider, m.Name)
+				}
+			}
+			continue
+		}
+		if st.Phase != want.phase || st.Provider != want.provider || st.InstanceType != want.instanceType || st.Spot ||
+			st.HourlyPrice == nil || *st.HourlyPrice != want.price || st.Region != want.region {
+			t.Errorf("%s: got phase %s %s %s in %s spot %v at %v; want %s %s %s in %s on-demand at %v",
+				name, st.Phase, st.Provider, st.InstanceType, st.Region, st.Spot, price(st.HourlyPrice),
+				want.phase, want.provider, want.instanceType, want.region, want.price)
+		}
+		if want.container {
+			if st.NodeName != "" || len(st.Ports) != 1 || st.Ports[0].Port != 8888 || st.Ports[0].PublicIP == "" || st.Ports[0].PublicPort == 0 {
+				t.Errorf("%s: node %q ports %+v; want no Node and port 8888 with a public address", name, st.NodeName, st.Ports)
+			}
+		} else if st.NodeName == "" {
+			t.Errorf("%s: no Node", name)
+		} else if n, err := kube.CoreV1().Nodes().Get(ctx, st.NodeName, metav1.GetOptions{}); err != nil {
+			t.Errorf("%s: Node %s: %v", name, st.NodeName, err)
+		} else if n.Labels["tgp.solanyn.com/request"] != name {
+			t.Errorf("%s: Node %s labels %v, want tgp.solanyn.com/request=%s", name, n.Name, n.Labels, name)
 		}
 		wantInterruptions := int32(0)
-		if name == state.Preempted {
+		if name == state.Interrupted {
 			wantInterruptions = 1
 		}
 		if st.Interruptions != wantInterruptions {
 			t.Errorf("%s: interruptions %d, want %d", name, st.Interruptions, wantInterruptions)
 		}
+		// Exactly one live machine per Ready request: the current one.
+		var live []string
+		for _, m := range machines {
+			if m.Live && strings.HasPrefix(m.Name, machinePrefix(&r)) {
+				live = append(live, m.Provider+"/"+m.Name)
+			}
+		}
+		if len(live) != 1 || live[0] != st.Provider+"/"+st.MachineName {
+			t.Errorf("%s: live machines %v, want only %s/%s", name, live, st.Provider, st.MachineName)
+		}
 	}
-	if state.Preempted != "spot-training-job" {
-		t.Errorf("the demo preempted %q, want spot-training-job", state.Preempted)
+
+	// The failover: the launch in the sold-out region was refused for
+	// capacity, nothing was created there, and the request moved on.
+	if state.SoldOut != "region-aware-job" {
+		t.Errorf("the demo sold out the first choice of %q, want region-aware-job", state.SoldOut)
 	}
+	evs, err := kube.CoreV1().Events(requestNamespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=region-aware-job,reason=LaunchFailed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) != 1 || !strings.Contains(evs.Items[0].Message, "lambdalabs/gpu_1x_h100_pcie/us-west-1") || !strings.Contains(evs.Items[0].Message, "capacity") {
+		t.Errorf("region-aware-job LaunchFailed Events: %v; want one for lambdalabs/gpu_1x_h100_pcie/us-west-1 naming capacity", eventMessages(evs))
+	}
+	for _, m := range machines {
+		if m.Provider == "lambdalabs" && m.Region == "us-west-1" && m.InstanceType == "gpu_1x_h100_pcie" {
+			t.Errorf("a machine was created in the sold-out region: %+v", m)
+		}
+	}
+
+	// The interruption: RunPod stopped the first pod (EXITED); the operator
+	// deleted it and runs the notebook in the other us-west data center.
+	if state.Interrupted != "container-notebook" {
+		t.Errorf("the demo interrupted %q, want container-notebook", state.Interrupted)
+	}
+	nb := got["container-notebook"]
+	var pods []string
+	for _, m := range machines {
+		if m.Provider == "runpod" && strings.HasPrefix(m.Name, machinePrefix(&nb)) {
+			pods = append(pods, fmt.Sprintf("%s in %s live=%v preempted=%v", m.NativeState, m.Region, m.Live, m.Preempted))
+		}
+	}
+	if !slices.Equal(pods, []string{"TERMINATED in US-CA-2 live=false preempted=true", "RUNNING in US-WA-1 live=true preempted=false"}) &&
+		!slices.Equal(pods, []string{"RUNNING in US-WA-1 live=true preempted=false", "TERMINATED in US-CA-2 live=false preempted=true"}) {
+		t.Errorf("container-notebook's pods: %v; want the interrupted one in US-CA-2 deleted and a running one in US-WA-1", pods)
+	}
+	// What RunPod was asked to run: the example's image, args, literal env,
+	// the token from the demo's Secret, and the port.
+	secret, err := kube.CoreV1().Secrets(requestNamespace).Get(ctx, notebookSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creates := adminCreates(t, state.AdminURL)
+	if len(creates) != 2 {
+		t.Errorf("%d RunPod creates, want 2 (the notebook and its relaunch)", len(creates))
+	}
+	for _, c := range creates {
+		if c.Image != "quay.io/jupyter/pytorch-notebook:cuda12-latest" || !strings.Contains(c.Args, "start-notebook.py") ||
+			c.Env["JUPYTER_PORT"] != "8888" || c.Env["JUPYTER_TOKEN"] != string(secret.Data["token"]) || len(secret.Data["token"]) == 0 ||
+			!slices.Equal(c.Ports, []string{"8888/http"}) {
+			t.Errorf("RunPod create %+v (env keys %v); want the example's image, args, env (token from Secret %s) and port 8888/http",
+				c, slices.Sorted(maps.Keys(c.Env)), notebookSecret)
+		}
+	}
+}
+
+// machinePrefix is the start of every machine name of a request: the
+// operator's prefix, the first 16 hex digits of its UID, "-" (the attempt
+// follows; pkg/controller machineName).
+func machinePrefix(r *tgpv1.GPURequest) string {
+	id := strings.ReplaceAll(string(r.UID), "-", "")
+	return providers.MachineNamePrefix + id[:min(16, len(id))] + "-"
+}
+
+// adminMachines lists the simulators' machines through the admin API.
+func adminMachines(t *testing.T, adminURL string) []cloudsim.Machine {
+	t.Helper()
+	var ms []cloudsim.Machine
+	adminGet(t, adminURL+"/machines", &ms)
+	return ms
+}
+
+// podCreate is the part of a RunPod create body the demo checks.
+type podCreate struct {
+	Image string            `json:"image"`
+	Args  string            `json:"args"`
+	Env   map[string]string `json:"env"`
+	Ports []string          `json:"ports"`
+}
+
+func adminCreates(t *testing.T, adminURL string) []podCreate {
+	t.Helper()
+	var cs []podCreate
+	adminGet(t, adminURL+"/runpod/creates", &cs)
+	return cs
+}
+
+func adminGet(t *testing.T, u string, into any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", u, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+}
+
+func eventMessages(evs *corev1.EventList) []string {
+	var out []string
+	for _, e := range evs.Items {
+		out = append(out, e.Message)
+	}
+	return out
 }
 
 // metricNameRE finds the operator's metric names in monitoring assets

@@ -2,8 +2,10 @@
 // with nothing but Go: a local etcd and kube-apiserver, simulated Lambda
 // Cloud, RunPod and Paperspace APIs (bin/cloudsim, which also plays kubelet),
 // and the operator itself (bin/gpu-operator). It applies the examples in
-// manifests/examples, shows them become Ready, preempts a spot machine and
-// shows the operator recover.
+// manifests/examples and shows what each gets from a catalog shaped like the
+// real providers' (VMs joining as Nodes, a RunPod container, a failover out
+// of a sold-out region, a request Pending for want of a VM with its GPU),
+// then has RunPod take a machine back and shows the operator recover.
 //
 //	gpu-operator-demo run    # make demo: in the foreground until Ctrl-C
 //	gpu-operator-demo up     # make demo-up: in the background; prints KUBECONFIG
@@ -30,8 +32,9 @@ import (
 
 const usage = `gpu-operator-demo: the operator, simulated GPU clouds and a local control plane on this machine.
 
-  run    start everything, apply manifests/examples, show them become Ready, preempt a
-         spot machine and show the recovery; keeps running until Ctrl-C (make demo)
+  run    start everything, apply manifests/examples, show what each gets (Ready VMs and a
+         container, a failover, a Pending reason), have a provider take a machine back
+         and show the recovery; keeps running until Ctrl-C (make demo)
   up     the same setup in the background; prints the KUBECONFIG to use (make demo-up)
   down   stop what up started and remove its state (make demo-down)
 
@@ -83,7 +86,7 @@ func parseOptions(name string, args []string, defaultDir string, extra func(*fla
 	fs.StringVar(&o.kubectlBin, "kubectl", filepath.Join(bin, "kubectl"), "The kubectl binary.")
 	fs.DurationVar(&o.bootDelay, "boot-delay", 2*time.Second, "How long a simulated machine takes to boot.")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "The operator's --poll-interval.")
-	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "How long to wait for the examples to become Ready, and for the recovery.")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "How long to wait for the examples to settle (Ready, or Pending with no eligible offer), and for the recovery.")
 	if extra != nil {
 		extra(fs)
 	}
@@ -179,22 +182,20 @@ func cmdRun(args []string, out io.Writer) int {
 	return 0
 }
 
-// runStory starts everything, applies the examples, waits until all are
-// Ready, preempts a spot machine and waits for the recovery.
+// runStory starts everything, applies the examples, waits until each has
+// settled (Ready, or Pending with no eligible offer), reports what each got,
+// has the provider take interruptTarget's machine back and waits for the
+// recovery.
 func (d *demo) runStory(ctx context.Context) error {
 	if err := d.start(ctx); err != nil {
 		return err
 	}
 	d.state.SetupSeconds = time.Since(d.state.StartedAt).Seconds()
-	names, err := d.applyExamples(ctx)
+	names, applied, err := d.applyStory(ctx, true)
 	if err != nil {
 		return err
 	}
-	applied := time.Now()
-	if err := d.startWatch(); err != nil {
-		return err
-	}
-	reqs, err := d.waitReady(ctx, names, nil)
+	reqs, err := d.waitFor(ctx, names, "Ready or Pending with no eligible offer", settled)
 	if err != nil {
 		return err
 	}
@@ -204,27 +205,28 @@ func (d *demo) runStory(ctx context.Context) error {
 	if err := d.writeState(); err != nil {
 		return err
 	}
-	d.say("All %d GPURequests are Ready, %s after kubectl apply", len(names), since(applied))
+	d.say("All %d GPURequests settled %s after kubectl apply (%d Ready)", len(names), since(applied), countReady(reqs))
+	d.report(ctx, names, reqs)
 
-	target := pickSpot(reqs, names)
-	if target == nil {
-		return errors.New("no Ready request runs on a spot machine, so there is nothing to preempt")
+	target := reqs[interruptTarget]
+	if target == nil || target.Status.Phase != tgpv1.PhaseReady {
+		return fmt.Errorf("%s is not Ready, so there is no machine to take back", interruptTarget)
 	}
 	st := target.Status
-	d.say("Simulating a spot interruption: %s takes back %s's machine %s (%s in %s)",
-		st.Provider, target.Name, st.InstanceID, st.InstanceType, st.ProviderRegion)
-	preempted := time.Now()
-	if err := d.preempt(ctx, target); err != nil {
+	d.say("Simulating an interruption: %s takes back %s's machine %s (%s in %s): %s",
+		st.Provider, target.Name, st.InstanceID, st.InstanceType, st.ProviderRegion, howTakenBack(st.Provider))
+	interrupted := time.Now()
+	if err := d.interrupt(ctx, target); err != nil {
 		return err
 	}
-	d.state.Preempted = target.Name
-	after, err := d.waitReady(ctx, []string{target.Name}, func(r *tgpv1.GPURequest) bool {
-		return r.Status.Interruptions > st.Interruptions && r.Status.InstanceID != st.InstanceID
+	d.state.Interrupted = target.Name
+	after, err := d.waitFor(ctx, []string{target.Name}, "Ready on a new machine", func(r *tgpv1.GPURequest) bool {
+		return r.Status.Phase == tgpv1.PhaseReady && r.Status.Interruptions > st.Interruptions && r.Status.InstanceID != st.InstanceID
 	})
 	if err != nil {
 		return fmt.Errorf("recovering from the interruption: %w", err)
 	}
-	d.state.RecoverySeconds = time.Since(preempted).Seconds()
+	d.state.RecoverySeconds = time.Since(interrupted).Seconds()
 	d.stopWatch()
 	d.state.Phase = PhaseRecovered
 	d.state.Children = d.childPIDs()
@@ -233,24 +235,44 @@ func (d *demo) runStory(ctx context.Context) error {
 	}
 	now := after[target.Name].Status
 	d.say("Recovered in %s: %s is Ready again on %s %s in %s (%s) at $%.2f/h, interruptions: %d",
-		since(preempted), target.Name, now.Provider, now.InstanceID, now.ProviderRegion, now.Region, price(now.HourlyPrice), now.Interruptions)
-	d.say("Setup %s, all Ready %s after apply, recovery %s",
+		since(interrupted), target.Name, now.Provider, now.InstanceID, now.ProviderRegion, now.Region, price(now.HourlyPrice), now.Interruptions)
+	d.say("Setup %s, all settled %s after apply, recovery %s",
 		secs(d.state.SetupSeconds), secs(d.state.AllReadySeconds), secs(d.state.RecoverySeconds))
 	return nil
 }
 
-// pickSpot chooses the request whose machine to preempt: the first, by
-// name, that runs on spot capacity.
-func pickSpot(reqs map[string]*tgpv1.GPURequest, names []string) *tgpv1.GPURequest {
-	if r, ok := reqs["spot-training-job"]; ok && r.Status.Spot {
-		return r
+// applyStory prepares what the examples need (container-notebook's Secret,
+// the sold-out region), applies them and, with watch, starts streaming
+// kubectl get gpurequests -w. It returns the requests' names and when they
+// were applied.
+func (d *demo) applyStory(ctx context.Context, watch bool) ([]string, time.Time, error) {
+	if err := d.createNotebookSecret(ctx); err != nil {
+		return nil, time.Time{}, err
 	}
-	for _, n := range names {
-		if r := reqs[n]; r != nil && r.Status.Spot {
-			return r
+	if err := d.sellOut(ctx); err != nil {
+		return nil, time.Time{}, err
+	}
+	names, err := d.applyExamples(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	applied := time.Now()
+	if watch {
+		if err := d.startWatch(); err != nil {
+			return nil, time.Time{}, err
 		}
 	}
-	return nil
+	return names, applied, nil
+}
+
+func countReady(reqs map[string]*tgpv1.GPURequest) int {
+	n := 0
+	for _, r := range reqs {
+		if r.Status.Phase == tgpv1.PhaseReady {
+			n++
+		}
+	}
+	return n
 }
 
 // printNextSteps tells a newcomer what to try while the demo runs.
@@ -264,12 +286,13 @@ func (d *demo) printNextSteps() {
 The demo keeps running. In another terminal:
   export KUBECONFIG=%s
   %s get gpurequests                      # status.selection in -o yaml says why each offer won
-  %s get nodes -L workload                # the simulated GPU machines, joined as Nodes
+  %s get nodes -L workload                # the simulated GPU VMs, joined as Nodes
+  %s get gpurequest container-notebook -o jsonpath='{.status.ports}'
   curl -s %s | grep ^gpu_operator_
-  curl -s -X POST '%s/preempt?name=<machine name>'   # take another spot machine back
+  curl -s -X POST '%s/preempt?name=<machine name>'   # a provider takes another machine back
 Logs: %s
 Press Ctrl-C to stop everything.
-`, d.state.Kubeconfig, kubectl, kubectl, d.state.MetricsURL, d.state.AdminURL, d.rel(filepath.Join(d.opts.dir, "logs")))
+`, d.state.Kubeconfig, kubectl, kubectl, kubectl, d.state.MetricsURL, d.state.AdminURL, d.rel(filepath.Join(d.opts.dir, "logs")))
 }
 
 // cmdUp starts `serve` detached and returns once its examples are Ready.
@@ -313,7 +336,7 @@ func cmdUp(args []string, out io.Writer) int {
 		s, err := readState(opts.dir)
 		if err == nil && s.PID == cmd.Process.Pid {
 			if s.Phase == PhaseReady {
-				fmt.Fprintf(out, "The demo is up: the examples are Ready (%s after apply).\n\n", secs(s.AllReadySeconds))
+				fmt.Fprintf(out, "The demo is up: the examples have settled (%s after apply).\n\n", secs(s.AllReadySeconds))
 				fmt.Fprintf(out, "  export KUBECONFIG=%s\n  %s get gpurequests\n\n", s.Kubeconfig, filepath.Join("bin", "kubectl"))
 				fmt.Fprintf(out, "Metrics: %s\nSimulators' admin API: %s\nStop it with `make demo-down`.\n", s.MetricsURL, s.AdminURL)
 				return 0
@@ -335,7 +358,7 @@ func cmdUp(args []string, out io.Writer) int {
 }
 
 // cmdServe is the background half of up: the demo without the watch and the
-// preemption, until SIGTERM (from down).
+// interruption, until SIGTERM (from down).
 func cmdServe(args []string, out io.Writer) int {
 	opts, err := parseOptions("serve", args, "up", nil)
 	if err != nil {
@@ -349,18 +372,19 @@ func cmdServe(args []string, out io.Writer) int {
 			return err
 		}
 		d.state.SetupSeconds = time.Since(d.state.StartedAt).Seconds()
-		names, err := d.applyExamples(ctx)
+		names, applied, err := d.applyStory(ctx, false)
 		if err != nil {
 			return err
 		}
-		applied := time.Now()
-		if _, err := d.waitReady(ctx, names, nil); err != nil {
+		reqs, err := d.waitFor(ctx, names, "Ready or Pending with no eligible offer", settled)
+		if err != nil {
 			return err
 		}
 		d.state.AllReadySeconds = time.Since(applied).Seconds()
 		d.state.Phase = PhaseReady
 		d.state.Children = d.childPIDs()
-		d.say("All %d GPURequests are Ready, %s after kubectl apply; running until `make demo-down`", len(names), since(applied))
+		d.say("All %d GPURequests settled %s after kubectl apply (%d Ready); running until `make demo-down`", len(names), since(applied), countReady(reqs))
+		d.report(ctx, names, reqs)
 		return d.writeState()
 	}()
 	if err != nil {

@@ -14,8 +14,8 @@ const stateFile = "state.json"
 const (
 	PhaseStarting  = "Starting"  // bringing up the control plane, simulators and operator
 	PhaseRunning   = "Running"   // operator ready, examples being applied
-	PhaseReady     = "Ready"     // every example Ready
-	PhaseRecovered = "Recovered" // the preempted request is Ready again
+	PhaseReady     = "Ready"     // every example settled: Ready, or Pending with no eligible offer
+	PhaseRecovered = "Recovered" // the interrupted request is Ready again
 	PhaseStopped   = "Stopped"
 )
 
@@ -35,11 +35,14 @@ type State struct {
 	Simulators map[string]string `json:"simulators,omitempty"`
 	// Children are the pids of the processes the demo started, by name.
 	Children map[string]int `json:"children,omitempty"`
-	// Preempted names the request whose machine was preempted.
-	Preempted string    `json:"preempted,omitempty"`
-	StartedAt time.Time `json:"startedAt"`
+	// SoldOut names the request whose first choice the demo sold out after
+	// the operator read the catalog (the failover).
+	SoldOut string `json:"soldOut,omitempty"`
+	// Interrupted names the request whose machine the provider took back.
+	Interrupted string    `json:"interrupted,omitempty"`
+	StartedAt   time.Time `json:"startedAt"`
 	// SetupSeconds: start to operator ready. AllReadySeconds: examples
-	// applied to all Ready. RecoverySeconds: preemption to Ready again.
+	// applied to all settled. RecoverySeconds: interruption to Ready again.
 	SetupSeconds    float64 `json:"setupSeconds,omitempty"`
 	AllReadySeconds float64 `json:"allReadySeconds,omitempty"`
 	RecoverySeconds float64 `json:"recoverySeconds,omitempty"`
