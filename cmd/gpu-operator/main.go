@@ -15,8 +15,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	// CA roots compiled in, used when the system has none: the image holds
 	// no certificate files, and the operator calls providers over HTTPS.
 	_ "golang.org/x/crypto/x509roots/fallback"
@@ -78,12 +81,17 @@ func runOperator(args []string) int {
 	if err != nil {
 		return fail(err, "configuring providers")
 	}
-	for _, l := range f.providers.leftOut {
-		logger.Error(nil, "provider left out: its configuration cannot work", "provider", l.name, "reason", l.reason)
-	}
 	// Events get their own client (and rate limiter).
 	recorder, stopEvents := operator.NewRecorder(ctx, kubernetes.NewForConfigOrDie(cfg), "gpu-operator")
 	defer stopEvents()
+	// A provider that cannot work is reported where an admin looks: the log,
+	// and a Warning Event on the credentials Secret (kubectl -n gpu-operator
+	// describe secret ...), besides validate-credentials.
+	credsRef := &corev1.ObjectReference{APIVersion: "v1", Kind: "Secret", Namespace: f.namespace, Name: f.providers.secretName}
+	for _, l := range f.providers.leftOut {
+		logger.Error(nil, "provider left out: its configuration cannot work", "provider", l.name, "reason", l.reason)
+		recorder.Eventf(credsRef, corev1.EventTypeWarning, "ProviderUnavailable", "%s is left out: %s", l.name, l.reason)
+	}
 	ctrl, informers, err := operator.NewController(operator.Options{
 		Config: f.ctrl, KubeClient: kube, Client: versioned.NewForConfigOrDie(cfg),
 		Providers: adapters, CatalogInterval: f.catalogRefresh, Recorder: recorder, Registry: registry,
@@ -103,7 +111,9 @@ func runOperator(args []string) int {
 	defer srv.Close()
 
 	creds.Start(ctx, ctrl.UnblockProviders)
-	checkSSHKeys(ctx, adapters, f.providers.callTimeout)
+	checkSSHKeys(ctx, adapters, f.providers.callTimeout, func(provider, msg string) {
+		recorder.Eventf(credsRef, corev1.EventTypeWarning, "ProviderUnavailable", "%s: %s", provider, msg)
+	})
 	var election *operator.LeaderElection
 	if f.leaderElect {
 		election = &operator.LeaderElection{Name: f.leaseName, Namespace: f.namespace, Leases: kube.CoordinationV1(),

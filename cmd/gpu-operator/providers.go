@@ -132,7 +132,8 @@ type sshKeyChecker interface {
 // key is registered, and logs the answer: a missing key is an error line
 // (the adapter logs it, and withholds its offers until the key is there); a
 // check that could not be made is a warning.
-func checkSSHKeys(ctx context.Context, adapters []providers.Provider, timeout time.Duration) {
+// unavailable, when set, is told about a missing key (an Event).
+func checkSSHKeys(ctx context.Context, adapters []providers.Provider, timeout time.Duration, unavailable func(provider, msg string)) {
 	logger := klog.FromContext(ctx)
 	for _, a := range adapters {
 		c, ok := a.(sshKeyChecker)
@@ -147,6 +148,9 @@ func checkSSHKeys(ctx context.Context, adapters []providers.Provider, timeout ti
 			logger.Info("SSH key is registered", "provider", a.Name(), "sshKey", c.SSHKeyName())
 		case providers.IsClass(err, providers.ClassInvalid):
 			// Missing: the adapter has logged it and withholds its offers.
+			if unavailable != nil {
+				unavailable(a.Name(), err.Error())
+			}
 		default:
 			logger.Info("Warning: could not check that the SSH key is registered; launches fail if it is not", "provider", a.Name(), "sshKey", c.SSHKeyName(), "err", err)
 		}

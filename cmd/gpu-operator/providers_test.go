@@ -62,9 +62,13 @@ func TestStartupSSHKeyCheck(t *testing.T) {
 	}
 	ctx := context.Background()
 	st.Lambda.RemoveSSHKey(lambdasim.DefaultSSHKeyName)
-	checkSSHKeys(ctx, adapters, 5*time.Second)
+	var reported []string
+	checkSSHKeys(ctx, adapters, 5*time.Second, func(provider, msg string) { reported = append(reported, provider+": "+msg) })
 	if n := st.Lambda.Core().Counters().Requests[lambdasim.EndpointSSHKeys]; n != 1 {
 		t.Fatalf("the startup check made %d ssh-keys calls, want 1", n)
+	}
+	if len(reported) != 1 || !strings.HasPrefix(reported[0], "lambdalabs: ") || !strings.Contains(reported[0], lambdasim.DefaultSSHKeyName) {
+		t.Errorf("reported %q, want one report for lambdalabs naming the key", reported)
 	}
 	if _, err := adapters[0].Offers(ctx); !providers.IsClass(err, providers.ClassInvalid) || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("Offers with the key missing: %v, want the key named as not registered", err)
