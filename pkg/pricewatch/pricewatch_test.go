@@ -87,7 +87,7 @@ func TestFindPaperspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	la, err := lambda.New(lambda.Config{BaseURL: "http://127.0.0.1:1", Key: key})
+	la, err := lambda.New(lambda.Config{BaseURL: "http://127.0.0.1:1", Key: key, SSHKeyName: "ops"})
 	if err != nil {
 		t.Fatal(err)
 	}
