@@ -125,6 +125,7 @@ nodeTaints: [{key: gpu, value: "a b", effect: NoSchedule}]`, field: "spec.nodeTa
 	{name: "regionPolicy LowestPrice", spec: "gpuType: A100\nregionPreference: [us-west, eu]\nregionPolicy: LowestPrice"},
 	{name: "unknown regionPolicy", spec: "gpuType: A100\nregionPolicy: Cheapest", field: "spec.regionPolicy"},
 	{name: "provider runpod", spec: "gpuType: A100\nprovider: runpod"},
+	{name: "provider vastai", spec: "gpuType: RTX4090\nprovider: vastai"},
 	{name: "unknown provider", spec: "gpuType: A100\nprovider: aws", field: "spec.provider"},
 	{name: "bootstrap without secretName", spec: `gpuType: A100
 bootstrap: {secretName: ""}`, field: "spec.bootstrap.secretName"},

@@ -118,9 +118,9 @@ type GPURequestSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	MaxPrice *float64 `json:"maxPrice,omitempty"`
 
-	// provider pins the request to one provider: lambdalabs, runpod or paperspace.
+	// provider pins the request to one provider: lambdalabs, runpod, paperspace or vastai.
 	// +optional
-	// +kubebuilder:validation:Enum=lambdalabs;runpod;paperspace
+	// +kubebuilder:validation:Enum=lambdalabs;runpod;paperspace;vastai
 	Provider string `json:"provider,omitempty"`
 
 	// maxLifetime terminates the machine this long after it was provisioned (for example "8h"); mutable.

@@ -41,7 +41,7 @@ var reservedLabelDomains = []string{"kubernetes.io", "k8s.io", GroupName}
 
 var (
 	regionPolicies = []string{string(RegionPolicyOrdered), string(RegionPolicyLowestPrice)}
-	providerNames  = []string{"lambdalabs", "runpod", "paperspace"}
+	providerNames  = []string{"lambdalabs", "runpod", "paperspace", "vastai"}
 	taintEffects   = []string{string(corev1.TaintEffectNoSchedule), string(corev1.TaintEffectPreferNoSchedule), string(corev1.TaintEffectNoExecute)}
 )
 

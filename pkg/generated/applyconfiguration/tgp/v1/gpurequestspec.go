@@ -43,7 +43,7 @@ type GPURequestSpecApplyConfiguration struct {
 	MaxSpotPrice *float64 `json:"maxSpotPrice,omitempty"`
 	// maxPrice caps an on-demand machine in USD per hour for the whole machine (the spot cap too when maxSpotPrice is unset).
 	MaxPrice *float64 `json:"maxPrice,omitempty"`
-	// provider pins the request to one provider: lambdalabs, runpod or paperspace.
+	// provider pins the request to one provider: lambdalabs, runpod, paperspace or vastai.
 	Provider *string `json:"provider,omitempty"`
 	// maxLifetime terminates the machine this long after it was provisioned (for example "8h"); mutable.
 	MaxLifetime *tgpv1.Duration `json:"maxLifetime,omitempty"`
