@@ -436,14 +436,36 @@ var logDir string
 // are Ready, to <heapProfile>.<N> (read it with `go tool pprof`).
 var heapProfile string
 
+// cpuProfile, when set (-cpu-profile), makes the scale runs start the
+// operator with --enable-pprof and save a CPU profile of the first
+// cpuProfileSeconds after the requests' creation starts to <cpuProfile>.<N>.
+var (
+	cpuProfile        string
+	cpuProfileSeconds int
+)
+
 func saveHeapProfile(metricsAddr, path string) error {
-	resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/heap")
+	return saveProfile("http://"+metricsAddr+"/debug/pprof/heap", path)
+}
+
+// startCPUProfile asks the operator for a CPU profile of the next seconds
+// and returns a function that waits for it and reports how saving went.
+func startCPUProfile(metricsAddr, path string, seconds int) func() error {
+	done := make(chan error, 1)
+	go func() {
+		done <- saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", metricsAddr, seconds), path)
+	}()
+	return func() error { return <-done }
+}
+
+func saveProfile(url, path string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET heap profile: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -57,6 +57,8 @@ func main() {
 		seed     = flag.Int64("seed", 0, "Seed of the chaos and fault runs (0: from the clock); each run prints its seed, so a run can be replayed.")
 	)
 	flag.StringVar(&logDir, "logs", "", "Keep each operator process's log in this directory.")
+	flag.StringVar(&cpuProfile, "cpu-profile", "", "Save a CPU profile of the operator from the requests' creation on to FILE.<N>.")
+	flag.IntVar(&cpuProfileSeconds, "cpu-profile-seconds", 30, "How many seconds the -cpu-profile covers.")
 	flag.StringVar(&heapProfile, "heap-profile", "", "Save the operator's heap profile when all requests are Ready to FILE.<N>.")
 	flag.Parse()
 	if *seed == 0 {

@@ -260,7 +260,7 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst),
 		"--poll-interval", poll.String()}, s.operatorArgs()...)
-	if heapProfile != "" {
+	if heapProfile != "" || cpuProfile != "" {
 		args = append(args, "--enable-pprof")
 	}
 	op, err := startOperator(bin, args, keyEnv(simKeys))
@@ -283,6 +283,10 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 	self0, _ := procCPU(selfPID())
 
 	start := time.Now()
+	waitCPUProfile := func() error { return nil }
+	if cpuProfile != "" {
+		waitCPUProfile = startCPUProfile(op.metricsAddr, fmt.Sprintf("%s.%d", cpuProfile, n), cpuProfileSeconds)
+	}
 	if err := createRequests(ctx, c.client, n, 16, benchRequest); err != nil {
 		res.Err = err
 		return res
@@ -317,6 +321,9 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 				res.APIByVerb[k] = d
 			}
 		}
+	}
+	if err := waitCPUProfile(); err != nil {
+		logf("  cpu profile: %v", err)
 	}
 	if ru := op.stop(10 * time.Second); ru != nil {
 		res.ExitMaxRSS = ru.Maxrss * 1024
