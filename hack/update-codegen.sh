@@ -43,4 +43,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "${tmp}"' EXIT
 GOFLAGS=-mod=mod go run "sigs.k8s.io/controller-tools/cmd/controller-gen@${CONTROLLER_TOOLS_VERSION}" \
   crd:allowDangerousTypes=true paths=./pkg/apis/... output:crd:dir="${tmp}"
-cp "${tmp}/tgp.solanyn.com_gpurequests.yaml" manifests/10-crd-gpurequests.yaml
+# One manifest per CRD; a kind added to pkg/apis must be given its file here.
+crds=(
+  "tgp.solanyn.com_gpurequests.yaml:manifests/10-crd-gpurequests.yaml"
+  "tgp.solanyn.com_gpubudgets.yaml:manifests/11-crd-gpubudgets.yaml"
+)
+for pair in "${crds[@]}"; do
+  mv "${tmp}/${pair%%:*}" "${pair#*:}"
+done
+if left=$(ls -A "${tmp}") && [ -n "${left}" ]; then
+  echo "controller-gen wrote CRDs with no manifest file in hack/update-codegen.sh: ${left}" >&2
+  exit 1
+fi

@@ -34,18 +34,32 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 	// Group=tgp.solanyn.com, Version=v1
 	case v1.SchemeGroupVersion.WithKind("BootstrapSource"):
 		return &tgpv1.BootstrapSourceApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("BudgetHeadroom"):
+		return &tgpv1.BudgetHeadroomApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("ContainerEnvVar"):
 		return &tgpv1.ContainerEnvVarApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("ContainerPort"):
 		return &tgpv1.ContainerPortApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("ContainerSpec"):
 		return &tgpv1.ContainerSpecApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("DeletedRequest"):
+		return &tgpv1.DeletedRequestApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("DeletedSpend"):
+		return &tgpv1.DeletedSpendApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("GPUBudget"):
+		return &tgpv1.GPUBudgetApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("GPUBudgetSpec"):
+		return &tgpv1.GPUBudgetSpecApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("GPUBudgetStatus"):
+		return &tgpv1.GPUBudgetStatusApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequest"):
 		return &tgpv1.GPURequestApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequestSpec"):
 		return &tgpv1.GPURequestSpecApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("GPURequestStatus"):
 		return &tgpv1.GPURequestStatusApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("MonthCost"):
+		return &tgpv1.MonthCostApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("NodeTaint"):
 		return &tgpv1.NodeTaintApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("PortStatus"):

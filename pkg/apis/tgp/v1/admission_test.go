@@ -166,16 +166,19 @@ spec: {gpuType: H100, regionPreference: [us-west-1], spotInstance: true, maxPric
 	})
 
 	t.Run("table has the nine columns in order", func(t *testing.T) {
-		cols := tableColumns(ctx, t, env)
+		cols := tableColumns(ctx, t, env, "gpurequests")
 		want := []string{"Name", "GPU", "COUNT", "SPOT", "PROVIDER", "REGION", "PRICE", "PHASE", "NODE", "AGE"}
 		if strings.Join(cols, ",") != strings.Join(want, ",") {
 			t.Errorf("columns %v, want %v", cols, want)
 		}
 	})
+
+	t.Run("GPUBudget", func(t *testing.T) { testBudgetAdmission(t, env, client) })
 }
 
-// tableColumns asks the API server for the Table that kubectl get prints.
-func tableColumns(ctx context.Context, t *testing.T, env *testenv.Env) []string {
+// tableColumns asks the API server for the Table that kubectl get prints
+// for resource in the default namespace.
+func tableColumns(ctx context.Context, t *testing.T, env *testenv.Env, resource string) []string {
 	t.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.GroupVersion = &tgpv1.SchemeGroupVersion
@@ -186,7 +189,7 @@ func tableColumns(ctx context.Context, t *testing.T, env *testenv.Env) []string 
 		t.Fatal(err)
 	}
 	var table metav1.Table
-	err = rc.Get().Namespace("default").Resource("gpurequests").
+	err = rc.Get().Namespace("default").Resource(resource).
 		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").
 		Do(ctx).Into(&table)
 	if err != nil {
@@ -222,4 +225,6 @@ spec: {gpuType: A100, gpuCount: 2}`); err != nil {
 	if len(lines) != 2 || !strings.HasPrefix(lines[1], "printed") || !strings.Contains(lines[1], "A100") {
 		t.Errorf("kubectl rows:\n%s", out)
 	}
+
+	t.Run("gpubudgets", func(t *testing.T) { testKubectlGetBudgets(t, env, client) })
 }

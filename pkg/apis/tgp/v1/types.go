@@ -435,6 +435,11 @@ type GPURequestStatus struct {
 	// costUpdatedAt is the moment accumulatedCost was last brought up to date.
 	// +optional
 	CostUpdatedAt *metav1.Time `json:"costUpdatedAt,omitempty"`
+	// monthCost is the part of accumulatedCost accrued in the current
+	// calendar month (UTC) as of costUpdatedAt: what GPUBudgets count as this
+	// request's month-to-date spend. It starts again from zero in a new month.
+	// +optional
+	MonthCost *MonthCost `json:"monthCost,omitempty"`
 	// selection is a short summary of the last offer selection: the chosen offer, offers considered and why others lost.
 	// +optional
 	Selection string `json:"selection,omitempty"`

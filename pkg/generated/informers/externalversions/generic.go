@@ -53,6 +53,8 @@ func (f *genericInformer) Lister() cache.GenericLister {
 func (f *sharedInformerFactory) ForResource(resource schema.GroupVersionResource) (GenericInformer, error) {
 	switch resource {
 	// Group=tgp.solanyn.com, Version=v1
+	case v1.SchemeGroupVersion.WithResource("gpubudgets"):
+		return &genericInformer{resource: resource.GroupResource(), informer: f.Tgp().V1().GPUBudgets().Informer()}, nil
 	case v1.SchemeGroupVersion.WithResource("gpurequests"):
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Tgp().V1().GPURequests().Informer()}, nil
 

@@ -77,6 +77,10 @@ type GPURequestStatusApplyConfiguration struct {
 	AccumulatedCost *float64 `json:"accumulatedCost,omitempty"`
 	// costUpdatedAt is the moment accumulatedCost was last brought up to date.
 	CostUpdatedAt *metav1.Time `json:"costUpdatedAt,omitempty"`
+	// monthCost is the part of accumulatedCost accrued in the current
+	// calendar month (UTC) as of costUpdatedAt: what GPUBudgets count as this
+	// request's month-to-date spend. It starts again from zero in a new month.
+	MonthCost *MonthCostApplyConfiguration `json:"monthCost,omitempty"`
 	// selection is a short summary of the last offer selection: the chosen offer, offers considered and why others lost.
 	Selection *string `json:"selection,omitempty"`
 	// message is a human-readable explanation of the current phase.
@@ -287,6 +291,14 @@ func (b *GPURequestStatusApplyConfiguration) WithAccumulatedCost(value float64) 
 // If called multiple times, the CostUpdatedAt field is set to the value of the last call.
 func (b *GPURequestStatusApplyConfiguration) WithCostUpdatedAt(value metav1.Time) *GPURequestStatusApplyConfiguration {
 	b.CostUpdatedAt = &value
+	return b
+}
+
+// WithMonthCost sets the MonthCost field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the MonthCost field is set to the value of the last call.
+func (b *GPURequestStatusApplyConfiguration) WithMonthCost(value *MonthCostApplyConfiguration) *GPURequestStatusApplyConfiguration {
+	b.MonthCost = value
 	return b
 }
 

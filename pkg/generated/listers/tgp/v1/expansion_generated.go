@@ -18,6 +18,14 @@ limitations under the License.
 
 package v1
 
+// GPUBudgetListerExpansion allows custom methods to be added to
+// GPUBudgetLister.
+type GPUBudgetListerExpansion interface{}
+
+// GPUBudgetNamespaceListerExpansion allows custom methods to be added to
+// GPUBudgetNamespaceLister.
+type GPUBudgetNamespaceListerExpansion interface{}
+
 // GPURequestListerExpansion allows custom methods to be added to
 // GPURequestLister.
 type GPURequestListerExpansion interface{}

@@ -24,6 +24,8 @@ import (
 
 // Interface provides access to all the informers in this group version.
 type Interface interface {
+	// GPUBudgets returns a GPUBudgetInformer.
+	GPUBudgets() TypedGPUBudgetInformer
 	// GPURequests returns a GPURequestInformer.
 	GPURequests() TypedGPURequestInformer
 }
@@ -37,6 +39,11 @@ type version struct {
 // New returns a new Interface.
 func New(f internalinterfaces.SharedInformerFactory, namespace string, tweakListOptions internalinterfaces.TweakListOptionsFunc) Interface {
 	return &version{factory: f, namespace: namespace, tweakListOptions: tweakListOptions}
+}
+
+// GPUBudgets returns a TypedGPUBudgetInformer.
+func (v *version) GPUBudgets() TypedGPUBudgetInformer {
+	return &gPUBudgetInformer{factory: v.factory, namespace: v.namespace, tweakListOptions: v.tweakListOptions}
 }
 
 // GPURequests returns a TypedGPURequestInformer.

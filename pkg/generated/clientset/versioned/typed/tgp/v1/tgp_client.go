@@ -28,12 +28,17 @@ import (
 
 type TgpV1Interface interface {
 	RESTClient() rest.Interface
+	GPUBudgetsGetter
 	GPURequestsGetter
 }
 
 // TgpV1Client is used to interact with features provided by the tgp.solanyn.com group.
 type TgpV1Client struct {
 	restClient rest.Interface
+}
+
+func (c *TgpV1Client) GPUBudgets(namespace string) GPUBudgetInterface {
+	return newGPUBudgets(c, namespace)
 }
 
 func (c *TgpV1Client) GPURequests(namespace string) GPURequestInterface {

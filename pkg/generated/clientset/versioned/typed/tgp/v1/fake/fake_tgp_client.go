@@ -28,6 +28,10 @@ type FakeTgpV1 struct {
 	*testing.Fake
 }
 
+func (c *FakeTgpV1) GPUBudgets(namespace string) v1.GPUBudgetInterface {
+	return newFakeGPUBudgets(c, namespace)
+}
+
 func (c *FakeTgpV1) GPURequests(namespace string) v1.GPURequestInterface {
 	return newFakeGPURequests(c, namespace)
 }
