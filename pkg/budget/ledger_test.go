@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/budget"
+	listers "github.com/solanyn/gpu-operator/pkg/generated/listers/tgp/v1"
 )
 
 func claim(r *tgpv1.GPURequest, price float64, gpus int32) budget.Claim {
@@ -422,5 +424,34 @@ func TestLedgerSourceErrors(t *testing.T) {
 	}
 	if _, _, n := l.InFlight(ns); n != 0 {
 		t.Errorf("%d reservations after failed Reserves", n)
+	}
+}
+
+// ListerSource reads one namespace from the informers' listers.
+func TestListerSource(t *testing.T) {
+	budgets := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	requests := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	other := newBudget("other", maxHourly(1))
+	other.Namespace = "team-b"
+	for _, b := range []*tgpv1.GPUBudget{newBudget("team", maxHourly(1)), other} {
+		if err := budgets.Add(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []*tgpv1.GPURequest{request("busy", running(1, t0)), request("a")} {
+		if err := requests.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := budget.ListerSource(listers.NewGPUBudgetLister(budgets), listers.NewGPURequestLister(requests))
+	if bs, err := src.Budgets(ns); err != nil || len(bs) != 1 || bs[0].Name != "team" {
+		t.Errorf("Budgets(%s) = %v, %v", ns, bs, err)
+	}
+	if rs, err := src.Requests(ns); err != nil || len(rs) != 2 {
+		t.Errorf("Requests(%s) = %v, %v", ns, rs, err)
+	}
+	l := budget.NewLedger(src, clocktesting.NewFakeClock(t0))
+	if _, err := l.Reserve(claim(request("a"), 0.5, 1)); err == nil {
+		t.Error("a launch fitted a budget the listed machine fills")
 	}
 }
