@@ -7,8 +7,9 @@ const (
 	// VM is a virtual (or bare-metal) machine that boots user data and can
 	// run a kubelet: it joins the cluster as a Node.
 	VM MachineKind = "vm"
-	// Container is a container on a provider's host (a RunPod pod): it runs
-	// an image and cannot join as a Node.
+	// Container is a container on a provider's host (a RunPod pod, a
+	// Vast.ai container instance): it runs an image and cannot join as a
+	// Node.
 	Container MachineKind = "container"
 )
 
@@ -83,4 +84,46 @@ func FormatOf(template string) BootstrapFormat {
 		return FormatScript
 	}
 	return FormatCloudInit
+}
+
+// BootstrapDelivery is how a VM's rendered bootstrap reaches it.
+type BootstrapDelivery string
+
+const (
+	// DeliverAtCreate: the bootstrap is LaunchRequest.UserData, sent in the
+	// create call and run at first boot (Lambda's cloud-init user_data,
+	// Paperspace's startup script).
+	DeliverAtCreate BootstrapDelivery = "create"
+	// DeliverOverSSH: the create call cannot carry it (Vast.ai's VMs support
+	// only the SSH launch mode, and its onstart field is documented for
+	// containers only). The operator runs it itself, as a script over SSH
+	// (pkg/providers/vastai/sshboot), once Instances reports the instance
+	// running with an Instance.SSH endpoint, authenticating with its own key
+	// pair, which the adapter registers with the account before it creates a
+	// VM. LaunchRequest.UserData is not sent.
+	DeliverOverSSH BootstrapDelivery = "ssh"
+)
+
+// BootstrapDeliverer is implemented by an adapter whose VMs do not take
+// their bootstrap in the create call.
+type BootstrapDeliverer interface {
+	// BootstrapDelivery says how the provider's VMs get their bootstrap.
+	BootstrapDelivery() BootstrapDelivery
+}
+
+// DeliveryOf is how p's VMs get their bootstrap: its own answer, or
+// DeliverAtCreate for an adapter that does not say.
+func DeliveryOf(p Provider) BootstrapDelivery {
+	if d, ok := p.(BootstrapDeliverer); ok {
+		return d.BootstrapDelivery()
+	}
+	return DeliverAtCreate
+}
+
+// SSHEndpoint is where an instance's SSH server listens.
+type SSHEndpoint struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// User is the login user (Vast.ai: root).
+	User string `json:"user"`
 }

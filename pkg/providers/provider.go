@@ -13,6 +13,7 @@ const (
 	LambdaLabs = "lambdalabs"
 	RunPod     = "runpod"
 	Paperspace = "paperspace"
+	VastAI     = "vastai"
 )
 
 // MachineNamePrefix starts the name of every machine the operator launches;
@@ -45,7 +46,7 @@ const (
 // one capacity type. An instance type sold both as spot and on-demand yields
 // two offers.
 type Offer struct {
-	// Provider is the adapter's name (LambdaLabs, RunPod, Paperspace).
+	// Provider is the adapter's name (LambdaLabs, RunPod, Paperspace, VastAI).
 	Provider string `json:"provider"`
 	// InstanceType is the provider's native type id, passed back to Launch.
 	InstanceType string `json:"instanceType"`
@@ -103,6 +104,14 @@ type LaunchRequest struct {
 	Container *ContainerSpec
 	// Tags are key/value labels attached where the provider supports them.
 	Tags map[string]string
+	// BidPrice is the bid, USD/h for the whole machine, of a launch of a
+	// Spot offer on a bid market (a provider that implements Bidder:
+	// Vast.ai, whose interruptible instances are bids). The controller sets
+	// it from the provider's bid policy (Bidder.BidFor, between the offer's
+	// minimum bid and the request's spot cap); the adapter sends it as the
+	// create's bid (Vast.ai: "price"). Zero for on-demand offers and for
+	// providers without bids, which ignore it.
+	BidPrice float64
 }
 
 // InstanceState is an instance's provider state, normalized.
@@ -138,6 +147,22 @@ type Instance struct {
 	PublicIP    string `json:"publicIP,omitempty"`
 	// Ports are a container machine's port mappings, when known.
 	Ports []PortMapping `json:"ports,omitempty"`
+	// BidPrice is the current bid of an interruptible instance on a bid
+	// market (Vast.ai), USD/h for the whole machine: what it costs while it
+	// runs. Zero when the instance is not a bid.
+	BidPrice float64 `json:"bidPrice,omitempty"`
+	// MinBid is the lowest bid the provider reports would win the
+	// instance's machine now (Vast.ai's min_bid), USD/h; zero when unknown.
+	// It is what a re-bid starts from (Bidder.BidFor).
+	MinBid float64 `json:"minBid,omitempty"`
+	// Outbid is set for an interruptible instance that a higher bid has
+	// stopped (State is StateInterrupted): it still exists, and raising its
+	// bid above MinBid (Bidder.RaiseBid) may resume it.
+	Outbid bool `json:"outbid,omitempty"`
+	// SSH is where the instance's SSH server is reachable, when the
+	// provider reports it (Vast.ai): a VM whose bootstrap is delivered over
+	// SSH (DeliverOverSSH) is bootstrapped there once it is running.
+	SSH *SSHEndpoint `json:"ssh,omitempty"`
 }
 
 // Provider is one GPU cloud. Implementations are safe for concurrent use.
@@ -162,18 +187,43 @@ type Provider interface {
 	Terminate(ctx context.Context, id string) error
 }
 
+// Bidder is implemented by an adapter whose spot offers are bids
+// (Vast.ai's interruptible instances): a Spot offer is launched with
+// LaunchRequest.BidPrice, and an instance that is outbid (Instance.Outbid)
+// may be resumed by raising its bid.
+type Bidder interface {
+	// BidFor is the provider's bid policy: the bid to place on a machine
+	// whose minimum bid is minBid (a Spot offer's HourlyPrice at launch, an
+	// outbid instance's MinBid on a re-bid) under a spot cap of cap (the
+	// request's maxSpotPrice, or maxPrice when that is unset), both USD/h
+	// for the whole machine. ok is false when no bid at or under cap can
+	// win: the offer is not eligible, or the instance is an interruption.
+	BidFor(minBid, cap float64) (bid float64, ok bool)
+	// RaiseBid changes the bid of instance id to price, USD/h for the
+	// whole machine. An outbid instance whose new bid wins its machine
+	// resumes; one that still loses stays stopped (its MinBid says what
+	// would win). A missing instance is ClassNotFound.
+	RaiseBid(ctx context.Context, id string, price float64) error
+}
+
 // UserDataLimit is the largest rendered bootstrap, in bytes, that a
 // provider accepts; the operator refuses to render more (so one tenant's
 // oversized template never reaches a provider and never marks an offering
 // unavailable for everyone). Sources: ../shared/DESIGN.md "The providers as
 // they really are" (Lambda: cloud-init user_data, 1 MB; Paperspace: startup
 // script, 16 KB). RunPod's machines are containers and take no user data.
+// Vast.ai's VMs get theirs over SSH (DeliverOverSSH), as the standard input
+// of a shell: Vast.ai sets no limit there (its onstart field, limited to
+// 4048 characters by its spec, is not used), so the operator's own 1 MB
+// applies.
 func UserDataLimit(provider string) int {
 	switch provider {
 	case LambdaLabs:
 		return 1 << 20
 	case Paperspace:
 		return 16 << 10
+	case VastAI:
+		return 1 << 20
 	}
 	return 1 << 20
 }
