@@ -3,6 +3,11 @@
 // rendered bootstrap data, with providerID <provider>://<instance id>, and
 // marks it Ready; when the instance stops or dies the Node is removed. It
 // runs beside the simulators (tests, demo, benchmarks), never in the operator.
+//
+// A Vast.ai VM takes no user data at create: the operator runs its bootstrap
+// over SSH, and the simulator's SSH server records the script. That script
+// is the machine's user data here, so such a VM registers its Node only once
+// its bootstrap has been delivered, under the name the script gives it.
 package nodeagent
 
 import (

@@ -1,24 +1,31 @@
-// Package stack runs the three provider simulators on loopback HTTP servers
-// and builds the real provider adapters pointed at them: what integration
+// Package stack runs the provider simulators on loopback HTTP servers and
+// builds the real provider adapters pointed at them: what integration
 // tests, the demo and the benchmarks share.
 package stack
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"k8s.io/utils/clock"
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	paperspacesim "github.com/solanyn/gpu-operator/pkg/cloudsim/paperspace"
 	runpodsim "github.com/solanyn/gpu-operator/pkg/cloudsim/runpod"
+	vastaisim "github.com/solanyn/gpu-operator/pkg/cloudsim/vastai"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai/sshboot"
 )
 
 // Config configures each simulator; a provider whose Config is nil is not started.
@@ -26,6 +33,9 @@ type Config struct {
 	Lambda     *cloudsim.Config `json:"lambdalabs,omitempty"`
 	RunPod     *cloudsim.Config `json:"runpod,omitempty"`
 	Paperspace *cloudsim.Config `json:"paperspace,omitempty"`
+	// VastAI configures Vast.ai's simulator: its marketplace of hosts and
+	// the shared settings (its Catalog is derived from the hosts).
+	VastAI *vastaisim.Config `json:"vastai,omitempty"`
 	// Addrs optionally fixes each simulator's listen address ("127.0.0.1:8701").
 	Addrs map[string]string `json:"addrs,omitempty"`
 }
@@ -35,7 +45,16 @@ type Stack struct {
 	Lambda     *lambdasim.Server
 	RunPod     *runpodsim.Server
 	Paperspace *paperspacesim.Server
+	VastAI     *vastaisim.Server
 	servers    map[string]*httptest.Server
+
+	// vastKey is the operator's SSH key pair for Vast.ai VMs (made at
+	// Start): the adapters register its public half with the simulated
+	// account, and VastAIBootstrap delivers bootstraps with it.
+	vastKey    ssh.Signer
+	vastPublic string
+	mu         sync.Mutex
+	hostKeys   map[string]string // pinned host keys, by Vast.ai instance id
 }
 
 // Start runs the configured simulators on loopback.
@@ -76,7 +95,51 @@ func Start(cfg Config, clk clock.Clock) (*Stack, error) {
 			return nil, err
 		}
 	}
+	if cfg.VastAI != nil {
+		pemKey, _, err := sshboot.NewKey("gpu-operator-cloudsim")
+		if err == nil {
+			s.vastKey, s.vastPublic, err = sshboot.LoadKey(pemKey, "gpu-operator-cloudsim")
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("vastai: the operator's SSH key: %w", err)
+		}
+		s.hostKeys = map[string]string{}
+		s.VastAI = vastaisim.New(*cfg.VastAI, clk)
+		if err := start(providers.VastAI, s.VastAI); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// VastAISSHKey is the operator's SSH key pair for Vast.ai's VMs: the signer
+// and its authorized_keys line (nil and "" without a Vast.ai simulator).
+func (s *Stack) VastAISSHKey() (ssh.Signer, string) { return s.vastKey, s.vastPublic }
+
+// VastAIBootstrap delivers script to a running Vast.ai VM over SSH, as the
+// operator does (sshboot.Run with the stack's key), pinning each instance's
+// host key on first use. Short timeouts and backoff suit the loopback
+// simulator.
+func (s *Stack) VastAIBootstrap(ctx context.Context, in providers.Instance, script string) (sshboot.Result, error) {
+	if s.vastKey == nil {
+		return sshboot.Result{}, fmt.Errorf("no Vast.ai simulator in this stack")
+	}
+	if in.SSH == nil {
+		return sshboot.Result{}, fmt.Errorf("vastai instance %s has no SSH endpoint (state %s)", in.ID, in.State)
+	}
+	s.mu.Lock()
+	pinned := s.hostKeys[in.ID]
+	s.mu.Unlock()
+	res, err := sshboot.Run(ctx, *in.SSH, s.vastKey, script, sshboot.Options{
+		HostKey: pinned, Timeout: 10 * time.Second, Attempts: 20, Backoff: 50 * time.Millisecond})
+	if res.HostKey != "" && pinned == "" {
+		s.mu.Lock()
+		s.hostKeys[in.ID] = res.HostKey
+		s.mu.Unlock()
+	}
+	return res, err
 }
 
 // URL is the base URL of a provider's simulator ("" when not started).
@@ -98,6 +161,9 @@ func (s *Stack) Simulators() []cloudsim.Simulator {
 	}
 	if s.Paperspace != nil {
 		out = append(out, s.Paperspace)
+	}
+	if s.VastAI != nil {
+		out = append(out, s.VastAI)
 	}
 	return out
 }
@@ -121,10 +187,13 @@ func (s *Stack) Machines() []cloudsim.Machine {
 	return out
 }
 
-// Close stops the servers.
+// Close stops the servers (and the Vast.ai VMs' SSH servers).
 func (s *Stack) Close() {
 	for _, srv := range s.servers {
 		srv.Close()
+	}
+	if s.VastAI != nil {
+		s.VastAI.Close()
 	}
 }
 
@@ -142,6 +211,9 @@ type AdapterOptions struct {
 	// (the contract suite validates every request and answer against the
 	// provider's official OpenAPI document through it).
 	Transport func(provider string) http.RoundTripper
+	// VastAI, when set, edits the Vast.ai adapter's configuration before it
+	// is built (filters, disk, search limit).
+	VastAI func(*vastai.Config)
 }
 
 // Adapters builds the real adapters, on their generated clients, pointed at
@@ -199,6 +271,20 @@ func (s *Stack) Adapters(o AdapterOptions) ([]providers.Provider, error) {
 		a, err := paperspace.New(paperspace.Config{BaseURL: s.URL(providers.Paperspace) + "/v1",
 			Key: key(providers.Paperspace, s.Paperspace), RequestsPerSecond: rps(s.Paperspace), CallTimeout: o.CallTimeout, Clock: o.Clock,
 			HTTPClient: client(providers.Paperspace)})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	if s.VastAI != nil {
+		pub := s.vastPublic
+		cfg := vastai.Config{APIURL: s.URL(providers.VastAI), Key: key(providers.VastAI, s.VastAI),
+			RequestsPerSecond: rps(s.VastAI), CallTimeout: o.CallTimeout, Clock: o.Clock,
+			HTTPClient: client(providers.VastAI), SSHPublicKey: func() string { return pub }}
+		if o.VastAI != nil {
+			o.VastAI(&cfg)
+		}
+		a, err := vastai.New(cfg)
 		if err != nil {
 			return nil, err
 		}
