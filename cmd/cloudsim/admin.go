@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	vastaisim "github.com/solanyn/gpu-operator/pkg/cloudsim/vastai"
 )
 
 // adminUsage is what GET / on the admin API answers.
@@ -17,9 +18,14 @@ const adminUsage = `cloudsim admin API
   GET  /machines[?provider=P]          every simulated machine (JSON list), terminated ones included
   GET  /counters                       requests, launches per machine name, 429s and injected 5xx per provider
   GET  /runpod/creates                 every POST /v2/pods body RunPod received, as sent (image, args, env, ports)
-  POST /preempt?provider=P&id=ID       take a machine back, as the provider does (none sells spot: Lambda
-                                       reports it preempted, RunPod stops the pod (EXITED), Paperspace
-                                       turns the machine off)
+  GET  /vastai/creates                 every PUT /api/v0/asks/{id}/ body Vast.ai received, as sent
+  GET  /vastai/ssh-runs?id=ID          what a Vast.ai VM's SSH server was asked to run (commands and scripts)
+  POST /vastai/outbid?id=ID&price=P    place a competing bid of P $/h on the host of interruptible instance ID
+                                       (or name=NAME): the instance stops if its bid is now below the host's
+                                       minimum; raising its bid (changeBid) resumes it
+  POST /preempt?provider=P&id=ID       take a machine back, as the provider does (Lambda reports it
+                                       preempted, RunPod stops the pod (EXITED), Paperspace turns the
+                                       machine off, Vast.ai outbids an interruptible instance by $0.10/h)
   POST /preempt?name=NAME              the same, by machine name (the live machine of that name)
   POST /capacity?provider=P&instanceType=T&region=R&n=N
                                        set how many more machines of T the provider can launch in R
@@ -42,6 +48,9 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /machines", a.machines)
 	mux.HandleFunc("GET /counters", a.counters)
 	mux.HandleFunc("GET /runpod/creates", a.runpodCreates)
+	mux.HandleFunc("GET /vastai/creates", a.vastaiCreates)
+	mux.HandleFunc("GET /vastai/ssh-runs", a.vastaiSSHRuns)
+	mux.HandleFunc("POST /vastai/outbid", a.vastaiOutbid)
 	mux.HandleFunc("POST /preempt", a.preempt)
 	mux.HandleFunc("POST /capacity", a.capacity)
 	mux.HandleFunc("GET /faults", a.getFaults)
@@ -103,6 +112,79 @@ func (a *admin) runpodCreates(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	httpError(w, http.StatusNotFound, errors.New("runpod is not simulated here"))
+}
+
+// vastai is the Vast.ai simulator, if it runs here.
+func (a *admin) vastai() (*vastaisim.Server, error) {
+	for _, s := range a.sims {
+		if v, ok := s.(*vastaisim.Server); ok {
+			return v, nil
+		}
+	}
+	return nil, errors.New("vastai is not simulated here")
+}
+
+// vastaiCreates lists the create bodies Vast.ai's simulator received.
+func (a *admin) vastaiCreates(w http.ResponseWriter, _ *http.Request) {
+	v, err := a.vastai()
+	if err != nil {
+		httpError(w, http.StatusNotFound, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v.CreateBodies())
+}
+
+// vastaiSSHRuns lists what a VM's SSH server ran.
+func (a *admin) vastaiSSHRuns(w http.ResponseWriter, r *http.Request) {
+	v, err := a.vastai()
+	if err != nil {
+		httpError(w, http.StatusNotFound, err)
+		return
+	}
+	runs, err := v.SSHRuns(r.URL.Query().Get("id"))
+	if err != nil {
+		httpError(w, http.StatusNotFound, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, runs)
+}
+
+// vastaiOutbid places a competing bid on an interruptible instance's host,
+// by id or by the name of the live instance.
+func (a *admin) vastaiOutbid(w http.ResponseWriter, r *http.Request) {
+	v, err := a.vastai()
+	if err != nil {
+		httpError(w, http.StatusNotFound, err)
+		return
+	}
+	q := r.URL.Query()
+	id, name := q.Get("id"), q.Get("name")
+	price, perr := strconv.ParseFloat(q.Get("price"), 64)
+	if (id == "") == (name == "") || perr != nil || !(price > 0) {
+		httpError(w, http.StatusBadRequest, errors.New("give exactly one of id= or name=, and price= (USD/h, positive)"))
+		return
+	}
+	if name != "" {
+		for _, m := range v.Machines() {
+			if m.Name == name && m.Live {
+				id = m.ID
+			}
+		}
+		if id == "" {
+			httpError(w, http.StatusNotFound, fmt.Errorf("no live Vast.ai instance named %q", name))
+			return
+		}
+	}
+	if err := v.Outbid(id, price); err != nil {
+		httpError(w, http.StatusConflict, err)
+		return
+	}
+	for _, m := range v.Machines() {
+		if m.ID == id {
+			writeJSON(w, http.StatusOK, m)
+			return
+		}
+	}
 }
 
 // preempt takes a machine back, by provider and id or by machine name.

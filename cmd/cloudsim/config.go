@@ -14,10 +14,12 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	lambdasim "github.com/solanyn/gpu-operator/pkg/cloudsim/lambda"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	vastaisim "github.com/solanyn/gpu-operator/pkg/cloudsim/vastai"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai"
 )
 
 // AdminAddrKey is the key of the admin API's address in File.Addrs, beside
@@ -29,13 +31,18 @@ const AdminAddrKey = "admin"
 //
 //	{
 //	  "addrs": {"lambdalabs": "127.0.0.1:8701", "runpod": "127.0.0.1:8702",
-//	            "paperspace": "127.0.0.1:8703", "admin": "127.0.0.1:8700"},
+//	            "paperspace": "127.0.0.1:8703", "vastai": "127.0.0.1:8704",
+//	            "admin": "127.0.0.1:8700"},
 //	  "bootDelay": "3s",
 //	  "providers": {
 //	    "lambdalabs": {"source": "https://...", "date": "2026-11-26", "apiKey": "...",
 //	                   "sshKeys": ["gpu-operator-demo"],
 //	                   "catalog": [{"instanceType": "gpu_1x_a10", "gpus": 1, "region": "us-east-1",
 //	                                "onDemandPrice": 0.75, "capacity": 10}]},
+//	    "vastai": {"hosts": [{"id": 1001, "gpuName": "RTX 4090", "numGPUs": 1, "gpuRAM": 24564,
+//	                          "geolocation": "California, US", "dphTotal": 0.42, "minBid": 0.18,
+//	                          "reliability": 0.995, "verified": true, "vmsEnabled": true}],
+//	               "market": {"hosts": 5000, "seed": 1}},
 //	    ...
 //	  }
 //	}
@@ -74,8 +81,15 @@ type ProviderFile struct {
 	Seed              uint64    `json:"seed,omitempty"`
 	Faults            Faults    `json:"faults,omitzero"`
 	// Catalog lists the instance types sold per native region, in the
-	// provider's own ids and price units (see cloudsim.CatalogEntry).
-	Catalog []cloudsim.CatalogEntry `json:"catalog"`
+	// provider's own ids and price units (see cloudsim.CatalogEntry). Not for
+	// Vast.ai, whose marketplace is Hosts and Market.
+	Catalog []cloudsim.CatalogEntry `json:"catalog,omitempty"`
+	// Hosts (Vast.ai only) are the marketplace's hosts, one ask each, in
+	// Vast.ai's terms (vastaisim.Host: GPU name, whole-machine on-demand
+	// price and minimum bid, reliability, verified, VMs enabled).
+	Hosts []vastaisim.Host `json:"hosts,omitempty"`
+	// Market (Vast.ai only) generates more hosts, reproducibly from a seed.
+	Market *vastaisim.Market `json:"market,omitempty"`
 }
 
 // Faults is cloudsim.Faults with human durations, for the file and the
@@ -129,7 +143,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // providerNames are the providers cloudsim can simulate, in start order.
-var providerNames = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace}
+var providerNames = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace, providers.VastAI}
 
 // LoadFile reads and checks a configuration file. Unknown keys are errors,
 // so a typo does not silently leave a setting at its default.
@@ -195,6 +209,11 @@ func (f *File) Validate() error {
 		if p.RequestsPerSecond < 0 || p.LaunchInterval < 0 || p.Quota < 0 {
 			errs = append(errs, fmt.Sprintf("providers.%s: requestsPerSecond, launchInterval and quota must not be negative", name))
 		}
+		if name == providers.VastAI {
+			errs = append(errs, validateVastAI(p)...)
+		} else if len(p.Hosts) > 0 || p.Market != nil {
+			errs = append(errs, fmt.Sprintf("providers.%s: hosts and market are Vast.ai settings", name))
+		}
 		seen := map[string]bool{}
 		for i, e := range p.Catalog {
 			at := fmt.Sprintf("providers.%s.catalog[%d]", name, i)
@@ -218,17 +237,61 @@ func (f *File) Validate() error {
 	return nil
 }
 
+// validateVastAI checks a Vast.ai marketplace: hosts instead of a catalog,
+// each with a unique positive ask id, GPUs, a location and prices that are
+// not negative (a minimum bid below the on-demand price).
+func validateVastAI(p *ProviderFile) []string {
+	var errs []string
+	if len(p.Catalog) > 0 {
+		errs = append(errs, "providers.vastai: a Vast.ai marketplace is hosts (and market), not a catalog")
+	}
+	if p.Market != nil && p.Market.Hosts < 0 {
+		errs = append(errs, "providers.vastai.market.hosts must not be negative")
+	}
+	ids := map[int]bool{}
+	for i, h := range p.Hosts {
+		at := fmt.Sprintf("providers.vastai.hosts[%d]", i)
+		switch {
+		case h.ID <= 0 || ids[h.ID]:
+			errs = append(errs, fmt.Sprintf("%s: id %d must be positive and unique", at, h.ID))
+		case h.GPUName == "" || h.NumGPUs <= 0 || h.Geolocation == "":
+			errs = append(errs, at+": gpuName, numGPUs and geolocation are required")
+		case !(h.DPHTotal > 0) || h.MinBid < 0 || (h.MinBid > 0 && h.MinBid >= h.DPHTotal):
+			errs = append(errs, at+": dphTotal must be positive and minBid, if any, below it")
+		case h.Reliability < 0 || h.Reliability > 1:
+			errs = append(errs, at+": reliability is a 0-1 score")
+		}
+		ids[h.ID] = true
+	}
+	return errs
+}
+
 // Warnings lists catalog entries the operator will ignore: instance types
 // its adapters map to no canonical GPU, native regions they do not know, and
-// spot prices (none of the simulated providers sells spot: Lambda and
+// spot prices (Lambda, RunPod and Paperspace sell no spot: Lambda and
 // Paperspace never did, RunPod withdrew it in 2026, and their simulators
-// ignore spotPrice). They are legal (a simulator may sell more than the
-// operator buys) but usually a mistake in a demo catalog.
+// ignore spotPrice; Vast.ai's bids are its hosts' minBid). They are legal (a
+// simulator may sell more than the operator buys) but usually a mistake in a
+// demo catalog. For Vast.ai the listed hosts are checked (a generated
+// market sells unmapped models on purpose): GPU names the operator maps to
+// no canonical type, and hosts its default search leaves out (unverified,
+// reliability under vastai.DefaultMinReliability).
 func (f *File) Warnings() []string {
 	var out []string
 	for _, name := range providerNames {
 		p := f.Providers[name]
 		if p == nil {
+			continue
+		}
+		if name == providers.VastAI {
+			for _, h := range p.Hosts {
+				if _, ok := vastai.GPUType(h.GPUName, h.GPURAM); !ok {
+					out = append(out, fmt.Sprintf("vastai: host %d: the operator maps GPU %q to no canonical GPU type", h.ID, h.GPUName))
+				}
+				if !h.Verified || h.Reliability < vastai.DefaultMinReliability {
+					out = append(out, fmt.Sprintf("vastai: host %d is unverified or has reliability %v: the operator's default search leaves it out", h.ID, h.Reliability))
+				}
+			}
 			continue
 		}
 		for _, e := range p.Catalog {
@@ -294,6 +357,8 @@ func (f *File) StackConfig(o Overrides) stack.Config {
 			cfg.RunPod = c
 		case providers.Paperspace:
 			cfg.Paperspace = c
+		case providers.VastAI:
+			cfg.VastAI = &vastaisim.Config{Config: *c, Hosts: append([]vastaisim.Host(nil), p.Hosts...), Market: p.Market}
 		}
 		// A port of its own even when none is configured, never one the
 		// stack's httptest default would pick on another interface.

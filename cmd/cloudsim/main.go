@@ -1,13 +1,17 @@
-// Command cloudsim serves the Lambda Cloud, RunPod and Paperspace simulators
-// (pkg/cloudsim) over loopback HTTP for the local demo and manual testing,
-// with a catalog read from a JSON or YAML file (see hack/demo/catalog.json).
+// Command cloudsim serves the Lambda Cloud, RunPod, Paperspace and Vast.ai
+// simulators (pkg/cloudsim) over loopback HTTP for the local demo and manual
+// testing, with a catalog read from a JSON or YAML file (see
+// hack/demo/catalog.json; Vast.ai's is a marketplace of hosts).
 //
 // With --kubeconfig it also runs the node agent, which plays kubelet: a
 // simulated VM that becomes active registers a Ready Node, and the Node goes
-// away when the machine dies (RunPod pods are containers and register none).
-// A small admin API (--admin-addr) takes machines back as each provider does
-// (Lambda: preempted; RunPod: pod EXITED; Paperspace: machine off), sets the
-// capacity left, lists machines, reports counters and injects faults.
+// away when the machine dies (RunPod pods and Vast.ai container instances
+// are containers and register none; a Vast.ai VM registers once the operator
+// has run its bootstrap over SSH on the VM's loopback SSH server). A small
+// admin API (--admin-addr) takes machines back as each provider does
+// (Lambda: preempted; RunPod: pod EXITED; Paperspace: machine off; Vast.ai:
+// outbid), places competing Vast.ai bids, sets the capacity left, lists
+// machines, reports counters and injects faults.
 //
 //	cloudsim --config hack/demo/catalog.json --kubeconfig .demo/run/controlplane/kubeconfig
 package main
@@ -79,6 +83,7 @@ func run(args []string, stdout io.Writer) error {
 	addrFlag(providers.LambdaLabs, "lambda-addr")
 	addrFlag(providers.RunPod, "runpod-addr")
 	addrFlag(providers.Paperspace, "paperspace-addr")
+	addrFlag(providers.VastAI, "vastai-addr")
 	addrFlag(AdminAddrKey, "admin-addr")
 	durFlag := func(name, usage string, dst **time.Duration) {
 		fs.Func(name, usage, func(s string) error {
@@ -198,6 +203,8 @@ func operatorFlags(ep Endpoints, sshKey string) []string {
 			out = append(out, "--runpod-api-url="+p.URL)
 		case providers.Paperspace:
 			out = append(out, "--paperspace-url="+p.URL+"/v1")
+		case providers.VastAI:
+			out = append(out, "--vastai-url="+p.URL)
 		}
 	}
 	return append([]string{"--providers=" + strings.Join(enabled, ",")}, out...)
