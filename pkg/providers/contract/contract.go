@@ -1,11 +1,16 @@
 // Package contract is the behaviour every providers.Provider adapter owes the
 // controller, written once as a test suite and run against each adapter
 // pointed at its provider simulator over real HTTP (see contract_test.go):
-// normalized offers, launch/list/terminate, a launch that is one create and
-// is found by its name in the instance list (deduplication by name is the
-// controller's), idempotent terminate, the classification of every error
-// class the simulator produces in the provider's own format, and
-// Retry-After honoured without a request reaching the provider.
+// normalized offers, launch/list/terminate of every capacity type and
+// machine kind the provider sells (with a bid on a bid market, and the
+// bootstrap delivered over SSH where the create cannot carry it), a launch
+// that is one create and is found by its name in the instance list
+// (deduplication by name is the controller's: a second Launch of a name is
+// a second machine), idempotent terminate, the classification of every
+// error class the simulator produces in the provider's own format, and
+// Retry-After honoured without a request reaching the provider. On a bid
+// market, an outbid instance is an interruption that a winning re-bid
+// resumes.
 package contract
 
 import (
@@ -48,6 +53,14 @@ type Env struct {
 	// New builds a fresh adapter (no memory of earlier 429s),
 	// on its generated client, pointed at Sim.
 	New func(t *testing.T, o Options) providers.Provider
+	// Bootstrap delivers a VM's bootstrap script to a running instance as
+	// the operator does, for a provider whose VMs take it over SSH
+	// (providers.DeliverOverSSH); required for such a provider.
+	Bootstrap func(ctx context.Context, in providers.Instance, script string) error
+	// Outbid places a competing bid of price on the machine of
+	// interruptible instance id, for a provider whose spot offers are bids
+	// (providers.Bidder); required for such a provider.
+	Outbid func(id string, price float64) error
 }
 
 // Harness is what the suite needs to know about one provider.
@@ -74,6 +87,28 @@ type Harness struct {
 	// Spot says whether the provider sells spot capacity; if not, no offer
 	// may be spot.
 	Spot bool
+	// MissingID is an instance id in the provider's own format that no
+	// instance has (default "contract-no-such-instance"; Vast.ai's ids are
+	// integers).
+	MissingID string
+	// BadKeyStatuses are HTTP statuses, besides 401, the provider answers a
+	// bad key with (Vast.ai's offer search declares 404 for it).
+	BadKeyStatuses []int
+	// OneMachinePerOffer: every offer is one machine (Vast.ai's asks: "each
+	// offer ID can only be used to create one instance"), so the second
+	// Launch of a name goes to another offer.
+	OneMachinePerOffer bool
+	// InstanceTypeUnlisted: the provider's instance list does not say
+	// which instance type an instance was created from (Vast.ai lists the
+	// machine, not the ask), so Instances may leave InstanceType empty.
+	InstanceTypeUnlisted bool
+}
+
+func (h Harness) missingID() string {
+	if h.MissingID != "" {
+		return h.MissingID
+	}
+	return "contract-no-such-instance"
 }
 
 // Getter is implemented by adapters that can read one instance by id; only
@@ -95,6 +130,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("TerminateIdempotent", s.testTerminateIdempotent)
 	t.Run("Errors", s.testErrors)
 	t.Run("RetryAfterHonoured", s.testRetryAfter)
+	t.Run("OutbidAndRebid", s.testOutbid)
 }
 
 type suite struct{ h Harness }
@@ -134,8 +170,10 @@ var Container = providers.ContainerSpec{
 }
 
 // launchRequest is the suite's launch of offer under name: with Container
-// for a container offer, with userData for a VM.
-func launchRequest(name string, offer providers.Offer, userData string) providers.LaunchRequest {
+// for a container offer, with userData for a VM, and for a spot offer of a
+// bid market (providers.Bidder) with the provider's bid under a cap of 1.5
+// times the offer's price.
+func launchRequest(p providers.Provider, name string, offer providers.Offer, userData string) providers.LaunchRequest {
 	req := providers.LaunchRequest{Name: name, Offer: offer}
 	if providers.KindOf(offer) == providers.Container {
 		c := Container
@@ -143,11 +181,16 @@ func launchRequest(name string, offer providers.Offer, userData string) provider
 	} else {
 		req.UserData = userData
 	}
+	if b, ok := p.(providers.Bidder); ok && offer.Capacity == providers.Spot {
+		req.BidPrice, _ = b.BidFor(offer.HourlyPrice, 1.5*offer.HourlyPrice)
+	}
 	return req
 }
 
 // launchable are the offers the suite launches: the first available
-// on-demand wanted offer, and the first available spot one if any.
+// on-demand wanted offer, the first available spot one if any, and the
+// first available offer of each machine kind those two do not cover (so a
+// provider selling VMs and containers has both launched).
 func (s *suite) launchable(t *testing.T) []providers.Offer {
 	t.Helper()
 	var out []providers.Offer
@@ -160,7 +203,24 @@ func (s *suite) launchable(t *testing.T) []providers.Offer {
 	if len(out) == 0 || out[0].Capacity != providers.OnDemand {
 		t.Fatal("contract: Harness.Want has no available on-demand offer to launch")
 	}
+	for _, k := range []providers.MachineKind{providers.VM, providers.Container} {
+		if slices.ContainsFunc(out, func(o providers.Offer) bool { return providers.KindOf(o) == k }) {
+			continue
+		}
+		if i := slices.IndexFunc(s.h.Want, func(o providers.Offer) bool { return providers.KindOf(o) == k && o.Available }); i >= 0 {
+			out = append(out, s.h.Want[i])
+		}
+	}
 	return out
+}
+
+// userDataFor is the suite's bootstrap of a VM named name, in a format the
+// provider runs: cloud-init where it can, else a script.
+func userDataFor(p providers.Provider, name string) string {
+	if slices.Contains(providers.BootstrapFormats(p), providers.FormatCloudInit) {
+		return "#cloud-config\nhostname: " + name + "\n"
+	}
+	return "#!/bin/sh\nhostnamectl set-hostname " + name + "\n"
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -265,14 +325,21 @@ func findInstance(ins []providers.Instance, id string) (providers.Instance, bool
 
 func (s *suite) testLaunchListTerminate(t *testing.T) {
 	for _, offer := range s.launchable(t) {
-		t.Run(string(offer.Capacity), func(t *testing.T) {
+		t.Run(string(offer.Capacity)+"-"+string(providers.KindOf(offer)), func(t *testing.T) {
 			env := s.start(t, cloudsim.Config{})
 			p := s.adapter(t, env, Options{})
 			ctx := ctxFor(t)
-			name := providers.MachineNamePrefix + "contract-" + string(offer.Capacity)
-			userData := "#cloud-config\nhostname: " + name + "\n"
-			req := launchRequest(name, offer, userData)
+			name := providers.MachineNamePrefix + "contract-" + string(offer.Capacity) + "-" + string(providers.KindOf(offer))
+			req := launchRequest(p, name, offer, userDataFor(p, name))
 			req.Tags = map[string]string{"tgp.solanyn.com/request": "contract"}
+			_, bidder := p.(providers.Bidder)
+			if bidder && offer.Capacity == providers.Spot && !(req.BidPrice >= offer.HourlyPrice) {
+				t.Fatalf("BidFor(%v) = %v: no bid at or above the offer's minimum bid", offer.HourlyPrice, req.BidPrice)
+			}
+			overSSH := req.Container == nil && providers.DeliveryOf(p) == providers.DeliverOverSSH
+			if overSSH && env.Bootstrap == nil {
+				t.Fatal("contract: the provider delivers VM bootstraps over SSH but Env.Bootstrap is nil")
+			}
 			in, err := p.Launch(ctx, req)
 			if err != nil {
 				t.Fatalf("Launch: %v", err)
@@ -280,12 +347,17 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 			if in.ID == "" || in.Name != name || in.Provider != s.h.Provider {
 				t.Fatalf("Launch returned %+v", in)
 			}
+			// A bootstrap delivered over SSH is not in the create.
+			sent := req.UserData
+			if overSSH {
+				sent = ""
+			}
 			if ms := machinesNamed(env.Sim, name); len(ms) != 1 || ms[0].ID != in.ID || !ms[0].Live ||
 				ms[0].InstanceType != offer.InstanceType || ms[0].Region != offer.ProviderRegion ||
-				ms[0].Spot != (offer.Capacity == providers.Spot) || ms[0].UserData != req.UserData ||
+				ms[0].Spot != (offer.Capacity == providers.Spot) || ms[0].UserData != sent ||
 				ms[0].Container != (req.Container != nil) {
 				t.Fatalf("simulator machines named %s: %+v, want one live %s in %s (spot %v, container %v) with the user data %q, id %s",
-					name, ms, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot, req.Container != nil, req.UserData, in.ID)
+					name, ms, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot, req.Container != nil, sent, in.ID)
 			}
 
 			list, err := p.Instances(ctx)
@@ -296,11 +368,18 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 			if !ok {
 				t.Fatalf("Instances %+v lacks launched %s", list, in.ID)
 			}
-			if got.Name != name || got.Provider != s.h.Provider || got.InstanceType != offer.InstanceType ||
+			typeOK := got.InstanceType == offer.InstanceType || (s.h.InstanceTypeUnlisted && got.InstanceType == "")
+			if got.Name != name || got.Provider != s.h.Provider || !typeOK ||
 				got.ProviderRegion != offer.ProviderRegion || got.Spot != (offer.Capacity == providers.Spot) ||
 				!slices.Contains([]providers.InstanceState{providers.StatePending, providers.StateBooting, providers.StateRunning}, got.State) {
 				t.Errorf("listed %+v, want %s %s in %s (spot %v), pending, booting or running",
 					got, name, offer.InstanceType, offer.ProviderRegion, offer.Capacity == providers.Spot)
+			}
+			if bidder && offer.Capacity == providers.Spot && got.BidPrice != req.BidPrice {
+				t.Errorf("listed with bid %v, want the launch's %v", got.BidPrice, req.BidPrice)
+			}
+			if overSSH {
+				s.bootstrapOverSSH(t, ctx, env, p, got, req.UserData)
 			}
 
 			if err := p.Terminate(ctx, in.ID); err != nil {
@@ -320,6 +399,33 @@ func (s *suite) testLaunchListTerminate(t *testing.T) {
 	}
 }
 
+// bootstrapOverSSH waits until Instances lists a VM running with an SSH
+// endpoint, delivers its bootstrap with env.Bootstrap, and checks that the
+// simulated machine ran it.
+func (s *suite) bootstrapOverSSH(t *testing.T, ctx context.Context, env Env, p providers.Provider, in providers.Instance, script string) {
+	t.Helper()
+	for in.State != providers.StateRunning || in.SSH == nil {
+		if ctx.Err() != nil {
+			t.Fatalf("the VM never ran with an SSH endpoint: %+v", in)
+		}
+		time.Sleep(20 * time.Millisecond)
+		list, err := p.Instances(ctx)
+		if err != nil {
+			t.Fatalf("Instances: %v", err)
+		}
+		var ok bool
+		if in, ok = findInstance(list, in.ID); !ok {
+			t.Fatalf("the VM %s is no longer listed", in.ID)
+		}
+	}
+	if err := env.Bootstrap(ctx, in, script); err != nil {
+		t.Fatalf("delivering the bootstrap over SSH: %v", err)
+	}
+	if ms := machinesNamed(env.Sim, in.Name); len(ms) != 1 || ms[0].UserData != script || !ms[0].Active {
+		t.Errorf("after the SSH bootstrap the simulator has %+v, want it active with the script %q", ms, script)
+	}
+}
+
 // testLaunchCreates checks that an adapter keeps no launch memory: every
 // Launch is a create, a second Launch of one name included, and Instances
 // lists every instance under the name it was launched with, which is how
@@ -330,12 +436,23 @@ func (s *suite) testLaunchCreates(t *testing.T) {
 	env := s.start(t, cloudsim.Config{})
 	p := s.adapter(t, env, Options{})
 	ctx := ctxFor(t)
-	req := launchRequest(providers.MachineNamePrefix+"contract-twice", offer, "")
+	req := launchRequest(p, providers.MachineNamePrefix+"contract-twice", offer, "")
 	first, err := p.Launch(ctx, req)
 	if err != nil {
 		t.Fatalf("first Launch: %v", err)
 	}
-	second, err := p.Launch(ctx, req)
+	again := req
+	if s.h.OneMachinePerOffer {
+		// The first offer is rented now: the same name on another one.
+		i := slices.IndexFunc(s.h.Want, func(o providers.Offer) bool {
+			return o.Available && o.InstanceType != offer.InstanceType && providers.KindOf(o) == providers.KindOf(offer) && o.Capacity == providers.OnDemand
+		})
+		if i < 0 {
+			t.Fatal("contract: OneMachinePerOffer needs a second available on-demand offer of the first one's machine kind in Harness.Want")
+		}
+		again = launchRequest(p, req.Name, s.h.Want[i], "")
+	}
+	second, err := p.Launch(ctx, again)
 	if err != nil {
 		t.Fatalf("second Launch: %v", err)
 	}
@@ -369,7 +486,7 @@ func (s *suite) testTerminateIdempotent(t *testing.T) {
 	env := s.start(t, cloudsim.Config{})
 	p := s.adapter(t, env, Options{})
 	ctx := ctxFor(t)
-	in, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-term", s.launchable(t)[0], ""))
+	in, err := p.Launch(ctx, launchRequest(p, providers.MachineNamePrefix+"contract-term", s.launchable(t)[0], ""))
 	if err != nil {
 		t.Fatalf("Launch: %v", err)
 	}
@@ -383,7 +500,7 @@ func (s *suite) testTerminateIdempotent(t *testing.T) {
 		}
 	}
 	before := totalRequests(env.Sim)
-	if err := p.Terminate(ctx, "contract-no-such-instance"); err != nil {
+	if err := p.Terminate(ctx, s.h.missingID()); err != nil {
 		t.Errorf("Terminate of a missing instance: %v", err)
 	}
 	if totalRequests(env.Sim) == before {
@@ -397,22 +514,24 @@ type op struct {
 	call func(ctx context.Context, p providers.Provider, offer providers.Offer) error
 }
 
-var ops = []op{
-	{"Offers", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+// ops are the operations each fault is checked through.
+func (s *suite) ops() []op {
+	return []op{{"Offers", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
 		_, err := p.Offers(ctx)
 		return err
 	}},
-	{"Instances", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
-		_, err := p.Instances(ctx)
-		return err
-	}},
-	{"Launch", func(ctx context.Context, p providers.Provider, offer providers.Offer) error {
-		_, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-fault", offer, ""))
-		return err
-	}},
-	{"Terminate", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
-		return p.Terminate(ctx, "contract-some-instance")
-	}},
+		{"Instances", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+			_, err := p.Instances(ctx)
+			return err
+		}},
+		{"Launch", func(ctx context.Context, p providers.Provider, offer providers.Offer) error {
+			_, err := p.Launch(ctx, launchRequest(p, providers.MachineNamePrefix+"contract-fault", offer, ""))
+			return err
+		}},
+		{"Terminate", func(ctx context.Context, p providers.Provider, _ providers.Offer) error {
+			return p.Terminate(ctx, s.h.missingID())
+		}},
+	}
 }
 
 // wantError checks that err is a *providers.Error of the adapter, of class,
@@ -434,6 +553,16 @@ func (s *suite) wantError(t *testing.T, err error, class providers.ErrorClass, m
 		t.Errorf("error %q contains the API key", err)
 	}
 	return pe
+}
+
+// wantUnauthorized checks a bad key's error: ClassUnauthorized with a 401,
+// or one of the harness's BadKeyStatuses.
+func (s *suite) wantUnauthorized(t *testing.T, err error) {
+	t.Helper()
+	pe := s.wantError(t, err, providers.ClassUnauthorized, 0, 599)
+	if pe.HTTPStatus != http.StatusUnauthorized && !slices.Contains(s.h.BadKeyStatuses, pe.HTTPStatus) {
+		t.Errorf("HTTP status %d (%v), want 401 or one of %v", pe.HTTPStatus, err, s.h.BadKeyStatuses)
+	}
 }
 
 // epoch is the fake clocks' start.
@@ -476,7 +605,7 @@ func (s *suite) testErrors(t *testing.T) {
 	}
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
-			for _, o := range ops {
+			for _, o := range s.ops() {
 				t.Run(o.name, func(t *testing.T) {
 					env := s.start(t, cloudsim.Config{Faults: f.faults})
 					// A frozen clock makes a Retry-After exact.
@@ -484,6 +613,10 @@ func (s *suite) testErrors(t *testing.T) {
 					err := o.call(ctxFor(t), p, offer)
 					if f.class == providers.ClassRateLimited {
 						s.wantRateLimited(t, env, err)
+						return
+					}
+					if f.class == providers.ClassUnauthorized {
+						s.wantUnauthorized(t, err)
 						return
 					}
 					s.wantError(t, err, f.class, f.minStatus, f.maxStatus)
@@ -498,7 +631,7 @@ func (s *suite) testErrors(t *testing.T) {
 		if !env.Sim.Core().SetCapacity(offer.InstanceType, offer.ProviderRegion, 0) {
 			t.Fatalf("simulator catalog has no %s in %s", offer.InstanceType, offer.ProviderRegion)
 		}
-		_, err := p.Launch(ctxFor(t), launchRequest(providers.MachineNamePrefix+"contract-full", offer, ""))
+		_, err := p.Launch(ctxFor(t), launchRequest(p, providers.MachineNamePrefix+"contract-full", offer, ""))
 		s.wantError(t, err, providers.ClassCapacity, 400, 499)
 		if n := env.Sim.Core().Counters().Launches[providers.MachineNamePrefix+"contract-full"]; n != 0 {
 			t.Errorf("simulator launched %d machines without capacity", n)
@@ -508,10 +641,10 @@ func (s *suite) testErrors(t *testing.T) {
 		env := s.start(t, cloudsim.Config{Quota: 1})
 		p := s.adapter(t, env, Options{})
 		ctx := ctxFor(t)
-		if _, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-q1", offer, "")); err != nil {
+		if _, err := p.Launch(ctx, launchRequest(p, providers.MachineNamePrefix+"contract-q1", offer, "")); err != nil {
 			t.Fatalf("first Launch within quota: %v", err)
 		}
-		_, err := p.Launch(ctx, launchRequest(providers.MachineNamePrefix+"contract-q2", offer, ""))
+		_, err := p.Launch(ctx, launchRequest(p, providers.MachineNamePrefix+"contract-q2", offer, ""))
 		s.wantError(t, err, providers.ClassQuota, 400, 499)
 	})
 	t.Run("Invalid", func(t *testing.T) {
@@ -519,7 +652,7 @@ func (s *suite) testErrors(t *testing.T) {
 		p := s.adapter(t, env, Options{})
 		bogus := offer
 		bogus.InstanceType = "contract-unknown-type"
-		_, err := p.Launch(ctxFor(t), launchRequest(providers.MachineNamePrefix+"contract-bogus", bogus, ""))
+		_, err := p.Launch(ctxFor(t), launchRequest(p, providers.MachineNamePrefix+"contract-bogus", bogus, ""))
 		// The provider refuses it with a 400, or the adapter refuses it
 		// before the create call (Paperspace finds no OS template for an
 		// unknown type): no HTTP status then. Either way nothing is created.
@@ -533,12 +666,17 @@ func (s *suite) testErrors(t *testing.T) {
 	t.Run("NotFound", func(t *testing.T) {
 		env := s.start(t, cloudsim.Config{})
 		p := s.adapter(t, env, Options{})
-		g, ok := p.(Getter)
-		if !ok {
-			t.Skipf("%s exposes no GET by id; its not-found answers are absorbed by Terminate (tested) and Launch", s.h.Provider)
+		if g, ok := p.(Getter); ok {
+			_, err := g.Instance(ctxFor(t), s.h.missingID())
+			s.wantError(t, err, providers.ClassNotFound, 404, 404)
+			return
 		}
-		_, err := g.Instance(ctxFor(t), "contract-no-such-instance")
-		s.wantError(t, err, providers.ClassNotFound, 404, 404)
+		if b, ok := p.(providers.Bidder); ok {
+			// A bid market's re-bid reaches the provider for a missing instance.
+			s.wantError(t, b.RaiseBid(ctxFor(t), s.h.missingID(), 0.5), providers.ClassNotFound, 404, 404)
+			return
+		}
+		t.Skipf("%s exposes no GET by id and no re-bid; its not-found answers are absorbed by Terminate (tested) and Launch", s.h.Provider)
 	})
 }
 
@@ -547,7 +685,7 @@ func (s *suite) testErrors(t *testing.T) {
 // go through again once it has.
 func (s *suite) testRetryAfter(t *testing.T) {
 	offer := s.launchable(t)[0]
-	for _, o := range ops {
+	for _, o := range s.ops() {
 		t.Run(o.name, func(t *testing.T) {
 			env := s.start(t, cloudsim.Config{Faults: cloudsim.Faults{RateLimitRate: 1, RetryAfter: retryAfter}})
 			clk := testclock.NewFakePassiveClock(epoch)
@@ -577,5 +715,68 @@ func (s *suite) testRetryAfter(t *testing.T) {
 				t.Error("no call reached the provider after Retry-After")
 			}
 		})
+	}
+}
+
+// testOutbid checks a bid market (a provider that is a providers.Bidder):
+// an interruptible instance that a higher bid stops is listed as
+// interrupted and outbid, with the bid that would win it back as MinBid;
+// the bid policy cannot win it under a cap below that, and a re-bid under a
+// cap above it resumes the instance.
+func (s *suite) testOutbid(t *testing.T) {
+	env := s.start(t, cloudsim.Config{})
+	p := s.adapter(t, env, Options{})
+	b, ok := p.(providers.Bidder)
+	if !ok {
+		t.Skipf("%s sells no bids", s.h.Provider)
+	}
+	if env.Outbid == nil {
+		t.Fatal("contract: a Bidder's Env needs Outbid")
+	}
+	i := slices.IndexFunc(s.launchable(t), func(o providers.Offer) bool { return o.Capacity == providers.Spot })
+	if i < 0 {
+		t.Fatal("contract: a Bidder's Harness.Want needs an available spot offer")
+	}
+	offer := s.launchable(t)[i]
+	ctx := ctxFor(t)
+	name := providers.MachineNamePrefix + "contract-outbid"
+	req := launchRequest(p, name, offer, userDataFor(p, name))
+	in, err := p.Launch(ctx, req)
+	if err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	competing := 2 * req.BidPrice
+	if err := env.Outbid(in.ID, competing); err != nil {
+		t.Fatal(err)
+	}
+	list, err := p.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := findInstance(list, in.ID)
+	if !ok || got.State != providers.StateInterrupted || !got.Outbid || got.NativeState == "" ||
+		!(got.MinBid > competing-1e-9) || got.BidPrice != req.BidPrice {
+		t.Fatalf("after a competing bid of %v the instance is %+v, want interrupted, outbid, MinBid above %v, BidPrice %v",
+			competing, got, competing, req.BidPrice)
+	}
+	if ms := machinesNamed(env.Sim, name); len(ms) != 1 || !ms[0].Live || ms[0].Active {
+		t.Errorf("an outbid machine is %+v, want it still there and stopped", ms)
+	}
+	if bid, ok := b.BidFor(got.MinBid, competing); ok {
+		t.Errorf("BidFor(%v, %v) = %v: a cap under the minimum bid won", got.MinBid, competing, bid)
+	}
+	bid, ok := b.BidFor(got.MinBid, 2*got.MinBid)
+	if !ok {
+		t.Fatalf("BidFor(%v, %v): no bid", got.MinBid, 2*got.MinBid)
+	}
+	if err := b.RaiseBid(ctx, in.ID, bid); err != nil {
+		t.Fatalf("RaiseBid: %v", err)
+	}
+	list, err = p.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := findInstance(list, in.ID); !ok || got.Outbid || got.State == providers.StateInterrupted || got.BidPrice != bid {
+		t.Errorf("after a winning re-bid of %v the instance is %+v", bid, got)
 	}
 }

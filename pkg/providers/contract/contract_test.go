@@ -1,15 +1,18 @@
 package contract_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	vastaisim "github.com/solanyn/gpu-operator/pkg/cloudsim/vastai"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/contract"
 	"github.com/solanyn/gpu-operator/pkg/providers/spectest"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai/vastaispec"
 )
 
 // starter runs one provider's simulator through stack.Start and builds the
@@ -25,6 +28,9 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 			sc.RunPod = &cfg
 		case providers.Paperspace:
 			sc.Paperspace = &cfg
+		case providers.VastAI:
+			// The marketplace is hosts; the harness catalog is theirs.
+			sc.VastAI = &vastaisim.Config{Config: cfg, Hosts: vastHosts}
 		default:
 			t.Fatalf("unknown provider %q", provider)
 		}
@@ -33,7 +39,7 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 			t.Fatal(err)
 		}
 		t.Cleanup(st.Close)
-		return contract.Env{
+		env := contract.Env{
 			Sim: st.Simulator(provider),
 			New: func(t *testing.T, o contract.Options) providers.Provider {
 				t.Helper()
@@ -51,6 +57,14 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 				return ps[0]
 			},
 		}
+		if st.VastAI != nil {
+			env.Bootstrap = func(ctx context.Context, in providers.Instance, script string) error {
+				_, err := st.VastAIBootstrap(ctx, in, script)
+				return err
+			}
+			env.Outbid = st.VastAI.Outbid
+		}
+		return env
 	}
 }
 
@@ -60,6 +74,13 @@ func starter(provider string) func(t *testing.T, cfg cloudsim.Config) contract.E
 // (../shared/provider-specs; a missing document fails the test).
 func validating(t *testing.T) func(provider string) http.RoundTripper {
 	return func(provider string) http.RoundTripper {
+		if provider == providers.VastAI {
+			// Vast.ai's document declares no 5xx, no 429 on its search and no
+			// 401 on destroy and changeBid, and the adapter sends create's env
+			// as the object Vast.ai's guide requires where the spec says a
+			// string: see vastaispec, which validates everything else.
+			return vastaispec.Transport(t, nil)
+		}
 		spec := spectest.Load(t, provider)
 		var opts []spectest.Option
 		if provider == providers.LambdaLabs {
@@ -172,5 +193,60 @@ func TestPaperspace(t *testing.T) {
 			// The Quadro RTX4000 has no canonical name.
 			{InstanceType: "RTX4000", ProviderRegion: "ny2", Capacity: providers.OnDemand},
 		},
+	})
+}
+
+// vastHosts is the Vast.ai simulator's marketplace in the contract: VM and
+// container hosts, with and without bids, in a mapped and an unmapped
+// location, and hosts the adapter's default search must leave out.
+var vastHosts = []vastaisim.Host{
+	{ID: 2001, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, Geolocation: "California, US", DPHTotal: 0.42, MinBid: 0.18,
+		Reliability: 0.995, Verified: true, VMsEnabled: true},
+	{ID: 2002, GPUName: "RTX A6000", NumGPUs: 2, GPURAM: 49140, Geolocation: "North Holland, NL", DPHTotal: 0.9, MinBid: 0.4,
+		Reliability: 0.99, Verified: true},
+	{ID: 2003, GPUName: "A100 SXM4", NumGPUs: 8, GPURAM: 81920, Geolocation: "Texas, US", DPHTotal: 9.6,
+		Reliability: 0.999, Verified: true, VMsEnabled: true},
+	{ID: 2004, GPUName: "H100 SXM", NumGPUs: 1, GPURAM: 81559, Geolocation: "Istanbul, TR", DPHTotal: 2.2, MinBid: 1.1,
+		Reliability: 0.98, Verified: true},
+	// Left out: unverified, unreliable, an unmapped GPU.
+	{ID: 2005, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, Geolocation: "Texas, US", DPHTotal: 0.2, MinBid: 0.08, Reliability: 0.999},
+	{ID: 2006, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, Geolocation: "Texas, US", DPHTotal: 0.21, MinBid: 0.09, Reliability: 0.9, Verified: true},
+	{ID: 2007, GPUName: "RTX 3080", NumGPUs: 1, GPURAM: 10240, Geolocation: "Texas, US", DPHTotal: 0.1, MinBid: 0.05, Reliability: 0.999, Verified: true},
+}
+
+func TestVastAI(t *testing.T) {
+	t.Parallel()
+	offer := func(ask, gpu string, n int, region, native string, c providers.CapacityType, price float64, k providers.MachineKind) providers.Offer {
+		return providers.Offer{Provider: providers.VastAI, InstanceType: ask, GPUType: gpu, GPUCount: n, Region: region, ProviderRegion: native,
+			Capacity: c, HourlyPrice: price, Available: true, PriceSource: providers.PriceSourceAPI, Kind: k}
+	}
+	contract.Run(t, contract.Harness{
+		Provider: providers.VastAI,
+		Start:    starter(providers.VastAI),
+		// Every offer is one host's ask: on-demand at the host's dph_total,
+		// interruptible at its min_bid, VM where the host has VMs enabled.
+		Catalog: vastaisim.CatalogOf(vastHosts),
+		Want: []providers.Offer{
+			offer("2001", "RTX4090", 1, "us-west-1", "California, US", providers.OnDemand, 0.42, providers.VM),
+			offer("2001", "RTX4090", 1, "us-west-1", "California, US", providers.Spot, 0.18, providers.VM),
+			offer("2002", "A6000", 2, "eu-west-1", "North Holland, NL", providers.OnDemand, 0.9, providers.Container),
+			offer("2002", "A6000", 2, "eu-west-1", "North Holland, NL", providers.Spot, 0.4, providers.Container),
+			offer("2003", "A100-80GB", 8, "us-south-1", "Texas, US", providers.OnDemand, 9.6, providers.VM),
+			// No table maps Turkey: kept under its country.
+			offer("2004", "H100", 1, "tr-country-1", "Istanbul, TR", providers.OnDemand, 2.2, providers.Container),
+			offer("2004", "H100", 1, "tr-country-1", "Istanbul, TR", providers.Spot, 1.1, providers.Container),
+		},
+		Absent: []providers.Offer{
+			{InstanceType: "2003", ProviderRegion: "Texas, US", Capacity: providers.Spot}, // rents no bids
+			{InstanceType: "2005", ProviderRegion: "Texas, US", Capacity: providers.OnDemand},
+			{InstanceType: "2005", ProviderRegion: "Texas, US", Capacity: providers.Spot},
+			{InstanceType: "2006", ProviderRegion: "Texas, US", Capacity: providers.OnDemand},
+			{InstanceType: "2007", ProviderRegion: "Texas, US", Capacity: providers.OnDemand},
+		},
+		Spot:                 true,
+		MissingID:            "99999999",
+		BadKeyStatuses:       []int{http.StatusNotFound},
+		InstanceTypeUnlisted: true,
+		OneMachinePerOffer:   true,
 	})
 }
