@@ -47,7 +47,8 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	coreinformers "k8s.io/client-go/informers/core/v1"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	policyv1client "k8s.io/client-go/kubernetes/typed/policy/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -126,15 +127,26 @@ func (c *Config) defaults() {
 	}
 }
 
+// KubeClient is what the controller uses of the Kubernetes API: core (Nodes,
+// Secrets) and policy (Evictions). kubernetes.Interface and the fake
+// clientset satisfy it; it is narrower so the binary need not link a client
+// for every API group.
+type KubeClient interface {
+	CoreV1() corev1client.CoreV1Interface
+	PolicyV1() policyv1client.PolicyV1Interface
+}
+
 // Options are the controller's collaborators.
 type Options struct {
 	Config     Config
-	KubeClient kubernetes.Interface
+	KubeClient KubeClient
 	Client     versioned.Interface
 	Requests   tgpinformers.GPURequestInformer
-	Nodes      coreinformers.NodeInformer
-	Pods       coreinformers.PodInformer
-	Providers  []providers.Provider
+	// Budgets watches GPUBudgets; nil means no budget applies anywhere.
+	Budgets   tgpinformers.GPUBudgetInformer
+	Nodes     coreinformers.NodeInformer
+	Pods      coreinformers.PodInformer
+	Providers []providers.Provider
 	// Catalog caches the providers' offers; nil builds one with the default interval.
 	Catalog  *providers.Catalog
 	Recorder record.EventRecorder
@@ -145,7 +157,7 @@ type Options struct {
 // Controller runs the GPURequest lifecycle.
 type Controller struct {
 	cfg         Config
-	kube        kubernetes.Interface
+	kube        KubeClient
 	client      versioned.Interface
 	requests    tgplisters.GPURequestLister
 	requestIdx  cache.Indexer
@@ -161,6 +173,8 @@ type Controller struct {
 	recorder    record.EventRecorder
 	clock       clock.WithTicker
 	metrics     *Metrics
+	// budget is nil when GPUBudgets are not watched (budgets.go).
+	budget *budgets
 
 	indexMu      sync.Mutex
 	index        *selector.Index
@@ -260,6 +274,9 @@ func New(o Options) (*Controller, error) {
 		AddFunc: c.enqueue,
 		UpdateFunc: func(oldObj, newObj any) {
 			o, n := oldObj.(*tgpv1.GPURequest), newObj.(*tgpv1.GPURequest)
+			if o.ResourceVersion != n.ResourceVersion {
+				c.budgetTouched(n) // spend and GPUs in use follow status
+			}
 			// The operator's own status writes do not need a new sync: the
 			// sync that wrote them already returned its next step. Spec,
 			// deletion and finalizer changes do.
@@ -270,10 +287,21 @@ func New(o Options) (*Controller, error) {
 			}
 			c.enqueue(n)
 		},
-		DeleteFunc: c.enqueue,
+		DeleteFunc: func(obj any) {
+			c.enqueue(obj)
+			if r, ok := tombstone[*tgpv1.GPURequest](obj); ok {
+				c.budgetTouched(r)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
+	}
+	if o.Budgets != nil {
+		if err := c.watchBudgets(o.Budgets); err != nil {
+			return nil, err
+		}
+		o.Registry.MustRegister(&budgetCollector{c: c})
 	}
 	if _, err := o.Nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.enqueueForNode(obj.(*corev1.Node)) },
@@ -307,7 +335,7 @@ func New(o Options) (*Controller, error) {
 	}); err != nil {
 		return nil, err
 	}
-	c.synced = []cache.InformerSynced{reqInformer.HasSynced, o.Nodes.Informer().HasSynced, o.Pods.Informer().HasSynced}
+	c.synced = append(c.synced, reqInformer.HasSynced, o.Nodes.Informer().HasSynced, o.Pods.Informer().HasSynced)
 	return c, nil
 }
 
@@ -429,6 +457,9 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	}
 	cancel()
 	wg.StartWithContext(ctx, c.runCollector)
+	if c.budget != nil {
+		wg.StartWithContext(ctx, c.runBudgets)
+	}
 	logger.Info("starting workers", "count", workers)
 	for range workers {
 		wg.StartWithContext(ctx, func(ctx context.Context) {

@@ -3,9 +3,8 @@ package controller
 import (
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/budget"
 )
 
 // Cost: accumulatedCost is the hourly price times the time billed. A sync
@@ -22,13 +21,7 @@ type costDelta struct {
 }
 
 // billing reports whether the request's current machine is (or may be) billing.
-func billing(st *tgpv1.GPURequestStatus) bool {
-	switch st.Phase {
-	case tgpv1.PhaseBooting, tgpv1.PhaseJoining, tgpv1.PhaseReady, tgpv1.PhaseTerminating:
-		return st.InstanceID != "" && st.HourlyPrice != nil
-	}
-	return false
-}
+func billing(st *tgpv1.GPURequestStatus) bool { return budget.Billing(st) }
 
 // accrue adds the current machine's price times the time since the last
 // update to accumulatedCost and remembers the amount for the metric.
@@ -54,34 +47,8 @@ func (c *Controller) countCost(req *tgpv1.GPURequest, written bool) {
 	}
 }
 
+// accrued brings accumulatedCost and monthCost up to now together
+// (budget.Accrue: GPUBudgets count monthCost) and returns the dollars added.
 func (c *Controller) accrued(req *tgpv1.GPURequest) float64 {
-	st := &req.Status
-	now := metav1.NewTime(c.clock.Now())
-	if !billing(st) {
-		return 0
-	}
-	if st.CostUpdatedAt == nil {
-		st.CostUpdatedAt = &now
-		if st.AccumulatedCost == nil {
-			st.AccumulatedCost = ptr(0.0)
-		}
-		return 0
-	}
-	hours := now.Sub(st.CostUpdatedAt.Time).Hours()
-	if hours <= 0 {
-		return 0
-	}
-	delta := *st.HourlyPrice * hours
-	total := delta
-	if st.AccumulatedCost != nil {
-		total += *st.AccumulatedCost
-	}
-	st.AccumulatedCost = ptr(roundCents(total))
-	st.CostUpdatedAt = &now
-	return delta
-}
-
-// roundCents keeps accumulatedCost readable (micro-dollar precision).
-func roundCents(v float64) float64 {
-	return float64(int64(v*1e6+0.5)) / 1e6
+	return budget.Accrue(&req.Status, c.clock.Now())
 }

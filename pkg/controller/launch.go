@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/budget"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 	"github.com/solanyn/gpu-operator/pkg/selector/specreq"
@@ -95,6 +96,12 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 	if res.Eligible == 0 {
 		return c.noOffers(s, res, summary)
 	}
+	// What the namespace's GPUBudgets still allow, read once; the offer
+	// chosen is reserved again under the ledger's lock before its launch.
+	room, err := c.headroom(req)
+	if err != nil {
+		return 0, err
+	}
 	var (
 		failures []string
 		// skip holds providers not to ask again in this sync (rate limited,
@@ -104,6 +111,9 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		throttled time.Duration
 		launches  int
 		invalid   int
+		// refused is the first budget refusal; overBudget counts them.
+		refused    *budget.OverBudgetError
+		overBudget int
 	)
 	if currentMachine(req) == "" {
 		st.MachineName = "" // a name that is not the request's is never launched
@@ -116,6 +126,10 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		}
 		p, ok := c.providers[offer.Provider]
 		if !ok || skip[offer.Provider] || c.isUnavailable(offer.Key()) {
+			continue
+		}
+		if err := room.Admit(offer.HourlyPrice, int32(offer.GPUCount)); err != nil {
+			refused, overBudget = firstRefusal(refused, err), overBudget+1
 			continue
 		}
 		name, attempt := st.MachineName, st.Attempt
@@ -137,7 +151,19 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
+		// The headroom is held from before the write-ahead record until the
+		// launch's outcome is known: another worker launching in the same
+		// namespace meanwhile sees it taken.
+		held, err := c.reserve(req, name, offer)
+		if _, over := budget.AsOverBudget(err); over {
+			refused, overBudget = firstRefusal(refused, err), overBudget+1
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
 		if err := c.writeAhead(s); err != nil {
+			held.release()
 			return 0, err
 		}
 
@@ -149,6 +175,11 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		result := "success"
 		if err != nil {
 			result = string(providers.ClassOf(err))
+		}
+		if err == nil || providers.ClassOf(err) == providers.ClassTransient {
+			held.commit() // launched, or maybe: the machine counts until status shows it or it is gone
+		} else {
+			held.release()
 		}
 		c.metrics.Launches.WithLabelValues(offer.Provider, offer.Region, fmt.Sprint(offer.Capacity == providers.Spot), result).Inc()
 		if err == nil {
@@ -205,6 +236,9 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			c.unavailable.Mark(offer.Key(), string(providers.ClassOf(err)))
 		}
 	}
+	if launches == 0 && refused != nil {
+		return c.heldByBudget(s, refused, fmt.Sprintf("%s; %d offer(s) %s", summary, overBudget, budget.ReasonOverBudget))
+	}
 	msg := fmt.Sprintf("launch failed on %d offer(s): %s", len(failures), joinMax(failures, 4))
 	reason := "LaunchFailed"
 	if len(failures) == 0 {
@@ -237,6 +271,15 @@ func (c *Controller) findLaunched(ctx context.Context, p providers.Provider, nam
 		}
 	}
 	return providers.Instance{}, false
+}
+
+// firstRefusal keeps the first budget refusal of a sync, for its message.
+func firstRefusal(first *budget.OverBudgetError, err error) *budget.OverBudgetError {
+	if first != nil {
+		return first
+	}
+	obe, _ := budget.AsOverBudget(err)
+	return obe
 }
 
 func setOffer(st *tgpv1.GPURequestStatus, o providers.Offer) {

@@ -97,6 +97,15 @@ func (c *Controller) runStages(s *syncCtx) (time.Duration, error) {
 		klog.FromContext(s.ctx).V(2).Info("invalid spec on a running request; invalid fields are ignored", "errors", errs.ToAggregate().Error())
 	}
 	switch req.Status.Phase {
+	case tgpv1.PhaseProvisioning, tgpv1.PhaseBooting, tgpv1.PhaseJoining, tgpv1.PhaseReady:
+		// A monthly limit with onMonthlyLimit Terminate ends the namespace's
+		// machines (budgets.go enqueues them in budget.TerminationOrder).
+		if state, ok := c.budgetTerminates(req); ok {
+			c.event(req, corev1.EventTypeWarning, "MonthlyLimit", "GPUBudget %s: %s", state.Budget, state.Message)
+			return c.terminate(s, "MonthlyLimit")
+		}
+	}
+	switch req.Status.Phase {
 	case "", tgpv1.PhasePending, tgpv1.PhaseInterrupted:
 		return c.provision(s)
 	case tgpv1.PhaseProvisioning:
@@ -176,10 +185,19 @@ func (c *Controller) finalize(s *syncCtx) (time.Duration, error) {
 	return 0, c.release(s)
 }
 
-// release removes the finalizer; the sync writes nothing after it.
+// release removes the finalizer; the sync writes nothing after it. What
+// the request spent this month is first recorded in its namespace's
+// GPUBudgets, so the spend outlives the object.
 func (c *Controller) release(s *syncCtx) error {
+	if err := c.recordDeletion(s.ctx, s.req); err != nil {
+		return err
+	}
+	if err := c.removeFinalizer(s.ctx, s.req); err != nil {
+		return err
+	}
 	s.released = true
-	return c.removeFinalizer(s.ctx, s.req)
+	c.forgetReservation(s.req)
+	return nil
 }
 
 func (c *Controller) removeFinalizer(ctx context.Context, req *tgpv1.GPURequest) error {

@@ -93,6 +93,7 @@ type fixture struct {
 	ctrl     *Controller
 	recorder *record.FakeRecorder
 	kubeInf  informers.SharedInformerFactory
+	tgpInf   tgpinformers.SharedInformerFactory
 }
 
 func newFixture(t *testing.T, reqs ...*tgpv1.GPURequest) *fixture {
@@ -128,7 +129,7 @@ func newFixtureWith(t *testing.T, wrap func(*fakeProvider) providers.Provider, r
 	kubeFactory := informers.NewSharedInformerFactory(f.kube, 0)
 	ctrl, err := New(Options{
 		KubeClient: f.kube, Client: f.client,
-		Requests: tgpFactory.Tgp().V1().GPURequests(), Nodes: kubeFactory.Core().V1().Nodes(), Pods: kubeFactory.Core().V1().Pods(),
+		Requests: tgpFactory.Tgp().V1().GPURequests(), Budgets: tgpFactory.Tgp().V1().GPUBudgets(), Nodes: kubeFactory.Core().V1().Nodes(), Pods: kubeFactory.Core().V1().Pods(),
 		Providers: []providers.Provider{provider}, Recorder: f.recorder, Clock: f.clock, Registry: prometheus.NewRegistry(),
 	})
 	if err != nil {
@@ -139,7 +140,7 @@ func newFixtureWith(t *testing.T, wrap func(*fakeProvider) providers.Provider, r
 			t.Fatal(err)
 		}
 	}
-	f.ctrl, f.kubeInf = ctrl, kubeFactory
+	f.ctrl, f.kubeInf, f.tgpInf = ctrl, kubeFactory, tgpFactory
 	// The instance poller has listed the provider once.
 	ctrl.inventory.Poll(t.Context(), "runpod", f.provider)
 	f.client.ClearActions()
