@@ -46,13 +46,13 @@ var quotaPhrases = []string{"insufficient credit", "insufficient funds", "credit
 // text} (the spec's Error schema; a create's also carries "ask_id"), and its
 // 429s {"detail": text}. Classes, checked in this order:
 //
+//   - 429: ClassRateLimited after Retry-After (the spec declares no header;
+//     one that is sent is honoured), else providers.DefaultRetryAfter;
+//   - 5xx: ClassTransient, with Retry-After when one is sent;
 //   - 401, code auth_error, or a message saying "Invalid user key":
 //     ClassUnauthorized. The spec's search (POST /api/v0/bundles) answers a
 //     bad key with a 404 ("Unauthorized - invalid or missing API key"), so
 //     the body, not the status, decides;
-//   - 429: ClassRateLimited after Retry-After (the spec declares no header;
-//     one that is sent is honoured), else providers.DefaultRetryAfter;
-//   - 5xx: ClassTransient, with Retry-After when one is sent;
 //   - code insufficient_credit or a message about credit (quotaPhrases):
 //     ClassQuota;
 //   - 410, code no_such_ask or a message naming no_such_ask (the spec's 404
@@ -76,8 +76,6 @@ func ClassifyResponse(status int, header http.Header, body []byte, now time.Time
 	lower := strings.ToLower(msg)
 	e := &providers.Error{Provider: providers.VastAI, HTTPStatus: status, Code: code, Message: msg, Class: providers.ClassForStatus(status)}
 	switch {
-	case status == http.StatusUnauthorized || code == CodeAuth || strings.Contains(lower, "invalid user key"):
-		e.Class = providers.ClassUnauthorized
 	case status == http.StatusTooManyRequests:
 		e.Class = providers.ClassRateLimited
 		e.RetryAfter = providers.ParseRetryAfter(header, now)
@@ -87,6 +85,8 @@ func ClassifyResponse(status int, header http.Header, body []byte, now time.Time
 	case status >= 500:
 		e.Class = providers.ClassTransient
 		e.RetryAfter = providers.ParseRetryAfter(header, now)
+	case status == http.StatusUnauthorized || code == CodeAuth || strings.Contains(lower, "invalid user key"):
+		e.Class = providers.ClassUnauthorized
 	case code == CodeInsufficientCredit || containsAny(lower, quotaPhrases):
 		e.Class = providers.ClassQuota
 	case status == http.StatusGone || code == CodeNoSuchAsk || strings.Contains(lower, CodeNoSuchAsk) || code == CodeInvalidPrice:

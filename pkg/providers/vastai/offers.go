@@ -94,18 +94,21 @@ func (a *Adapter) SearchBody(typ vastaiapi.SearchOffersJSONBodyType) vastaiapi.S
 
 // offerJSON is the part of a search result the adapter reads (the spec
 // gives results as free-form objects; these fields are its example's).
+// Numbers are read as float64 (an id or count that is not a whole number is
+// skipped, not a decoding error that would fail the whole catalog); fields
+// whose absence means something are pointers.
 type offerJSON struct {
-	ID          json.Number `json:"id"`
-	GPUName     string      `json:"gpu_name"`
-	NumGPUs     json.Number `json:"num_gpus"`
-	GPURAM      json.Number `json:"gpu_ram"`
-	Geolocation *string     `json:"geolocation"`
-	DPHTotal    *float64    `json:"dph_total"`
-	MinBid      *float64    `json:"min_bid"`
-	Reliability *float64    `json:"reliability"`
-	Rentable    *bool       `json:"rentable"`
-	Verified    *string     `json:"verification"`
-	VMsEnabled  *bool       `json:"vms_enabled"`
+	ID          float64  `json:"id"`
+	GPUName     string   `json:"gpu_name"`
+	NumGPUs     float64  `json:"num_gpus"`
+	GPURAM      float64  `json:"gpu_ram"`
+	Geolocation string   `json:"geolocation"`
+	DPHTotal    float64  `json:"dph_total"`
+	MinBid      float64  `json:"min_bid"`
+	Reliability *float64 `json:"reliability"`
+	Rentable    *bool    `json:"rentable"`
+	Verified    *string  `json:"verification"`
+	VMsEnabled  bool     `json:"vms_enabled"`
 }
 
 // NormalizeOffers turns the answers of an on-demand and a bid search into
@@ -142,17 +145,16 @@ func NormalizeOffers(ondemand, bid []byte, f Filters) ([]providers.Offer, error)
 		if out == nil {
 			out = make([]providers.Offer, 0, len(resp.Offers)*2)
 		}
-		seen := make(map[int64]bool, len(resp.Offers))
+		seen := make(map[string]bool, len(resp.Offers))
 		for i := range resp.Offers {
 			o, ok := normalizeOffer(&resp.Offers[i], in.capacity, f, regions)
 			if !ok {
 				continue
 			}
-			id, _ := strconv.ParseInt(o.InstanceType, 10, 64)
-			if seen[id] {
+			if seen[o.InstanceType] {
 				continue
 			}
-			seen[id] = true
+			seen[o.InstanceType] = true
 			out = append(out, o)
 		}
 	}
@@ -160,16 +162,11 @@ func NormalizeOffers(ondemand, bid []byte, f Filters) ([]providers.Offer, error)
 }
 
 func normalizeOffer(r *offerJSON, capacity providers.CapacityType, f Filters, regions map[string]string) (providers.Offer, bool) {
-	id, err := strconv.ParseInt(r.ID.String(), 10, 64)
-	if err != nil || id <= 0 {
+	id, count := r.ID, r.NumGPUs
+	if !(id >= 1 && id <= 1<<53 && id == math.Trunc(id)) || !(count >= 1 && count <= 1024 && count == math.Trunc(count)) {
 		return providers.Offer{}, false
 	}
-	count, err := strconv.Atoi(r.NumGPUs.String())
-	if err != nil || count < 1 {
-		return providers.Offer{}, false
-	}
-	ram, _ := strconv.ParseFloat(r.GPURAM.String(), 64)
-	gpu, ok := GPUType(r.GPUName, int(ram))
+	gpu, ok := GPUType(r.GPUName, int(min(max(r.GPURAM, 0), 1<<30)))
 	if !ok {
 		return providers.Offer{}, false
 	}
@@ -177,7 +174,10 @@ func normalizeOffer(r *offerJSON, capacity providers.CapacityType, f Filters, re
 	if capacity == providers.Spot {
 		price = r.MinBid
 	}
-	if price == nil || !(*price > 0) || math.IsInf(*price, 0) {
+	// Rounded to a millionth of a dollar, which also drops float noise; a
+	// price that rounds to nothing, or overflows, is no offer.
+	hourly := math.Round(price*1e6) / 1e6
+	if !(hourly > 0) || math.IsInf(hourly, 0) {
 		return providers.Offer{}, false
 	}
 	if f.MinReliability > 0 && r.Reliability != nil && *r.Reliability < f.MinReliability {
@@ -190,10 +190,7 @@ func normalizeOffer(r *offerJSON, capacity providers.CapacityType, f Filters, re
 	if !available && !f.IncludeUnrentable {
 		return providers.Offer{}, false
 	}
-	loc := ""
-	if r.Geolocation != nil {
-		loc = strings.TrimSpace(*r.Geolocation)
-	}
+	loc := strings.TrimSpace(r.Geolocation)
 	region, ok := regions[loc]
 	if !ok {
 		region = Region(loc)
@@ -204,18 +201,18 @@ func normalizeOffer(r *offerJSON, capacity providers.CapacityType, f Filters, re
 		providerRegion = "unknown"
 	}
 	kind := providers.Container
-	if r.VMsEnabled != nil && *r.VMsEnabled && !f.NoVMs {
+	if r.VMsEnabled && !f.NoVMs {
 		kind = providers.VM
 	}
 	return providers.Offer{
 		Provider:       providers.VastAI,
-		InstanceType:   strconv.FormatInt(id, 10),
+		InstanceType:   strconv.FormatInt(int64(id), 10),
 		GPUType:        gpu,
-		GPUCount:       count,
+		GPUCount:       int(count),
 		Region:         region,
 		ProviderRegion: providerRegion,
 		Capacity:       capacity,
-		HourlyPrice:    math.Round(*price*1e6) / 1e6,
+		HourlyPrice:    hourly,
 		Available:      available,
 		PriceSource:    providers.PriceSourceAPI,
 		Kind:           kind,
