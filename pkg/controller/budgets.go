@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,8 +180,12 @@ func (c *Controller) forgetReservation(req *tgpv1.GPURequest) {
 func (c *Controller) heldByBudget(s *syncCtx, refused *budget.OverBudgetError, summary string) (time.Duration, error) {
 	req := s.req
 	st := &req.Status
-	msg := fmt.Sprintf("held by GPUBudget %s: %s", refused.Budget, refused.Message)
-	if st.Phase != tgpv1.PhasePending || st.Message != msg || st.ObservedGeneration != req.Generation {
+	// The figures in the message move with every accrual; the status is
+	// rewritten (and the Events sent) only when the budget or the limit
+	// holding the request changes, not for every cent.
+	held := fmt.Sprintf("held by GPUBudget %s (%s)", refused.Budget, refused.Limit)
+	msg := held + ": " + refused.Message
+	if st.Phase != tgpv1.PhasePending || !strings.HasPrefix(st.Message, held+":") || st.ObservedGeneration != req.Generation {
 		st.Phase, st.Message, st.Selection = tgpv1.PhasePending, msg, summary
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionFalse, budget.ReasonOverBudget, msg)
 		c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, budget.ReasonOverBudget, msg)

@@ -66,6 +66,8 @@ type rig struct {
 	agent    *nodeagent.Agent
 	registry *prometheus.Registry
 	ctx      context.Context // cancelled when the test ends
+	cancel   context.CancelFunc
+	cfg      controller.Config
 	stopped  chan struct{}
 	opts     rigOptions
 }
@@ -88,6 +90,8 @@ type rigOptions struct {
 	// the test ends: one still running then (a stuck worker) fails the test
 	// instead of hanging it.
 	stopTimeout time.Duration
+	// clock, when set, is the controller's clock (default: the real one).
+	clock clock.WithTicker
 }
 
 func simConfig(entries ...cloudsim.CatalogEntry) *cloudsim.Config {
@@ -126,6 +130,13 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	return r
 }
 
+func (r *rig) clock() clock.WithTicker {
+	if r.opts.clock != nil {
+		return r.opts.clock
+	}
+	return clock.RealClock{}
+}
+
 func (r *rig) build(cfg controller.Config) { r.t.Helper(); r.buildWith(cfg, nil) }
 
 // buildWith builds the rig's controller over the given providers, or the
@@ -160,18 +171,19 @@ func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
 		KubeClient: kube,
 		Client:     client,
 		Requests:   tgpFactory.Tgp().V1().GPURequests(),
+		Budgets:    tgpFactory.Tgp().V1().GPUBudgets(),
 		Nodes:      kubeFactory.Core().V1().Nodes(),
 		Pods:       kubeFactory.Core().V1().Pods(),
 		Providers:  adapters,
 		Recorder:   broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator-test"}),
-		Clock:      clock.RealClock{},
+		Clock:      r.clock(),
 		Registry:   r.registry,
 	})
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r.ctx = ctx
+	r.ctx, r.cancel, r.cfg = ctx, cancel, cfg
 	kubeFactory.Start(ctx.Done())
 	tgpFactory.Start(ctx.Done())
 	r.t.Cleanup(func() {
@@ -201,6 +213,18 @@ func (r *rig) waitStopped() {
 		}
 		r.t.Errorf("the controller did not stop within %s of its context ending (%s); abandoning it", r.opts.stopTimeout, stuck)
 	}
+}
+
+// restart stops the running controller, as a lost leadership or a crash
+// would, and starts a new one over fresh caches and the same providers'
+// simulators (a new leader).
+func (r *rig) restart() {
+	r.t.Helper()
+	r.cancel()
+	r.waitStopped()
+	r.stopped = nil
+	r.build(r.cfg)
+	r.start()
 }
 
 func (r *rig) start() {
