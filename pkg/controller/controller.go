@@ -16,7 +16,15 @@
 //	                rendering (Launched=False/BootstrapError)
 //	join.go         Booting, Joining, Ready and the join timeout: NodeJoined,
 //	                Ready
+//	ssh.go          bootstrap delivery over SSH for providers whose create
+//	                cannot carry it (Vast.ai), once per machine, off the
+//	                workers; the operator's key pair and the pinned host
+//	                keys in Secrets of its namespace: NodeJoined reasons
+//	                DeliveringBootstrap, BootstrapDelivered, BootstrapFailed
 //	liveness.go     interruptions and the relaunch: Interrupted
+//	bids.go         bid markets (providers.Bidder): the bid of a spot
+//	                launch under the spot cap, the re-bid of an outbid
+//	                instance, or its interruption (Interrupted/Outbid)
 //	termination.go  lifetime, idle time, deletion, drain, one terminate call:
 //	                Terminating, Terminated
 //	cost.go         accumulatedCost and the cost metric
@@ -61,6 +69,7 @@ import (
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions/tgp/v1"
 	tgplisters "github.com/solanyn/gpu-operator/pkg/generated/listers/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai/sshboot"
 	"github.com/solanyn/gpu-operator/pkg/selector"
 )
 
@@ -100,8 +109,21 @@ type Config struct {
 	// AuthRetryDelay is how long to wait after an authentication failure.
 	AuthRetryDelay time.Duration
 	// OperatorNamespace is the operator's own namespace (its credentials
-	// live there); it is never a source of bootstrap Secrets.
+	// and its SSH Secrets live there); it is never a source of bootstrap
+	// Secrets.
 	OperatorNamespace string
+	// SSHTimeout bounds one SSH connection of a bootstrap delivery, the
+	// script's run included (default sshboot.DefaultTimeout).
+	SSHTimeout time.Duration
+	// SSHAttempts is how many connections one delivery tries before the
+	// script starts (default sshboot.DefaultAttempts), SSHBackoff the first
+	// wait between them (default sshboot.DefaultBackoff).
+	SSHAttempts int
+	SSHBackoff  time.Duration
+	// BootstrapDeliveries is how many deliveries (each of SSHAttempts
+	// connections) a machine gets before it counts as failed to join
+	// (default 3). A script that started is never run again.
+	BootstrapDeliveries int
 }
 
 func (c *Config) defaults() {
@@ -121,6 +143,14 @@ func (c *Config) defaults() {
 	def(&c.AuthRetryDelay, time.Minute)
 	if c.MaxLaunchesPerSync <= 0 {
 		c.MaxLaunchesPerSync = 5
+	}
+	def(&c.SSHTimeout, sshboot.DefaultTimeout)
+	def(&c.SSHBackoff, sshboot.DefaultBackoff)
+	if c.SSHAttempts <= 0 {
+		c.SSHAttempts = sshboot.DefaultAttempts
+	}
+	if c.BootstrapDeliveries <= 0 {
+		c.BootstrapDeliveries = 3
 	}
 	if c.OperatorNamespace == "" {
 		c.OperatorNamespace = "gpu-operator"
@@ -152,6 +182,10 @@ type Options struct {
 	Recorder record.EventRecorder
 	Clock    clock.WithTicker
 	Registry prometheus.Registerer
+	// SSHKeys is the operator's SSH key pair for VMs bootstrapped over SSH
+	// (ssh.go); the same value's PublicKey goes to the Vast.ai adapter. Nil
+	// makes one over KubeClient in Config.OperatorNamespace.
+	SSHKeys *SSHKeys
 }
 
 // Controller runs the GPURequest lifecycle.
@@ -193,6 +227,12 @@ type Controller struct {
 	terminateSent sync.Map
 	// pendingCost holds, per request UID, cost accrued but not yet written.
 	pendingCost sync.Map
+	// rebids maps machine names to the last bid raised on them (bids.go).
+	rebids sync.Map
+	// sshKeys is the operator's SSH key pair and deliveries the bootstrap
+	// deliveries over SSH (ssh.go).
+	sshKeys    *SSHKeys
+	deliveries *deliveries
 
 	blockMu sync.Mutex
 	blocked map[string]time.Time
@@ -211,15 +251,20 @@ func New(o Options) (*Controller, error) {
 		o.Registry = prometheus.NewRegistry()
 	}
 	c := &Controller{
-		cfg:       o.Config,
-		kube:      o.KubeClient,
-		client:    o.Client,
-		requests:  o.Requests.Lister(),
-		nodes:     o.Nodes.Lister(),
-		pods:      o.Pods.Informer().GetIndexer(),
-		providers: map[string]providers.Provider{},
-		recorder:  o.Recorder,
-		clock:     o.Clock,
+		cfg:        o.Config,
+		kube:       o.KubeClient,
+		client:     o.Client,
+		requests:   o.Requests.Lister(),
+		nodes:      o.Nodes.Lister(),
+		pods:       o.Pods.Informer().GetIndexer(),
+		providers:  map[string]providers.Provider{},
+		recorder:   o.Recorder,
+		clock:      o.Clock,
+		sshKeys:    o.SSHKeys,
+		deliveries: newDeliveries(),
+	}
+	if c.sshKeys == nil {
+		c.sshKeys = NewSSHKeys(o.KubeClient, o.Config.OperatorNamespace)
 	}
 	for _, p := range o.Providers {
 		c.providers[p.Name()] = p
@@ -443,6 +488,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		return err
 	}
 	var wg wait.Group
+	defer c.deliveries.wg.Wait() // SSH deliveries end with ctx (ssh.go)
 	defer wg.Wait()
 	defer c.queue.ShutDown()
 

@@ -39,6 +39,14 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 	switch {
 	case !found && listedAt.After(launched.Add(listMargin)):
 		return c.interrupt(s, nil, "InstanceVanished", fmt.Sprintf("instance %s is no longer listed by %s", machine, st.Provider))
+	case found && inst.Outbid && inst.State == providers.StateInterrupted:
+		// A lost bid: raised within the spot cap when that can win
+		// (bids.go), an interruption otherwise.
+		delay, handled, cause, msg, err := c.rebid(s, inst)
+		if handled || err != nil {
+			return delay, err
+		}
+		return c.interrupt(s, &inst, cause, msg)
 	case found && (inst.State == providers.StateInterrupted || inst.State == providers.StateTerminated ||
 		inst.State == providers.StateFailed || inst.State == providers.StateTerminating):
 		return c.interrupt(s, &inst, "Instance"+camel(string(inst.State)), fmt.Sprintf("%s reports instance %s as %s", st.Provider, inst.ID, inst.NativeState))
@@ -64,6 +72,14 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 		deadline := launched.Add(c.cfg.JoinTimeout)
 		if !now.Before(deadline) {
 			return c.joinTimeout(s, current)
+		}
+		if p := c.providers[st.Provider]; st.Phase == tgpv1.PhaseJoining && found && inst.State == providers.StateRunning &&
+			p != nil && providers.DeliveryOf(p) == providers.DeliverOverSSH && (node == nil || !nodeReady(node)) {
+			// The provider cannot carry the bootstrap: the operator runs it
+			// over SSH, once (ssh.go).
+			if delay, proceed, err := c.deliverBootstrap(s, inst, deadline); !proceed || err != nil {
+				return delay, err
+			}
 		}
 		if st.Phase != tgpv1.PhaseJoining || node == nil || !nodeReady(node) {
 			return clampDelay(deadline.Sub(now)), nil
@@ -205,16 +221,26 @@ func (c *Controller) joinTimeout(s *syncCtx, inst *providers.Instance) (time.Dur
 	if req.Spec.Container != nil {
 		msg = fmt.Sprintf("container %s was not running within %s of the launch; instance %s terminated", st.MachineName, c.cfg.JoinTimeout, st.InstanceID)
 	}
+	return c.joinFailed(s, inst, "JoinTimeout", msg)
+}
+
+// joinFailed ends a machine that cannot join (the join timeout, or a
+// bootstrap that could not be delivered over SSH): the instance is
+// terminated and the request fails with reason, without relaunching a
+// machine that would fail the same way.
+func (c *Controller) joinFailed(s *syncCtx, inst *providers.Instance, reason, msg string) (time.Duration, error) {
+	req := s.req
+	st := &req.Status
 	if inst != nil {
 		if err := c.terminateInstance(s.ctx, *inst); err != nil {
 			return 0, err
 		}
 	}
 	c.accrue(req)
-	st.Phase, st.Message, st.TerminationReason = tgpv1.PhaseFailed, msg, "JoinTimeout"
-	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "JoinTimeout", msg)
-	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, "JoinTimeout", msg)
-	c.event(req, corev1.EventTypeWarning, "JoinTimeout", "%s", msg)
-	klog.FromContext(s.ctx).Info("join timeout; instance terminated", "machine", st.MachineName, "after", c.cfg.JoinTimeout)
+	st.Phase, st.Message, st.TerminationReason = tgpv1.PhaseFailed, msg, reason
+	c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	c.setCondition(req, tgpv1.ConditionNodeJoined, metav1.ConditionFalse, reason, msg)
+	c.event(req, corev1.EventTypeWarning, reason, "%s", msg)
+	klog.FromContext(s.ctx).Info("machine failed to join; instance terminated", "reason", reason, "machine", st.MachineName, "joinTimeout", c.cfg.JoinTimeout)
 	return 0, nil
 }

@@ -114,6 +114,9 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		// refused is the first budget refusal; overBudget counts them.
 		refused    *budget.OverBudgetError
 		overBudget int
+		// unbiddable counts Spot offers on a bid market passed over
+		// because no bid at or under the spot cap wins them (bids.go).
+		unbiddable int
 	)
 	if currentMachine(req) == "" {
 		st.MachineName = "" // a name that is not the request's is never launched
@@ -128,9 +131,23 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		if !ok || skip[offer.Provider] || c.isUnavailable(offer.Key()) {
 			continue
 		}
-		if err := room.Admit(offer.HourlyPrice, int32(offer.GPUCount)); err != nil {
+		// What the machine costs: the offer's price, or on a bid market
+		// the bid placed for a Spot offer (bids.go).
+		price, bid, biddable := launchPrice(p, offer, req.Spec)
+		if !biddable {
+			unbiddable++
+			continue
+		}
+		if err := room.Admit(price, int32(offer.GPUCount)); err != nil {
 			refused, overBudget = firstRefusal(refused, err), overBudget+1
 			continue
+		}
+		if container == nil && providers.DeliveryOf(p) == providers.DeliverOverSSH {
+			// The adapter registers the operator's public key before it
+			// creates the VM; the key pair is read or made here (ssh.go).
+			if _, err := c.sshKeys.Ensure(ctx); err != nil {
+				return 0, err
+			}
 		}
 		name, attempt := st.MachineName, st.Attempt
 		if name == "" {
@@ -147,6 +164,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		// instance is found by that name and adopted, never launched twice.
 		st.Phase, st.MachineName, st.Attempt = tgpv1.PhaseProvisioning, name, attempt
 		setOffer(st, offer)
+		st.HourlyPrice = ptr(price)
 		st.InstanceID, st.NodeName, st.PublicIP, st.LaunchedAt, st.Ports = "", "", "", nil, nil
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
@@ -154,7 +172,9 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		// The headroom is held from before the write-ahead record until the
 		// launch's outcome is known: another worker launching in the same
 		// namespace meanwhile sees it taken.
-		held, err := c.reserve(req, name, offer)
+		priced := offer
+		priced.HourlyPrice = price // the budget holds what is paid: the bid
+		held, err := c.reserve(req, name, priced)
 		if _, over := budget.AsOverBudget(err); over {
 			refused, overBudget = firstRefusal(refused, err), overBudget+1
 			continue
@@ -170,7 +190,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		if launches++; len(failures) > 0 {
 			c.metrics.Failovers.Inc() // the previous offer failed; this is the next
 		}
-		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Container: container, Tags: c.machineTags(req)})
+		inst, err := p.Launch(ctx, providers.LaunchRequest{Name: st.MachineName, Offer: offer, UserData: userData, Container: container, Tags: c.machineTags(req), BidPrice: bid})
 		c.metrics.observeCall(offer.Provider, "launch", err)
 		result := "success"
 		if err != nil {
@@ -187,9 +207,14 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			// recorded when the poller first lists it, in the same write as
 			// its state (one status write per launch instead of two).
 			c.launchedHere.Store(st.MachineName, c.clock.Now())
-			c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
+			if bid > 0 {
+				c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) with a bid of $%.3f/h (minimum bid $%.3f/h, spot cap %s)",
+					offer.ID(), st.MachineName, inst.ID, bid, offer.HourlyPrice, capString(spotCap(req.Spec)))
+			} else {
+				c.event(req, corev1.EventTypeNormal, "Launched", "launched %s as %s (instance %s) at $%.2f/h", offer.ID(), st.MachineName, inst.ID, offer.HourlyPrice)
+			}
 			logger.Info("launched", "machine", st.MachineName, "provider", offer.Provider, "instanceType", offer.InstanceType,
-				"region", offer.Region, "capacity", offer.Capacity, "price", offer.HourlyPrice)
+				"region", offer.Region, "capacity", offer.Capacity, "price", price, "bid", bid)
 			return c.cfg.PollInterval, nil
 		}
 		logger.Info("launch failed", "offer", offer.ID(), "machine", st.MachineName, "err", err)
@@ -241,11 +266,18 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 	}
 	msg := fmt.Sprintf("launch failed on %d offer(s): %s", len(failures), joinMax(failures, 4))
 	reason := "LaunchFailed"
-	if len(failures) == 0 {
+	switch {
+	case len(failures) == 0 && unbiddable > 0:
+		reason = "NoWinningBid"
+		msg = "no offer could be launched"
+	case len(failures) == 0:
 		msg = "every eligible offer's provider is rate limiting or rejecting the credentials; retrying"
-	} else if invalid == len(failures) {
+	case invalid == len(failures):
 		reason = string(providers.ClassInvalid)
 		msg = fmt.Sprintf("every provider tried refused this request as invalid: %s", joinMax(failures, 4))
+	}
+	if unbiddable > 0 {
+		msg += fmt.Sprintf("; %d spot offer(s) passed over: no bid at or under the spot cap (%s) wins them", unbiddable, capString(spotCap(req.Spec)))
 	}
 	st.Phase, st.Message = tgpv1.PhasePending, msg
 	c.setCondition(req, tgpv1.ConditionLaunched, metav1.ConditionFalse, reason, msg)

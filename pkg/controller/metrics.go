@@ -69,6 +69,8 @@ type Metrics struct {
 	CatalogRefreshed    *prometheus.GaugeVec
 	UnavailableOffering prometheus.GaugeFunc
 	SyncDuration        prometheus.Histogram
+	Rebids              *prometheus.CounterVec
+	SSHBootstraps       *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the metrics; unavailable reports the size
@@ -129,10 +131,18 @@ func NewMetrics(reg prometheus.Registerer, unavailable func() int) *Metrics {
 			Help:    "Duration of one GPURequest sync.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
+		Rebids: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "rebids_total",
+			Help: "Bids raised on outbid interruptible instances (bid markets: Vast.ai), by provider.",
+		}, []string{"provider"}),
+		SSHBootstraps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "ssh_bootstraps_total",
+			Help: "Bootstrap deliveries over SSH by provider and result (success, failed before the script started, script failed, interrupted).",
+		}, []string{"provider", "result"}),
 	}
 	reg.MustRegister(m.Launches, m.TimeToReady, m.ProviderCalls, m.ProviderErrors,
 		m.OfferPrice, m.Failovers, m.Interruptions, m.Cost, m.OrphansTerminated,
-		m.CatalogStale, m.CatalogRefreshed, m.UnavailableOffering, m.SyncDuration)
+		m.CatalogStale, m.CatalogRefreshed, m.UnavailableOffering, m.SyncDuration, m.Rebids, m.SSHBootstraps)
 	return m
 }
 
@@ -218,6 +228,9 @@ func (m *Metrics) initProviders(ps map[string]providers.Provider) {
 	for name := range ps {
 		m.OrphansTerminated.WithLabelValues(name)
 		m.CatalogStale.WithLabelValues(name)
+		if _, ok := ps[name].(providers.Bidder); ok {
+			m.Rebids.WithLabelValues(name)
+		}
 		for _, op := range providerOperations {
 			m.ProviderCalls.WithLabelValues(name, op)
 			for _, class := range errorClasses {

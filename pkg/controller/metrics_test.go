@@ -32,6 +32,8 @@ func TestMetricsLint(t *testing.T) {
 	m.CatalogStale.WithLabelValues("runpod").Set(0)
 	m.CatalogRefreshed.WithLabelValues("runpod").Set(1)
 	m.SyncDuration.Observe(0.1)
+	m.Rebids.WithLabelValues("vastai").Inc()
+	m.SSHBootstraps.WithLabelValues("vastai", "success").Inc()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
