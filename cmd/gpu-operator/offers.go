@@ -122,6 +122,8 @@ type offersFlags struct {
 	provider     string
 	verbose      bool
 	output       string
+	namespace    string
+	kubeconfig   string
 	cli          cliProviders
 }
 
@@ -149,6 +151,8 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	fs.StringVar(&f.provider, "provider", "", "Pin to one provider: lambdalabs, runpod or paperspace.")
 	fs.BoolVar(&f.verbose, "v", false, "Also list every losing offer of the GPU type with its reason.")
 	fs.StringVar(&f.output, "o", "table", "Output format: table or json.")
+	fs.StringVar(&f.namespace, "namespace", "", "Also check the offers against this namespace's GPUBudgets (read with --kubeconfig): an offer a budget would refuse is marked OverBudget.")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to a kubeconfig for --namespace; empty uses the in-cluster config.")
 	f.cli.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(errOut, "Usage: gpu-operator offers --gpu TYPE [flags]")
@@ -217,12 +221,24 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 		}
 	}
 	res := selector.Select(req, offers, selector.Unavailable{})
+	verdict := budgetVerdict{chosen: 0}
+	if f.namespace != "" {
+		h, names, err := budgetCheck(ctx, f.kubeconfig, f.namespace)
+		if err != nil {
+			fmt.Fprintf(errOut, "gpu-operator offers: --namespace %s: %v\n", f.namespace, err)
+			return exitFail
+		}
+		verdict = judge(res.RankedOffers(), h, int32(req.GPUCount))
+		if len(names) == 0 {
+			fmt.Fprintf(errOut, "note: namespace %s has no GPUBudget; no budget limits its offers\n", f.namespace)
+		}
+	}
 
 	switch f.output {
 	case "json":
-		err = writeOffersJSON(out, res, catalogs)
+		err = writeOffersJSON(out, res, catalogs, verdict)
 	default:
-		err = writeOffersTable(out, res, f.verbose)
+		err = writeOffersTable(out, res, f.verbose, verdict)
 	}
 	if err != nil {
 		fmt.Fprintf(errOut, "gpu-operator offers: writing output: %v\n", err)
@@ -230,6 +246,10 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	}
 	if _, ok := res.Best(); !ok {
 		fmt.Fprintf(errOut, "gpu-operator offers: no eligible offer for %s x%d\n", req.GPUType, req.GPUCount)
+		return exitFail
+	}
+	if verdict.chosen < 0 {
+		fmt.Fprintf(errOut, "gpu-operator offers: every eligible offer is over a GPUBudget of namespace %s\n", f.namespace)
 		return exitFail
 	}
 	return exitOK
@@ -332,7 +352,7 @@ func formatPrice(p float64) string {
 // writeOffersTable prints the ranked offers, the chosen one marked; with
 // verbose, every losing offer of the GPU type with its reason; and the
 // selection summary.
-func writeOffersTable(out io.Writer, res selector.Result, verbose bool) error {
+func writeOffersTable(out io.Writer, res selector.Result, verbose bool, verdict budgetVerdict) error {
 	out = &trimWriter{w: out}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	rejected := res.Rejected()
@@ -340,8 +360,10 @@ func writeOffersTable(out io.Writer, res selector.Result, verbose bool) error {
 		fmt.Fprintln(w, "RANK\t"+offerColumns+"\t")
 		for i, o := range res.RankedOffers() {
 			marker := ""
-			if i == 0 {
+			if i == verdict.chosen {
 				marker = "<- CHOSEN"
+			} else if obe := verdict.refused[i]; obe != nil {
+				marker = fmt.Sprintf("OverBudget (GPUBudget %s: %s)", obe.Budget, obe.Limit)
 			}
 			fmt.Fprintf(w, "%d\t%s\t%s\n", i+1, offerCells(o), marker)
 		}
@@ -382,6 +404,16 @@ type offersJSON struct {
 	// Catalogs says how many offers each provider contributed and why a
 	// provider contributed none.
 	Catalogs []catalogJSON `json:"catalogs"`
+	// OverBudget are the ranked offers a GPUBudget of --namespace refuses
+	// (absent without --namespace).
+	OverBudget []overBudgetJSON `json:"overBudget,omitempty"`
+}
+
+type overBudgetJSON struct {
+	Offer   providers.Offer `json:"offer"`
+	Budget  string          `json:"budget"`
+	Limit   string          `json:"limit"`
+	Message string          `json:"message"`
 }
 
 // requestJSON is the selector.Request the offers were ranked for.
@@ -408,7 +440,7 @@ type catalogJSON struct {
 	Error    string `json:"error,omitempty"`
 }
 
-func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON) error {
+func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON, verdict budgetVerdict) error {
 	r := res.Request
 	rejected := res.Rejected()
 	doc := offersJSON{
@@ -430,8 +462,13 @@ func writeOffersJSON(out io.Writer, res selector.Result, catalogs []catalogJSON)
 	if doc.Counts == nil {
 		doc.Counts = map[selector.Reason]int{}
 	}
-	if best, ok := res.Best(); ok {
-		doc.Chosen = &best
+	if ranked := doc.Ranked; verdict.chosen >= 0 && verdict.chosen < len(ranked) {
+		doc.Chosen = &ranked[verdict.chosen]
+	}
+	for i, o := range doc.Ranked {
+		if obe := verdict.refused[i]; obe != nil {
+			doc.OverBudget = append(doc.OverBudget, overBudgetJSON{Offer: o, Budget: obe.Budget, Limit: obe.Limit, Message: obe.Message})
+		}
 	}
 	for _, rej := range rejected {
 		doc.Rejected = append(doc.Rejected, rejectionJSON{Offer: rej.Offer, Reason: rej.Reason, Detail: rej.Detail})
