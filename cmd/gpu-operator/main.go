@@ -23,7 +23,6 @@ import (
 	// CA roots compiled in, used when the system has none: the image holds
 	// no certificate files, and the operator calls providers over HTTPS.
 	_ "golang.org/x/crypto/x509roots/fallback"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
@@ -70,7 +69,10 @@ func runOperator(args []string) int {
 	}
 	cfg.QPS, cfg.Burst = float32(f.kubeQPS), f.kubeBurst
 	cfg.UserAgent = "gpu-operator"
-	kube := kubernetes.NewForConfigOrDie(cfg)
+	kube, err := operator.NewClientset(cfg)
+	if err != nil {
+		return fail(err, "creating the Kubernetes client")
+	}
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -82,7 +84,11 @@ func runOperator(args []string) int {
 		return fail(err, "configuring providers")
 	}
 	// Events get their own client (and rate limiter).
-	recorder, stopEvents := operator.NewRecorder(ctx, kubernetes.NewForConfigOrDie(cfg), "gpu-operator")
+	events, err := operator.NewClientset(cfg)
+	if err != nil {
+		return fail(err, "creating the Kubernetes client")
+	}
+	recorder, stopEvents := operator.NewRecorder(ctx, events.CoreV1(), "gpu-operator")
 	defer stopEvents()
 	// A provider that cannot work is reported where an admin looks: the log,
 	// and a Warning Event on the credentials Secret (kubectl -n gpu-operator

@@ -235,7 +235,7 @@ func startController(t *testing.T, env *testenv.Env, st *stack.Stack) (string, v
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	recorder, stopEvents := operator.NewRecorder(ctx, kube, "gpu-operator-test")
+	recorder, stopEvents := operator.NewRecorder(ctx, kube.CoreV1(), "gpu-operator-test")
 	ctrl, informers, err := operator.NewController(operator.Options{
 		Config:     controller.Config{PollInterval: 300 * time.Millisecond},
 		KubeClient: kube,

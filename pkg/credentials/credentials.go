@@ -14,13 +14,13 @@ import (
 	"os"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/solanyn/gpu-operator/pkg/operator/kubeinformer"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
@@ -43,7 +43,7 @@ var Providers = []string{providers.LambdaLabs, providers.RunPod, providers.Paper
 // (lambdalabs, runpod, paperspace), through an informer watching only that
 // Secret.
 type Secret struct {
-	factory   informers.SharedInformerFactory
+	informer  cache.SharedIndexInformer
 	lister    corelisters.SecretLister
 	namespace string
 	name      string
@@ -52,12 +52,12 @@ type Secret struct {
 // NewSecret returns a Secret source for namespace/name; Start runs it. Until
 // then (and while the Secret does not exist or lacks a provider's data key)
 // Key falls back to the environment.
-func NewSecret(kube kubernetes.Interface, namespace, name string) *Secret {
-	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+func NewSecret(kube kubeinformer.CoreClient, namespace, name string) *Secret {
+	informer := kubeinformer.New(kube, corev1.SchemeGroupVersion.WithResource("secrets"), kube.CoreV1().Secrets(namespace), &corev1.Secret{},
+		kubeinformer.Options{TweakListOptions: func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}))
-	return &Secret{factory: factory, lister: factory.Core().V1().Secrets().Lister(), namespace: namespace, name: name}
+		}})
+	return &Secret{informer: informer, lister: corelisters.NewSecretLister(informer.GetIndexer()), namespace: namespace, name: name}
 }
 
 // Start runs the informer until ctx ends and returns once its cache has
@@ -66,13 +66,13 @@ func NewSecret(kube kubernetes.Interface, namespace, name string) *Secret {
 // wake-up). Call Start once.
 func (s *Secret) Start(ctx context.Context, onChange func()) {
 	if onChange != nil {
-		_, _ = s.factory.Core().V1().Secrets().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		_, _ = s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { onChange() },
 			UpdateFunc: func(any, any) { onChange() },
 		})
 	}
-	s.factory.Start(ctx.Done())
-	s.factory.WaitForCacheSync(ctx.Done())
+	go s.informer.RunWithContext(ctx)
+	cache.WaitFor(ctx, "", s.informer.HasSyncedChecker())
 }
 
 // Key returns provider's key: the Secret's value under the provider's name,

@@ -1,5 +1,5 @@
 // Package operator wires the GPURequest controller the one way the operator
-// binary runs it: informer factories whose caches hold objects trimmed by
+// binary runs it: informers whose caches hold objects trimmed by
 // controller.TrimForCache, a provider catalog, the controller, its event
 // recorder, its metrics and health server, and leader election. The binary
 // and every test that must run the controller as the binary does use it, so
@@ -8,13 +8,14 @@ package operator
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -22,43 +23,68 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
+	"github.com/solanyn/gpu-operator/pkg/operator/kubeinformer"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
-// Informers are the shared informer factories the controller reads.
+// Informers are the shared informers the controller reads: Nodes and Pods
+// (built by package kubeinformer, not client-go's all-groups factory) and
+// the GPURequest factory.
 type Informers struct {
-	Kube informers.SharedInformerFactory
-	TGP  tgpinformers.SharedInformerFactory
+	Nodes, Pods cache.SharedIndexInformer
+	TGP         tgpinformers.SharedInformerFactory
+	// running tracks the Node and Pod informers' goroutines.
+	running *sync.WaitGroup
 }
 
-// NewInformers returns factories whose caches hold objects trimmed by
+// NewInformers returns informers whose caches hold objects trimmed by
 // controller.TrimForCache. namespace limits the GPURequests to one
 // namespace ("" is every namespace, as the operator watches); Nodes and Pods
 // are always cluster-wide.
-func NewInformers(kube kubernetes.Interface, client versioned.Interface, namespace string) Informers {
+func NewInformers(kube controller.KubeClient, client versioned.Interface, namespace string) Informers {
+	o := kubeinformer.Options{Transform: controller.TrimForCache}
 	return Informers{
-		Kube: informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTransform(controller.TrimForCache)),
+		Nodes: kubeinformer.New(kube, corev1.SchemeGroupVersion.WithResource("nodes"), kube.CoreV1().Nodes(), &corev1.Node{}, o),
+		Pods:  kubeinformer.New(kube, corev1.SchemeGroupVersion.WithResource("pods"), kube.CoreV1().Pods(corev1.NamespaceAll), &corev1.Pod{}, o),
 		TGP: tgpinformers.NewSharedInformerFactoryWithOptions(client, 0,
 			tgpinformers.WithTransform(controller.TrimForCache), tgpinformers.WithNamespace(namespace)),
+		running: &sync.WaitGroup{},
 	}
 }
 
-// Start starts every informer requested so far; they stop with ctx.
+// Start starts the informers; they stop with ctx. Call it once.
 func (i Informers) Start(ctx context.Context) {
-	i.Kube.Start(ctx.Done())
+	i.running.Go(func() { i.Nodes.RunWithContext(ctx) })
+	i.running.Go(func() { i.Pods.RunWithContext(ctx) })
 	i.TGP.Start(ctx.Done())
 }
 
 // Shutdown waits for the started informers to stop (after ctx of Start ended).
 func (i Informers) Shutdown() {
-	i.Kube.Shutdown()
+	i.running.Wait()
 	i.TGP.Shutdown()
+}
+
+// nodeInformer and podInformer give the controller the Node and Pod
+// informers with their listers, as client-go's informers/core/v1 types do.
+type nodeInformer struct{ cache.SharedIndexInformer }
+
+func (i nodeInformer) Informer() cache.SharedIndexInformer { return i.SharedIndexInformer }
+func (i nodeInformer) Lister() corelisters.NodeLister {
+	return corelisters.NewNodeLister(i.GetIndexer())
+}
+
+type podInformer struct{ cache.SharedIndexInformer }
+
+func (i podInformer) Informer() cache.SharedIndexInformer { return i.SharedIndexInformer }
+func (i podInformer) Lister() corelisters.PodLister {
+	return corelisters.NewPodLister(i.GetIndexer())
 }
 
 // Options are what NewController needs.
 type Options struct {
 	Config     controller.Config
-	KubeClient kubernetes.Interface
+	KubeClient controller.KubeClient // a *Clientset, a kubernetes.Interface
 	Client     versioned.Interface
 	// Namespace limits the GPURequests the controller sees; "" is every
 	// namespace.
@@ -88,8 +114,9 @@ func NewController(o Options) (*controller.Controller, Informers, error) {
 		KubeClient: o.KubeClient,
 		Client:     o.Client,
 		Requests:   inf.TGP.Tgp().V1().GPURequests(),
-		Nodes:      inf.Kube.Core().V1().Nodes(),
-		Pods:       inf.Kube.Core().V1().Pods(),
+		Budgets:    inf.TGP.Tgp().V1().GPUBudgets(),
+		Nodes:      nodeInformer{inf.Nodes},
+		Pods:       podInformer{inf.Pods},
 		Providers:  o.Providers,
 		Catalog:    providers.NewCatalog(o.Providers, o.CatalogInterval, o.Clock),
 		Recorder:   o.Recorder,
@@ -106,8 +133,8 @@ func NewController(o Options) (*controller.Controller, Informers, error) {
 // (give it a client of its own, so a burst of Events never delays the writes
 // that move requests along) and returns a recorder of GPURequest and core
 // objects for component, and the function that stops the broadcaster.
-func NewRecorder(ctx context.Context, events kubernetes.Interface, component string) (record.EventRecorder, func()) {
+func NewRecorder(ctx context.Context, events corev1client.EventsGetter, component string) (record.EventRecorder, func()) {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: events.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&corev1client.EventSinkImpl{Interface: events.Events("")})
 	return broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: component}), broadcaster.Shutdown
 }

@@ -86,14 +86,14 @@ func TestNewControllerTrimsCaches(t *testing.T) {
 		t.Error("not Ready after WaitForCaches")
 	}
 
-	gotNode, err := inf.Kube.Core().V1().Nodes().Lister().Get("n1")
+	gotNode, err := nodeInformer{inf.Nodes}.Lister().Get("n1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if gotNode.ManagedFields != nil || gotNode.Status.Images != nil || gotNode.Status.Addresses != nil || len(gotNode.Status.Conditions) != 1 {
 		t.Errorf("cached Node not trimmed to its conditions: %+v", gotNode)
 	}
-	gotPod, err := inf.Kube.Core().V1().Pods().Lister().Pods("work").Get("p1")
+	gotPod, err := podInformer{inf.Pods}.Lister().Pods("work").Get("p1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestServe(t *testing.T) {
 // client given for them.
 func TestNewRecorder(t *testing.T) {
 	events := kubefake.NewClientset()
-	recorder, stop := NewRecorder(t.Context(), events, "gpu-operator")
+	recorder, stop := NewRecorder(t.Context(), events.CoreV1(), "gpu-operator")
 	defer stop()
 	recorder.Event(request("a", "r1"), corev1.EventTypeNormal, "Launched", "launched")
 	poll(t, "the Event is written", func(ctx context.Context) bool {

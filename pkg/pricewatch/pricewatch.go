@@ -11,11 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/solanyn/gpu-operator/pkg/operator/kubeinformer"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
 )
@@ -45,12 +44,12 @@ func Find(ps []providers.Provider) PriceSetter {
 // ConfigMap's entries; a ConfigMap with an entry that is not a non-negative
 // decimal is logged and ignored (the last good table stays); deleting the
 // ConfigMap restores the shipped table. Logs go to ctx's logger.
-func Watch(ctx context.Context, kube kubernetes.Interface, namespace, name string, target PriceSetter) error {
+func Watch(ctx context.Context, kube kubeinformer.CoreClient, namespace, name string, target PriceSetter) error {
 	logger := klog.FromContext(ctx)
-	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	informer := kubeinformer.New(kube, corev1.SchemeGroupVersion.WithResource("configmaps"), kube.CoreV1().ConfigMaps(namespace), &corev1.ConfigMap{},
+		kubeinformer.Options{TweakListOptions: func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}))
+		}})
 	apply := func(obj any) {
 		cm, ok := obj.(*corev1.ConfigMap)
 		if !ok {
@@ -65,7 +64,7 @@ func Watch(ctx context.Context, kube kubernetes.Interface, namespace, name strin
 		target.SetPrices(table)
 		logger.Info("Paperspace price overrides applied", "configmap", klog.KObj(cm), "entries", len(cm.Data))
 	}
-	_, err := factory.Core().V1().ConfigMaps().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    apply,
 		UpdateFunc: func(_, n any) { apply(n) },
 		DeleteFunc: func(any) { target.SetPrices(nil) },
@@ -73,6 +72,6 @@ func Watch(ctx context.Context, kube kubernetes.Interface, namespace, name strin
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
+	go informer.RunWithContext(ctx)
 	return nil
 }
