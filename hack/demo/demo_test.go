@@ -137,6 +137,11 @@ func TestDemo(t *testing.T) {
 
 	checkRequests(t, state)
 	checkMetrics(t, root, state.MetricsURL)
+	// The budget step: held naming the budget and its limit, then Ready.
+	if !strings.Contains(state.BudgetHeld, "held by GPUBudget "+budgetName+" (maxHourlySpend)") || state.BudgetReleaseSeconds <= 0 {
+		t.Errorf("budget step: held %q, released after %.1fs; want held by GPUBudget %s (maxHourlySpend), then released",
+			state.BudgetHeld, state.BudgetReleaseSeconds, budgetName)
+	}
 
 	// Everything the demo started, and the ports they listen on.
 	procs := descendants(cmd.Process.Pid)

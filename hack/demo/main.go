@@ -227,15 +227,20 @@ func (d *demo) runStory(ctx context.Context) error {
 		return fmt.Errorf("recovering from the interruption: %w", err)
 	}
 	d.state.RecoverySeconds = time.Since(interrupted).Seconds()
+	now := after[target.Name].Status
+	d.say("Recovered in %s: %s is Ready again on %s %s in %s (%s) at $%.2f/h, interruptions: %d",
+		since(interrupted), target.Name, now.Provider, now.InstanceID, now.ProviderRegion, now.Region, price(now.HourlyPrice), now.Interruptions)
+	released, err := d.budgetStory(ctx, reqs)
+	if err != nil {
+		return fmt.Errorf("the budget step: %w", err)
+	}
+	d.state.BudgetReleaseSeconds = released.Seconds()
 	d.stopWatch()
 	d.state.Phase = PhaseRecovered
 	d.state.Children = d.childPIDs()
 	if err := d.writeState(); err != nil {
 		return err
 	}
-	now := after[target.Name].Status
-	d.say("Recovered in %s: %s is Ready again on %s %s in %s (%s) at $%.2f/h, interruptions: %d",
-		since(interrupted), target.Name, now.Provider, now.InstanceID, now.ProviderRegion, now.Region, price(now.HourlyPrice), now.Interruptions)
 	d.say("Setup %s, all settled %s after apply, recovery %s",
 		secs(d.state.SetupSeconds), secs(d.state.AllReadySeconds), secs(d.state.RecoverySeconds))
 	return nil

@@ -46,6 +46,10 @@ type State struct {
 	SetupSeconds    float64 `json:"setupSeconds,omitempty"`
 	AllReadySeconds float64 `json:"allReadySeconds,omitempty"`
 	RecoverySeconds float64 `json:"recoverySeconds,omitempty"`
+	// BudgetHeld is the message of the request the GPUBudget held;
+	// BudgetReleaseSeconds is raising the budget to that request Ready.
+	BudgetHeld           string  `json:"budgetHeld,omitempty"`
+	BudgetReleaseSeconds float64 `json:"budgetReleaseSeconds,omitempty"`
 	Error           string  `json:"error,omitempty"`
 }
 

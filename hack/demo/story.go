@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -252,4 +253,90 @@ func howTakenBack(provider string) string {
 		return "Paperspace turns the machine off"
 	}
 	return provider + " takes the machine back"
+}
+
+// budgetNamespace and budgetName are the team and the GPUBudget of the
+// budget step: one request held over the budget's hourly cap, released when
+// the cap is raised.
+const (
+	budgetNamespace = "team-budget"
+	budgetName      = "team-budget"
+	budgetRequest   = "over-budget"
+)
+
+// budgetStory copies a Ready VM example's spec into a namespace of its own
+// under a GPUBudget whose maxHourlySpend is below the machine's price: the
+// request is held (Pending, OverBudget naming the budget); raising the cap
+// launches it. It returns how long the release took.
+func (d *demo) budgetStory(ctx context.Context, reqs map[string]*tgpv1.GPURequest) (time.Duration, error) {
+	var template *tgpv1.GPURequest
+	for _, name := range slices.Sorted(maps.Keys(reqs)) {
+		r := reqs[name]
+		if r.Status.Phase == tgpv1.PhaseReady && r.Spec.Container == nil && r.Spec.Bootstrap == nil && r.Status.HourlyPrice != nil {
+			template = r
+			break
+		}
+	}
+	if template == nil {
+		return 0, fmt.Errorf("no Ready VM example without a bootstrap Secret to copy for the budget step")
+	}
+	machine := *template.Status.HourlyPrice
+	if _, err := d.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: budgetNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return 0, err
+	}
+	cap := float64(int(machine*50)) / 100 // half the machine's price, in cents
+	budget := &tgpv1.GPUBudget{ObjectMeta: metav1.ObjectMeta{Name: budgetName, Namespace: budgetNamespace},
+		Spec: tgpv1.GPUBudgetSpec{MaxHourlySpend: &cap}}
+	if _, err := d.client.TgpV1().GPUBudgets(budgetNamespace).Create(ctx, budget, metav1.CreateOptions{}); err != nil {
+		return 0, err
+	}
+	d.say("Creating GPUBudget %s/%s (maxHourlySpend $%.2f/h) and GPURequest %s, a copy of %s, whose machine costs $%.2f/h",
+		budgetNamespace, budgetName, cap, budgetRequest, template.Name, machine)
+	req := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: budgetRequest, Namespace: budgetNamespace}, Spec: *template.Spec.DeepCopy()}
+	if _, err := d.client.TgpV1().GPURequests(budgetNamespace).Create(ctx, req, metav1.CreateOptions{}); err != nil {
+		return 0, err
+	}
+	held, err := d.waitInBudget(ctx, "held by the budget", func(r *tgpv1.GPURequest) bool {
+		c := meta.FindStatusCondition(r.Status.Conditions, tgpv1.ConditionOffersAvailable)
+		return r.Status.Phase == tgpv1.PhasePending && c != nil && c.Reason == "OverBudget"
+	})
+	if err != nil {
+		return 0, err
+	}
+	d.state.BudgetHeld = held.Status.Message
+	d.say("%s is Pending: %s", budgetRequest, held.Status.Message)
+
+	raised := float64(int(machine*200+99)) / 100 // twice the price, rounded up to a cent
+	b, err := d.client.TgpV1().GPUBudgets(budgetNamespace).Get(ctx, budgetName, metav1.GetOptions{})
+	if err != nil {
+		return 0, err
+	}
+	b.Spec.MaxHourlySpend = &raised
+	if _, err := d.client.TgpV1().GPUBudgets(budgetNamespace).Update(ctx, b, metav1.UpdateOptions{}); err != nil {
+		return 0, err
+	}
+	d.say("Raising %s's maxHourlySpend to $%.2f/h: kubectl -n %s patch gpubudget %s --type=merge -p '{\"spec\":{\"maxHourlySpend\":%.2f}}'",
+		budgetName, raised, budgetNamespace, budgetName, raised)
+	start := time.Now()
+	ready, err := d.waitInBudget(ctx, "Ready", func(r *tgpv1.GPURequest) bool { return r.Status.Phase == tgpv1.PhaseReady })
+	if err != nil {
+		return 0, err
+	}
+	released := time.Since(start)
+	d.say("%s is Ready %s after the raise on %s %s at $%.2f/h", budgetRequest, since(start), ready.Status.Provider, ready.Status.InstanceType, price(ready.Status.HourlyPrice))
+	return released, nil
+}
+
+// waitInBudget polls the budget step's request until done holds.
+func (d *demo) waitInBudget(ctx context.Context, what string, done func(*tgpv1.GPURequest) bool) (*tgpv1.GPURequest, error) {
+	var got *tgpv1.GPURequest
+	err := d.poll(ctx, 250*time.Millisecond, d.opts.timeout, fmt.Sprintf("%s/%s to be %s", budgetNamespace, budgetRequest, what), func() (bool, error) {
+		r, err := d.client.TgpV1().GPURequests(budgetNamespace).Get(ctx, budgetRequest, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		got = r
+		return done(r), nil
+	})
+	return got, err
 }
