@@ -50,7 +50,7 @@ type State struct {
 	// BudgetReleaseSeconds is raising the budget to that request Ready.
 	BudgetHeld           string  `json:"budgetHeld,omitempty"`
 	BudgetReleaseSeconds float64 `json:"budgetReleaseSeconds,omitempty"`
-	Error           string  `json:"error,omitempty"`
+	Error                string  `json:"error,omitempty"`
 }
 
 // writeState writes the state file atomically.
