@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
@@ -257,5 +258,39 @@ func TestBudgetSpendSurvivesRestartAndResetsAtTheMonthStart(t *testing.T) {
 	dec := r.waitBudget("month", 30*time.Second, "December", func(b *tgpv1.GPUBudget) bool { return b.Status.Month == "2026-12" })
 	if got := *dec.Status.MonthToDateSpend; got > 0.75*clk.Since(midnight).Hours()+0.0001 {
 		t.Errorf("December month-to-date %.6f, more than accrued since midnight", got)
+	}
+}
+
+// A budget applies to its own namespace only: the same request in another
+// namespace launches while the budget holds the one beside it.
+func TestBudgetOtherNamespaceUnaffected(t *testing.T) {
+	sel := fmt.Sprintf("budget-test=%s", strings.ToLower(t.Name()))
+	r := newRig(t, rigOptions{sims: budgetSims(), requestSelector: sel, config: controller.Config{PollInterval: pollInterval}})
+	other := r.ns + "-other"
+	if _, err := r.kube.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"budget-test": strings.ToLower(t.Name())}
+	b := &tgpv1.GPUBudget{ObjectMeta: metav1.ObjectMeta{Name: "tight", Namespace: r.ns, Labels: labels}, Spec: tgpv1.GPUBudgetSpec{MaxHourlySpend: ptr.To(0.5)}}
+	if _, err := r.client.TgpV1().GPUBudgets(r.ns).Create(t.Context(), b, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{r.ns, other} {
+		req := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "a10", Namespace: ns, Labels: labels},
+			Spec: tgpv1.GPURequestSpec{GPUType: "A10", MaxPrice: ptr.To(1.0)}}
+		if _, err := r.client.TgpV1().GPURequests(ns).Create(t.Context(), req, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitFor("a10", readyTimeout, "held by GPUBudget tight", heldBy("tight"))
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		req, err := r.client.TgpV1().GPURequests(other).Get(ctx, "a10", metav1.GetOptions{})
+		return err == nil && req.Status.Phase == tgpv1.PhaseReady, nil
+	})
+	if err != nil {
+		t.Fatalf("the request in namespace %s did not become Ready beside the held one: %v", other, err)
+	}
+	if n := len(r.liveMachines()); n != 1 {
+		t.Errorf("%d live machines, want the other namespace's one", n)
 	}
 }
