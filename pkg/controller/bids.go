@@ -145,3 +145,30 @@ func gpusOf(req *tgpv1.GPURequest) int32 {
 	}
 	return req.Spec.GPUCount
 }
+
+// lostBidNodeGrace decides whether a Ready bid-market spot machine whose
+// Node is gone may be waited for instead of interrupted: an outbid machine
+// stops, its kubelet with it, and its Node may go before the provider's
+// listing shows the lost bid; a re-bid machine's Node comes back when it
+// resumes. It waits (ok) until a listing that started after the Node was
+// found gone (plus listMargin) has been seen, and for NodeNotReadyGrace
+// after a re-bid. Anything else is the NodeDeleted interruption.
+func (c *Controller) lostBidNodeGrace(s *syncCtx, listedAt time.Time) (time.Duration, bool) {
+	st := &s.req.Status
+	if _, ok := c.providers[st.Provider].(providers.Bidder); !ok || !st.Spot {
+		return 0, false
+	}
+	now := c.clock.Now()
+	v, _ := c.nodeGone.LoadOrStore(st.MachineName, now)
+	gone := v.(time.Time)
+	if r, ok := c.rebids.Load(st.MachineName); ok {
+		if until := r.(rebidRecord).at.Add(c.cfg.NodeNotReadyGrace); now.Before(until) {
+			return clampDelay(min(c.cfg.PollInterval, until.Sub(now))), true
+		}
+	}
+	if !listedAt.After(gone.Add(listMargin)) {
+		return clampDelay(min(c.cfg.PollInterval, gone.Add(listMargin).Sub(now)+c.cfg.PollInterval)), true
+	}
+	c.nodeGone.Delete(st.MachineName)
+	return 0, false
+}

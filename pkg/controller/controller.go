@@ -229,6 +229,9 @@ type Controller struct {
 	pendingCost sync.Map
 	// rebids maps machine names to the last bid raised on them (bids.go).
 	rebids sync.Map
+	// nodeGone maps bid-market machine names to when their Ready Node was
+	// first found gone (bids.go).
+	nodeGone sync.Map
 	// sshKeys is the operator's SSH key pair and deliveries the bootstrap
 	// deliveries over SSH (ssh.go).
 	sshKeys    *SSHKeys

@@ -98,8 +98,12 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 		}
 		c.joined(s, node, now)
 	} else if node == nil {
+		if wait, ok := c.lostBidNodeGrace(s, listedAt); ok {
+			return wait, nil // a bid-market machine's Node may be gone because it was outbid (bids.go)
+		}
 		return c.interrupt(s, current, "NodeDeleted", fmt.Sprintf("Node %s disappeared", st.NodeName))
 	} else {
+		c.nodeGone.Delete(machine)
 		st.NodeName = node.Name
 		// Edits of nodeLabels and nodeTaints after Ready reach the Node (a
 		// no-op when it is up to date).

@@ -33,6 +33,7 @@ import (
 	tgpscheme "github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned/scheme"
 	tgpinformers "github.com/solanyn/gpu-operator/pkg/generated/informers/externalversions"
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
 
@@ -145,15 +146,22 @@ func (r *rig) build(cfg controller.Config) { r.t.Helper(); r.buildWith(cfg, nil)
 func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
 	r.t.Helper()
 	var err error
-	if adapters == nil {
-		if adapters, err = r.stack.Adapters(stack.AdapterOptions{}); err != nil {
-			r.t.Fatal(err)
-		}
-	}
 	kube, client := r.kube, r.client
 	if r.opts.operatorConfig != nil {
 		cfg := r.opts.operatorConfig(rest.CopyConfig(env.Config))
 		kube, client = kubernetes.NewForConfigOrDie(cfg), versioned.NewForConfigOrDie(cfg)
+	}
+	// The operator's SSH key pair (made in its namespace on first use):
+	// the Vast.ai adapter registers its public half, as cmd/gpu-operator wires it.
+	opNamespace := cfg.OperatorNamespace
+	if opNamespace == "" {
+		opNamespace = "gpu-operator"
+	}
+	sshKeys := controller.NewSSHKeys(kube, opNamespace)
+	if adapters == nil {
+		if adapters, err = r.stack.Adapters(stack.AdapterOptions{VastAI: func(c *vastai.Config) { c.SSHPublicKey = sshKeys.PublicKey }}); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 	scope := tgpinformers.WithNamespace(r.ns)
 	if sel := r.opts.requestSelector; sel != "" {
@@ -178,6 +186,7 @@ func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
 		Recorder:   broadcaster.NewRecorder(tgpscheme.Scheme, corev1.EventSource{Component: "gpu-operator-test"}),
 		Clock:      r.clock(),
 		Registry:   r.registry,
+		SSHKeys:    sshKeys,
 	})
 	if err != nil {
 		r.t.Fatal(err)
