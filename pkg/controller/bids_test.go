@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
@@ -264,4 +265,26 @@ func TestSSHKeysMadeOnceThenRead(t *testing.T) {
 	if _, err := again.Ensure(t.Context()); err != nil || again.PublicKey() != pub {
 		t.Errorf("second Ensure: %q, %v; want the same key %q", again.PublicKey(), err, pub)
 	}
+}
+
+// A bid-market machine's Node may go before the listing shows the lost
+// bid: the operator waits for a listing started after the Node went, and
+// only then counts NodeDeleted.
+func TestLostBidNodeGraceWaitsForAListing(t *testing.T) {
+	req := readyRequest("gpu", spotJob, func(r *tgpv1.GPURequest) { r.Status.HourlyPrice = ptr(0.231) })
+	f, _ := bidFixture(t, req)
+	running := providers.Instance{Provider: "runpod", ID: "pod-1", Name: ownMachine, State: providers.StateRunning, Spot: true, BidPrice: 0.231}
+	stageList(f, running)
+	f.sync("gpu") // no Node: gone before any listing after it
+	if st := f.reload("gpu").Status; st.Interruptions != 0 || len(f.provider.terminated) != 0 {
+		t.Fatalf("interruptions %d terminated %v; want a wait for the next listing", st.Interruptions, f.provider.terminated)
+	}
+	f.clock.Step(listMargin + time.Second)
+	stageList(f, running) // listed running after the Node went: the Node is lost
+	f.sync("gpu")
+	st := f.reload("gpu").Status
+	if st.Interruptions != 1 {
+		t.Fatalf("interruptions %d; want NodeDeleted once a later listing shows the machine running", st.Interruptions)
+	}
+	stageCondition(t, st, tgpv1.ConditionInterrupted, metav1.ConditionTrue, "NodeDeleted")
 }
