@@ -79,6 +79,11 @@ func runOperator(args []string) int {
 	workqueue.SetProvider(controller.NewWorkqueueMetrics(registry))
 
 	creds := credentials.NewSecret(kube, f.namespace, f.providers.secretName)
+	// One SSH key pair (a Secret in the operator's namespace) for the
+	// controller, which delivers bootstraps over SSH with it, and the
+	// Vast.ai adapter, which registers its public half before a VM create.
+	sshKeys := controller.NewSSHKeys(kube, f.namespace)
+	f.providers.sshPublicKey = sshKeys.PublicKey
 	adapters, err := f.providers.build(creds.Key)
 	if err != nil {
 		return fail(err, "configuring providers")
@@ -100,7 +105,7 @@ func runOperator(args []string) int {
 	}
 	ctrl, informers, err := operator.NewController(operator.Options{
 		Config: f.ctrl, KubeClient: kube, Client: versioned.NewForConfigOrDie(cfg),
-		Providers: adapters, CatalogInterval: f.catalogRefresh, Recorder: recorder, Registry: registry,
+		Providers: adapters, CatalogInterval: f.catalogRefresh, Recorder: recorder, Registry: registry, SSHKeys: sshKeys,
 	})
 	if err != nil {
 		return fail(err, "creating controller")

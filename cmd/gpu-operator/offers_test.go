@@ -87,6 +87,8 @@ func endpointArgs(t *testing.T, st *stack.Stack, key string) []string {
 		t.Setenv(credentials.EnvVar(p), "")
 	}
 	args := []string{
+		// The stacks here have no Vast.ai simulator.
+		"--providers", "lambdalabs,runpod,paperspace",
 		"--lambda-url", st.URL(providers.LambdaLabs),
 		"--lambda-ssh-key-name", lambdasim.DefaultSSHKeyName,
 		"--runpod-api-url", st.URL(providers.RunPod),

@@ -13,6 +13,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers/lambda"
 	"github.com/solanyn/gpu-operator/pkg/providers/paperspace"
 	"github.com/solanyn/gpu-operator/pkg/providers/runpod"
+	"github.com/solanyn/gpu-operator/pkg/providers/vastai"
 )
 
 // providerFlags configure which providers run and how they are reached.
@@ -31,7 +32,19 @@ type providerFlags struct {
 	paperspaceRPS     float64
 	paperspaceTmpl    string
 	pricesConfigMap   string
+	vastaiURL         string
+	vastaiRPS         float64
+	vastaiMinRel      float64
+	vastaiUnverified  bool
+	vastaiNoVMs       bool
+	vastaiDiskGB      float64
+	vastaiVMImage     string
 	callTimeout       time.Duration
+
+	// sshPublicKey returns the operator's SSH public key, registered with
+	// Vast.ai before a VM is created (controller.SSHKeys.PublicKey); nil
+	// when no VM of a provider bootstrapped over SSH can be launched.
+	sshPublicKey func() string
 
 	// leftOut are the enabled providers build left out, with the reason.
 	leftOut []leftOutProvider
@@ -41,8 +54,8 @@ type providerFlags struct {
 type leftOutProvider struct{ name, reason string }
 
 func (p *providerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&p.enabled, "providers", "lambdalabs,runpod,paperspace", "Comma-separated providers to use.")
-	fs.StringVar(&p.secretName, "credentials-secret", "gpu-operator-credentials", "Secret in --namespace holding one API key per provider under the keys lambdalabs, runpod and paperspace. Environment variables LAMBDA_API_KEY, RUNPOD_API_KEY and PAPERSPACE_API_KEY are used when the Secret has no key.")
+	fs.StringVar(&p.enabled, "providers", "lambdalabs,runpod,paperspace,vastai", "Comma-separated providers to use.")
+	fs.StringVar(&p.secretName, "credentials-secret", "gpu-operator-credentials", "Secret in --namespace holding one API key per provider under the keys lambdalabs, runpod, paperspace and vastai. Environment variables LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY and VAST_API_KEY are used when the Secret has no key.")
 	fs.StringVar(&p.lambdaURL, "lambda-url", lambda.DefaultBaseURL, "Lambda Cloud API base URL.")
 	fs.Float64Var(&p.lambdaRPS, "lambda-rps", 1, "Client-side request rate limit for Lambda Cloud (its published limit is about 1/s).")
 	fs.DurationVar(&p.lambdaLaunchEvery, "lambda-launch-interval", 12*time.Second, "Minimum interval between Lambda launches (its published limit is 1 per 12s).")
@@ -57,6 +70,13 @@ func (p *providerFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.paperspaceRPS, "paperspace-rps", 2, "Client-side request rate limit for Paperspace.")
 	fs.StringVar(&p.paperspaceTmpl, "paperspace-template-id", "", "Paperspace OS template for every machine type; empty chooses a GPU template per machine type from GET /os-templates.")
 	fs.StringVar(&p.pricesConfigMap, "paperspace-prices-configmap", "gpu-operator-paperspace-prices", "ConfigMap in --namespace overriding Paperspace's shipped price table (one key per machine type, USD/h).")
+	fs.StringVar(&p.vastaiURL, "vastai-url", vastai.DefaultAPIURL, "Vast.ai API server.")
+	fs.Float64Var(&p.vastaiRPS, "vastai-rps", vastai.DefaultRequestsPerSecond, "Client-side request rate limit for Vast.ai (it publishes none).")
+	fs.Float64Var(&p.vastaiMinRel, "vastai-min-reliability", vastai.DefaultMinReliability, "Lowest Vast.ai host reliability (0-1) offered; negative: any.")
+	fs.BoolVar(&p.vastaiUnverified, "vastai-allow-unverified", false, "Also offer Vast.ai hosts that Vast.ai has not verified.")
+	fs.BoolVar(&p.vastaiNoVMs, "vastai-no-vms", false, "Offer Vast.ai's VM-capable hosts as containers only (no Vast.ai VMs, so no SSH bootstrap).")
+	fs.Float64Var(&p.vastaiDiskGB, "vastai-disk-gb", vastai.DefaultDiskGB, "Disk of every Vast.ai instance, GB.")
+	fs.StringVar(&p.vastaiVMImage, "vastai-vm-image", vastai.DefaultVMImage, "Image of Vast.ai VMs (one of Vast.ai's KVM images).")
 	fs.DurationVar(&p.callTimeout, "provider-call-timeout", 30*time.Second, "Deadline of every provider API call.")
 }
 
@@ -94,8 +114,13 @@ func (p *providerFlags) build(key func(provider string) string) ([]providers.Pro
 		case providers.Paperspace:
 			a, err = paperspace.New(paperspace.Config{BaseURL: p.paperspaceURL, Key: keyFn, HTTPClient: httpClient,
 				RequestsPerSecond: p.paperspaceRPS, CallTimeout: p.callTimeout, TemplateID: p.paperspaceTmpl})
+		case providers.VastAI:
+			a, err = vastai.New(vastai.Config{APIURL: p.vastaiURL, Key: keyFn, HTTPClient: httpClient,
+				RequestsPerSecond: p.vastaiRPS, CallTimeout: p.callTimeout,
+				Filters: vastai.Filters{MinReliability: p.vastaiMinRel, AllowUnverified: p.vastaiUnverified, NoVMs: p.vastaiNoVMs},
+				DiskGB:  p.vastaiDiskGB, VMImage: p.vastaiVMImage, SSHPublicKey: p.sshPublicKey})
 		default:
-			return nil, fmt.Errorf("unknown provider %q (want lambdalabs, runpod or paperspace)", name)
+			return nil, fmt.Errorf("unknown provider %q (want lambdalabs, runpod, paperspace or vastai)", name)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)

@@ -29,18 +29,20 @@ var envVars = map[string]string{
 	providers.LambdaLabs: "LAMBDA_API_KEY",
 	providers.RunPod:     "RUNPOD_API_KEY",
 	providers.Paperspace: "PAPERSPACE_API_KEY",
+	// Vast.ai's docs and CLI read VAST_API_KEY.
+	providers.VastAI: "VAST_API_KEY",
 }
 
 // EnvVar returns the environment variable that may hold provider's key
-// (LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY), or "" for a
+// (LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY, VAST_API_KEY), or "" for a
 // provider it does not know.
 func EnvVar(provider string) string { return envVars[provider] }
 
 // Providers are the providers that have a key, in a fixed order.
-var Providers = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace}
+var Providers = []string{providers.LambdaLabs, providers.RunPod, providers.Paperspace, providers.VastAI}
 
 // Secret serves keys from one Secret, under one data key per provider name
-// (lambdalabs, runpod, paperspace), through an informer watching only that
+// (lambdalabs, runpod, paperspace, vastai), through an informer watching only that
 // Secret.
 type Secret struct {
 	informer  cache.SharedIndexInformer

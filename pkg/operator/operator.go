@@ -99,6 +99,9 @@ type Options struct {
 	Clock clock.WithTicker
 	// Registry receives the controller's metrics; nil is a fresh registry.
 	Registry prometheus.Registerer
+	// SSHKeys is the operator's SSH key pair, shared with the adapters that
+	// register it (Vast.ai); nil makes the controller its own.
+	SSHKeys *controller.SSHKeys
 }
 
 // NewController builds the informers (NewInformers) and the controller on
@@ -122,6 +125,7 @@ func NewController(o Options) (*controller.Controller, Informers, error) {
 		Recorder:   o.Recorder,
 		Clock:      o.Clock,
 		Registry:   o.Registry,
+		SSHKeys:    o.SSHKeys,
 	})
 	if err != nil {
 		return nil, Informers{}, err
