@@ -105,7 +105,7 @@ func (d *demo) start(ctx context.Context) (err error) {
 	}
 	d.say("API server %s ready in %s", env.Config.Host, since(d.state.StartedAt))
 
-	d.say("Starting the Lambda Cloud, RunPod and Paperspace simulators and the node agent (bin/cloudsim, catalog %s)", d.rel(d.opts.catalog))
+	d.say("Starting the Lambda Cloud, RunPod, Paperspace and Vast.ai simulators and the node agent (bin/cloudsim, catalog %s)", d.rel(d.opts.catalog))
 	epFile := filepath.Join(d.opts.dir, "cloudsim-endpoints.json")
 	_ = os.Remove(epFile)
 	d.cloudsim, err = startChild("cloudsim", filepath.Join(d.opts.dir, "logs", "cloudsim.log"), nil, d.opts.cloudsimBin,

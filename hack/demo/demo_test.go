@@ -41,6 +41,7 @@ type expectation struct {
 	region       string // canonical
 	price        float64
 	container    bool
+	spot         bool
 	// pendingReason must be in status.message of a Pending request.
 	pendingReason string
 }
@@ -55,11 +56,12 @@ var expected = map[string]expectation{
 	"bootstrapped-inference": {phase: tgpv1.PhaseReady, provider: "lambdalabs", instanceType: "gpu_1x_a6000", region: "us-east-1", price: 0.80},
 	// The default bash bootstrap on Paperspace.
 	"dev-box": {phase: tgpv1.PhaseReady, provider: "paperspace", instanceType: "A4000", region: "us-east-1", price: 0.76},
-	// A RunPod container, taken back (EXITED) and relaunched in the other
-	// us-west data center.
-	"container-notebook": {phase: tgpv1.PhaseReady, provider: "runpod", instanceType: "NVIDIA GeForce RTX 4090", region: "us-west-2", price: 0.69, container: true},
-	// RTX 4090s are sold only as RunPod containers; it asks for a VM.
-	"spot-training-job": {phase: tgpv1.PhasePending, pendingReason: "WrongMachineKind"},
+	// A RunPod container in US-CA-2.
+	"container-notebook": {phase: tgpv1.PhaseReady, provider: "runpod", instanceType: "NVIDIA GeForce RTX 4090", region: "us-west-1", price: 0.69, container: true},
+	// A Vast.ai interruptible VM (a bid), outbid by the demo beyond its spot
+	// cap and relaunched on the other host (ask 1002, min bid 0.20) at a bid
+	// of 0.21.
+	"spot-training-job": {phase: tgpv1.PhaseReady, provider: "vastai", instanceType: "1002", region: "us-west-2", price: 0.21, spot: true},
 }
 
 // TestDemo runs `gpu-operator-demo run` as a user would, checks what it
@@ -265,11 +267,11 @@ func checkRequests(t *testing.T, state *State) {
 			}
 			continue
 		}
-		if st.Phase != want.phase || st.Provider != want.provider || st.InstanceType != want.instanceType || st.Spot ||
+		if st.Phase != want.phase || st.Provider != want.provider || st.InstanceType != want.instanceType || st.Spot != want.spot ||
 			st.HourlyPrice == nil || *st.HourlyPrice != want.price || st.Region != want.region {
-			t.Errorf("%s: got phase %s %s %s in %s spot %v at %v; want %s %s %s in %s on-demand at %v",
+			t.Errorf("%s: got phase %s %s %s in %s spot %v at %v; want %s %s %s in %s spot %v at %v",
 				name, st.Phase, st.Provider, st.InstanceType, st.Region, st.Spot, price(st.HourlyPrice),
-				want.phase, want.provider, want.instanceType, want.region, want.price)
+				want.phase, want.provider, want.instanceType, want.region, want.spot, want.price)
 		}
 		if want.container {
 			if st.NodeName != "" || len(st.Ports) != 1 || st.Ports[0].Port != 8888 || st.Ports[0].PublicIP == "" || st.Ports[0].PublicPort == 0 {
@@ -319,21 +321,22 @@ func checkRequests(t *testing.T, state *State) {
 		}
 	}
 
-	// The interruption: RunPod stopped the first pod (EXITED); the operator
-	// deleted it and runs the notebook in the other us-west data center.
-	if state.Interrupted != "container-notebook" {
-		t.Errorf("the demo interrupted %q, want container-notebook", state.Interrupted)
+	// The interruption: a higher bid stopped the spot VM on Vast.ai host
+	// 1001, beyond what the spot cap can outbid; the operator destroyed it
+	// and relaunched on host 1002.
+	if state.Interrupted != "spot-training-job" {
+		t.Errorf("the demo interrupted %q, want spot-training-job", state.Interrupted)
 	}
-	nb := got["container-notebook"]
-	var pods []string
+	spot := got["spot-training-job"]
+	var vms []string
 	for _, m := range machines {
-		if m.Provider == "runpod" && strings.HasPrefix(m.Name, machinePrefix(&nb)) {
-			pods = append(pods, fmt.Sprintf("%s in %s live=%v preempted=%v", m.NativeState, m.Region, m.Live, m.Preempted))
+		if m.Provider == "vastai" && strings.HasPrefix(m.Name, machinePrefix(&spot)) {
+			vms = append(vms, fmt.Sprintf("%s live=%v preempted=%v", m.InstanceType, m.Live, m.Preempted))
 		}
 	}
-	if !slices.Equal(pods, []string{"TERMINATED in US-CA-2 live=false preempted=true", "RUNNING in US-WA-1 live=true preempted=false"}) &&
-		!slices.Equal(pods, []string{"RUNNING in US-WA-1 live=true preempted=false", "TERMINATED in US-CA-2 live=false preempted=true"}) {
-		t.Errorf("container-notebook's pods: %v; want the interrupted one in US-CA-2 deleted and a running one in US-WA-1", pods)
+	slices.Sort(vms)
+	if !slices.Equal(vms, []string{"1001 live=false preempted=true", "1002 live=true preempted=false"}) {
+		t.Errorf("spot-training-job's Vast.ai instances: %v; want the outbid one on host 1001 destroyed and a live one on 1002", vms)
 	}
 	// What RunPod was asked to run: the example's image, args, literal env,
 	// the token from the demo's Secret, and the port.
@@ -342,8 +345,8 @@ func checkRequests(t *testing.T, state *State) {
 		t.Fatal(err)
 	}
 	creates := adminCreates(t, state.AdminURL)
-	if len(creates) != 2 {
-		t.Errorf("%d RunPod creates, want 2 (the notebook and its relaunch)", len(creates))
+	if len(creates) != 1 {
+		t.Errorf("%d RunPod creates, want 1 (the notebook)", len(creates))
 	}
 	for _, c := range creates {
 		if c.Image != "quay.io/jupyter/pytorch-notebook:cuda12-latest" || !strings.Contains(c.Args, "start-notebook.py") ||

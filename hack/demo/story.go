@@ -29,16 +29,16 @@ import (
 
 // The story the demo tells with manifests/examples and hack/demo/catalog.json
 // (whose note says what each example gets): VMs joining as Nodes on Lambda
-// and Paperspace, a container on RunPod, a failover out of a sold-out region,
-// an interruption with its relaunch, and a request left Pending because its
-// GPU is sold only as the other machine kind.
+// and Paperspace, a container on RunPod, a spot VM on Vast.ai bought with a
+// bid, a failover out of a sold-out region, the spot VM outbid and relaunched
+// on another host, and a GPUBudget holding a request until it is raised.
 const (
 	// notebookSecret holds the token of the container-notebook example
 	// (manifests/examples/container-notebook.yaml); the demo creates it.
 	notebookSecret = "notebook-token"
 	// interruptTarget is the request whose machine the provider takes back:
-	// RunPod stops its pod (EXITED).
-	interruptTarget = "container-notebook"
+	// a higher bid on Vast.ai stops its interruptible VM.
+	interruptTarget = "spot-training-job"
 )
 
 // soldOut is the catalog entry the demo sells out after the operator has
@@ -251,6 +251,8 @@ func howTakenBack(provider string) string {
 		return "Lambda reports the instance preempted"
 	case providers.Paperspace:
 		return "Paperspace turns the machine off"
+	case providers.VastAI:
+		return "a higher bid ($0.10/h over ours) stops the interruptible instance"
 	}
 	return provider + " takes the machine back"
 }
