@@ -27,7 +27,13 @@
 //	                instance, or its interruption (Interrupted/Outbid)
 //	termination.go  lifetime, idle time, deletion, drain, one terminate call:
 //	                Terminating, Terminated
-//	cost.go         accumulatedCost and the cost metric
+//	cost.go         accumulatedCost (and monthCost) and the cost metric
+//	budgets.go      GPUBudgets: the budget worker and GPUBudget status
+//	                (Exceeded), OverBudget refusals at selection
+//	                (OffersAvailable=False/OverBudget), the headroom
+//	                reservation around each launch, termination under a
+//	                reached monthly limit (Terminating/MonthlyLimit), the
+//	                spend of deleted requests kept in their budgets
 //	ownership.go    what proves a machine or Node is a request's
 //	availability.go offerings marked unavailable, providers blocked
 //	nodes.go        Node labels, taints, lookups; inventory.go the instance
