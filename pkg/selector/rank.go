@@ -9,9 +9,9 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
-// Ranked yields the eligible offers, best first. It merges the runs of the
-// requested GPU type and count, each already in price order, so taking the
-// first k offers costs about k times the logarithm of the number of runs:
+// Ranked yields the eligible offers, best first. It merges the runs the
+// decision admitted, each already in price order, so taking the first k
+// offers costs about k times the logarithm of the number of those runs:
 // a caller that stops after a few launch attempts never pays for ranking
 // the rest. Each call starts again from the best offer.
 func (r Result) Ranked() iter.Seq[providers.Offer] {
@@ -19,10 +19,10 @@ func (r Result) Ranked() iter.Seq[providers.Offer] {
 		if r.Eligible == 0 {
 			return
 		}
-		m := merge{d: r.d, heads: make([]cursor, 0, len(r.d.cg.runs))}
-		for i := range r.d.cg.runs {
-			if head, ok := r.d.head(i, r.d.cg.runs[i].start); ok {
-				m.heads = append(m.heads, cursor{pos: head, run: int32(i)})
+		m := merge{d: r.d, heads: make([]cursor, 0, len(r.d.live))}
+		for li, lr := range r.d.live {
+			if head, ok := r.d.head(li, r.d.cg.runs[lr.run].start); ok {
+				m.heads = append(m.heads, cursor{pos: head, live: int32(li)})
 			}
 		}
 		for i := len(m.heads)/2 - 1; i >= 0; i-- {
@@ -33,7 +33,7 @@ func (r Result) Ranked() iter.Seq[providers.Offer] {
 			if !yield(r.d.cg.entries[top.pos].offer) {
 				return
 			}
-			if next, ok := r.d.head(int(top.run), top.pos+1); ok {
+			if next, ok := r.d.head(int(top.live), top.pos+1); ok {
 				top.pos = next
 			} else {
 				last := len(m.heads) - 1
@@ -53,9 +53,10 @@ func (r Result) RankedOffers() []providers.Offer {
 	return slices.AppendSeq(make([]providers.Offer, 0, r.Eligible), r.Ranked())
 }
 
-// cursor is the next eligible offer of one run.
+// cursor is the next eligible offer of one live run.
 type cursor struct {
-	pos, run int32
+	pos  int32 // index into countGroup.entries
+	live int32 // index into decision.live
 }
 
 // merge is a binary min-heap of run cursors, best offer on top.
@@ -67,10 +68,10 @@ type merge struct {
 func (m *merge) down(i int) {
 	for {
 		best, l, r := i, 2*i+1, 2*i+2
-		if l < len(m.heads) && m.d.outranks(m.heads[l].pos, m.heads[best].pos) {
+		if l < len(m.heads) && m.d.outranks(m.heads[l], m.heads[best]) {
 			best = l
 		}
-		if r < len(m.heads) && m.d.outranks(m.heads[r].pos, m.heads[best].pos) {
+		if r < len(m.heads) && m.d.outranks(m.heads[r], m.heads[best]) {
 			best = r
 		}
 		if best == i {
@@ -135,7 +136,7 @@ func (d *decision) reasonAt(cg *countGroup, pos int32) reason {
 	if why := d.passes(r); why != eligible {
 		return why
 	}
-	if pos >= d.limits[e.run] {
+	if li, _ := d.liveOf(e.run); pos >= d.live[li].limit {
 		return d.rule(r.spot).over
 	}
 	if d.isBlocked(r.provider) || d.isMarked(pos) {

@@ -9,10 +9,14 @@
 // The package is pure: offers in, a ranked choice and the reasons every other
 // offer lost out. It does no I/O and starts no goroutines. Build an Index once
 // per catalog and call Select for every decision: a decision costs time in
-// the number of distinct (provider, capacity type, region, machine kind)
-// runs of the requested GPU type and count, not in the number of offers, and
+// the distinct (capacity type, provider, availability) runs of the requested
+// GPU type, count and machine kind in the preferred regions, not in the
+// number of offers, of their instance types or of the runs elsewhere, and
 // ranks or explains the rest only when asked (Result.Ranked,
-// Result.Rejected). What is unavailable right now (offerings that failed to
+// Result.Rejected). On a 50,000-offer marketplace catalog (market_test.go,
+// 2 cores) a decision takes about 10 µs and 9 allocations; building its
+// Index takes about 0.11 s, and the Index holds 9.7 MiB beside the
+// catalog's 7.9 MiB. What is unavailable right now (offerings that failed to
 // launch, providers blocked for their credentials) is the caller's to track
 // and is handed to Select as an Unavailable; the package holds no clock,
 // lock or cache.
