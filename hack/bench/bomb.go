@@ -841,12 +841,15 @@ func (r *bombReport) markdown() string {
 
 // writeSection replaces the template-bomb section of the file at path, or
 // appends it, leaving the rest as it was.
-func writeSection(path, section string) error {
+func writeSection(path, section string) error { return writeSectionAs(path, bombSection, section) }
+
+// writeSectionAs replaces the section under heading in the file at path.
+func writeSectionAs(path, heading, section string) error {
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(replaceSection(string(doc), bombSection, section)), 0o644)
+	return os.WriteFile(path, []byte(replaceSection(string(doc), heading, section)), 0o644)
 }
 
 // replaceSection replaces the section of doc that starts with the line

@@ -53,6 +53,8 @@ func main() {
 		bombs    = flag.Int("bombs", 50, "Bomb requests in the template-bomb run.")
 		bombNorm = flag.Int("bomb-normal", 20, "Plain requests in another namespace, created with the bombs.")
 		bombHold = flag.Duration("bomb-hold", 70*time.Second, "How long the template-bomb run keeps the operator running after all settled (over a minute: every bomb is retried once).")
+		market   = flag.Int("market", 50_000, "Hosts of the Vast.ai marketplace run (0: none).")
+		marketF  = flag.String("write-market", "", "Replace only the marketplace section of this file (BENCHMARKS.md) with this run's.")
 		bombFile = flag.String("write-bomb", "", "Replace only the template-bomb section of this file (BENCHMARKS.md) with this run's.")
 		seed     = flag.Int64("seed", 0, "Seed of the chaos and fault runs (0: from the clock); each run prints its seed, so a run can be replayed.")
 	)
@@ -139,6 +141,22 @@ func main() {
 				os.Exit(1)
 			}
 			logf("wrote the template-bomb section of %s", *bombFile)
+		}
+	}
+	if *market > 0 {
+		res := runMarket(ctx, *market, logf)
+		rep.Market = &res
+		fmt.Println(res.markdown())
+		if res.Err != nil {
+			logf("marketplace: %v", res.Err)
+			failed = true
+		}
+		if *marketF != "" {
+			if err := writeSectionAs(*marketF, marketSection, res.markdown()); err != nil {
+				logf("writing %s: %v", *marketF, err)
+				os.Exit(1)
+			}
+			logf("wrote the marketplace section of %s", *marketF)
 		}
 	}
 	if *write != "" {

@@ -42,6 +42,7 @@ type report struct {
 	Chaos   *chaosResult
 	Faults  *faultResult
 	Bomb    *bombReport
+	Market  *marketResult
 }
 
 func verdict(ok bool) string {
@@ -215,6 +216,10 @@ func (rep *report) markdown() string {
 	}
 	if rep.Bomb != nil {
 		b.WriteString(rep.Bomb.markdown())
+		b.WriteString("\n")
+	}
+	if rep.Market != nil {
+		b.WriteString(rep.Market.markdown())
 		b.WriteString("\n")
 	}
 	return b.String()
