@@ -17,6 +17,7 @@ import (
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
+	vastaisim "github.com/solanyn/gpu-operator/pkg/cloudsim/vastai"
 	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -368,6 +369,9 @@ func TestOrphanCollector(t *testing.T) {
 		offer    providers.Offer
 		userData string
 		ctr      *providers.ContainerSpec
+		// orphanType, when set, is the orphan's instance type (a Vast.ai
+		// ask is rented once: the orphan needs a host of its own).
+		orphanType string
 	}{{
 		name: "lambda VM",
 		sims: stack.Config{Lambda: simConfig(cloudsim.CatalogEntry{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.75, Capacity: -1})},
@@ -382,6 +386,17 @@ func TestOrphanCollector(t *testing.T) {
 		offer: providers.Offer{Provider: providers.RunPod, InstanceType: "NVIDIA GeForce RTX 4090", GPUType: "RTX4090", GPUCount: 1,
 			Region: "us-west-1", ProviderRegion: "US-CA-2", Capacity: providers.OnDemand, HourlyPrice: 0.44, Available: true, Kind: providers.Container},
 		ctr: &providers.ContainerSpec{Image: "busybox"},
+	}, {
+		// Vast.ai instances carry the machine name in their label: the
+		// in-flight one is adopted by it, the orphan collected by it.
+		name: "vastai container",
+		sims: stack.Config{VastAI: &vastaisim.Config{Config: cloudsim.Config{APIKey: "test-key"},
+			Hosts: []vastaisim.Host{vastHost(2001, 0, 0.40, false), vastHost(2002, 0, 0.40, false)}}},
+		spec: "{gpuType: RTX4090, maxPrice: 0.50, container: {image: busybox}}",
+		offer: providers.Offer{Provider: providers.VastAI, InstanceType: "2001", GPUType: "RTX4090", GPUCount: 1,
+			Region: "us-west-1", ProviderRegion: "California, US", Capacity: providers.OnDemand, HourlyPrice: 0.40, Available: true, Kind: providers.Container},
+		ctr:        &providers.ContainerSpec{Image: "busybox"},
+		orphanType: "2002",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, rigOptions{
@@ -404,7 +419,11 @@ func TestOrphanCollector(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, name := range []string{"gpur-orphan-1", inflight} {
-				if _, err := adapters[0].Launch(t.Context(), providers.LaunchRequest{Name: name, Offer: o, UserData: tc.userData, Container: tc.ctr}); err != nil {
+				offer := o
+				if name == "gpur-orphan-1" && tc.orphanType != "" {
+					offer.InstanceType = tc.orphanType
+				}
+				if _, err := adapters[0].Launch(t.Context(), providers.LaunchRequest{Name: name, Offer: offer, UserData: tc.userData, Container: tc.ctr}); err != nil {
 					t.Fatal(err)
 				}
 			}
