@@ -75,7 +75,7 @@ bench: tools build
 	$(GO) run ./hack/bench -write BENCHMARKS.md
 
 clean:
-	rm -rf $(BIN)/gpu-operator $(BIN)/cloudsim $(BIN)/gpu-operator-demo .demo
+	rm -rf $(BIN)/gpu-operator $(BIN)/cloudsim $(BIN)/gpu-operator-demo $(BIN)/image .demo
 
 STATICCHECK_VERSION := v0.8.2
 ## lint: staticcheck (pinned, run with go run) on hand-written code; generated packages are left out
