@@ -110,7 +110,7 @@ func (c *Controller) rebid(s *syncCtx, inst providers.Instance) (delay time.Dura
 	if err != nil {
 		return 0, false, "", "", err
 	}
-	if err := room.Admit(bid, gpusOf(req)); err != nil {
+	if err := room.Admit(bid, budget.GPUs(req)); err != nil {
 		if obe, over := budget.AsOverBudget(err); over {
 			return 0, false, "OutbidOverBudget", fmt.Sprintf("instance %s was outbid on %s; a bid of $%.3f/h would take the namespace over GPUBudget %s (%s)",
 				inst.ID, st.Provider, bid, obe.Budget, obe.Limit), nil
@@ -136,14 +136,6 @@ func (c *Controller) rebid(s *syncCtx, inst providers.Instance) (delay time.Dura
 	c.event(req, corev1.EventTypeNormal, "Rebid", "%s", st.Message)
 	logger.Info("outbid; bid raised", "machine", st.MachineName, "instance", inst.ID, "from", current, "to", bid, "minBid", inst.MinBid, "cap", cap)
 	return c.cfg.PollInterval, true, "", "", nil
-}
-
-// gpusOf is the request's GPU count with the API default.
-func gpusOf(req *tgpv1.GPURequest) int32 {
-	if req.Spec.GPUCount <= 0 {
-		return 1
-	}
-	return req.Spec.GPUCount
 }
 
 // lostBidNodeGrace decides whether a Ready bid-market spot machine whose
