@@ -81,4 +81,4 @@ STATICCHECK_VERSION := v0.8.2
 ## lint: staticcheck (pinned, run with go run) on hand-written code; generated packages are left out
 lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) \
-	  $$($(GO) list ./... | grep -v -e /pkg/generated/ -e /lambdaapi -e /runpodv2 -e /paperspaceapi)
+	  $$($(GO) list ./... | grep -v -e /pkg/generated/ -e /lambdaapi -e /runpodv2 -e /paperspaceapi -e /vastaiapi)
