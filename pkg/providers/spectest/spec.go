@@ -40,9 +40,8 @@ import (
 // provider-specs directory is.
 const EnvSpecs = "PROVIDER_SPECS"
 
-// VastAI names Vast.ai's document; the operator has no Vast.ai adapter yet,
-// so pkg/providers has no constant for it.
-const VastAI = "vastai"
+// VastAI names Vast.ai's document, as providers.VastAI names its adapter.
+const VastAI = providers.VastAI
 
 // document says where one provider's OpenAPI document is, relative to the
 // provider-specs directory, and which of its known defects are tolerated.
