@@ -30,6 +30,11 @@ type Data struct {
 	// registers already labelled and tainted (no workload lands on it first).
 	KubeletLabels string
 	KubeletTaints string
+	// Values are the keys of the request's spec.bootstrap.valuesFrom Secret
+	// (a Tailscale auth key, a k3s join token), read as .Values.<key>; a key
+	// the Secret lacks is an error. A template may not range over them.
+	// Nothing of them appears in an error.
+	Values map[string]string
 }
 
 // NewData is the data for the machine nodeName of req, launched on an

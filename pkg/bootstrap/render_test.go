@@ -84,6 +84,8 @@ func TestRangeOnlyOverLabelsAndTaints(t *testing.T) {
 		{"dot in with", `{{with .Labels}}{{range .}}x{{end}}{{end}}`, ""},
 		{"with $", `{{range .Taints}}{{with $}}{{range .Labels}}x{{end}}{{end}}{{end}}`, ""},
 		{"kv", `{{range $k, $v := $.Labels}}x{{end}}`, ""},
+		{"values", `{{range .Values}}x{{end}}`, ClassForbidden},
+		{"values of a with", `{{with .Values}}{{range .}}x{{end}}{{end}}`, ClassForbidden},
 	} {
 		_, err := Render(tc.text, data, Limits{})
 		if got := classOf(t, err); got != tc.class {
@@ -342,4 +344,25 @@ func TestConcurrentRenders(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// .Values are the valuesFrom Secret's keys: read by name, never ranged
+// over, and a missing key is an error that quotes neither the template nor
+// any value.
+func TestValues(t *testing.T) {
+	data := testData(1)
+	data.Values = map[string]string{"authkey": "tskey-auth-s3cret", "k3s-token": "K10abc"}
+	out, err := Render(`tailscale up --authkey={{ .Values.authkey }} && k3s agent --token={{ index .Values "k3s-token" }}`, data, Limits{})
+	if err != nil || out != "tailscale up --authkey=tskey-auth-s3cret && k3s agent --token=K10abc" {
+		t.Fatalf("Render = %q, %v", out, err)
+	}
+	_, err = Render(`{{ .Values.missing }}`, data, Limits{})
+	if err == nil {
+		t.Fatal("a key the Secret lacks rendered")
+	}
+	for _, leak := range []string{"tskey", "K10abc", "missing"} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("error %q quotes %q", err, leak)
+		}
+	}
 }

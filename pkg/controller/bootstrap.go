@@ -54,12 +54,31 @@ func (c *Controller) noBootstrap(b bootstrapSet) []string {
 
 // bootstrapTemplates reads the request's user-data templates: the Secret
 // keys spec.bootstrap names (key in any format, scriptKey a script), or the
-// default. Errors name the Secret and key, never their content.
-func (c *Controller) bootstrapTemplates(ctx context.Context, req *tgpv1.GPURequest) (bootstrapSet, error) {
+// default, and the values its templates read as .Values (valuesFrom's
+// Secret, nil without one). Errors name the Secret and key, never their
+// content.
+func (c *Controller) bootstrapTemplates(ctx context.Context, req *tgpv1.GPURequest) (bootstrapSet, map[string]string, error) {
 	b := req.Spec.Bootstrap
 	if b == nil {
-		return defaultBootstrap(), nil
+		return defaultBootstrap(), nil, nil
 	}
+	set, err := c.templatesFrom(ctx, req, b)
+	if err != nil || b.ValuesFrom == nil {
+		return set, nil, err
+	}
+	secret, err := c.consentedSecret(ctx, req.Namespace, b.ValuesFrom.SecretName, "bootstrap values")
+	if err != nil {
+		return nil, nil, err
+	}
+	values := make(map[string]string, len(secret.Data))
+	for k, v := range secret.Data {
+		values[k] = string(v)
+	}
+	return set, values, nil
+}
+
+// templatesFrom reads the templates spec.bootstrap names.
+func (c *Controller) templatesFrom(ctx context.Context, req *tgpv1.GPURequest, b *tgpv1.BootstrapSource) (bootstrapSet, error) {
 	secret, err := c.consentedSecret(ctx, req.Namespace, b.SecretName, "bootstrap")
 	if err != nil {
 		return nil, err
@@ -156,8 +175,8 @@ func (c *Controller) containerSpec(ctx context.Context, req *tgpv1.GPURequest) (
 }
 
 // render renders a template for one machine, bounded in time, work and
-// output (the provider's user-data limit).
-func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer providers.Offer) (string, error) {
+// output (the provider's user-data limit); values are its .Values.
+func (c *Controller) render(req *tgpv1.GPURequest, template string, values map[string]string, name string, offer providers.Offer) (string, error) {
 	if req.Spec.Container != nil {
 		return "", nil
 	}
@@ -172,6 +191,7 @@ func (c *Controller) render(req *tgpv1.GPURequest, template, name string, offer 
 		Taints:           req.Spec.NodeTaints,
 		KubeletLabels:    bootstrap.KubeletLabels(labels),
 		KubeletTaints:    bootstrap.KubeletTaints(req.Spec.NodeTaints),
+		Values:           values,
 	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
 }
 

@@ -79,13 +79,14 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 	// serve the request (a VM needs a bootstrap its provider runs).
 	var (
 		templates bootstrapSet
+		values    map[string]string
 		container *providers.ContainerSpec
 		err       error
 	)
 	sreq := specreq.RequestFromSpec(req.Spec)
 	if req.Spec.Container != nil {
 		container, err = c.containerSpec(ctx, req)
-	} else if templates, err = c.bootstrapTemplates(ctx, req); err == nil {
+	} else if templates, values, err = c.bootstrapTemplates(ctx, req); err == nil {
 		sreq.NoBootstrap = c.noBootstrap(templates)
 	}
 	if err != nil {
@@ -155,7 +156,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			name = machineName(req.UID, attempt)
 		}
 		template, _ := templates.pick(p) // selection passed over providers without one
-		userData, err := c.render(req, template, name, offer)
+		userData, err := c.render(req, template, values, name, offer)
 		if err != nil {
 			return c.bootstrapError(s, err)
 		}

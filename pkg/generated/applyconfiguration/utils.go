@@ -66,6 +66,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &tgpv1.PortStatusApplyConfiguration{}
 	case v1.SchemeGroupVersion.WithKind("SecretKeyRef"):
 		return &tgpv1.SecretKeyRefApplyConfiguration{}
+	case v1.SchemeGroupVersion.WithKind("ValuesSource"):
+		return &tgpv1.ValuesSourceApplyConfiguration{}
 
 	}
 	return nil

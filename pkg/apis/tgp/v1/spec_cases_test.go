@@ -132,6 +132,12 @@ bootstrap: {secretName: ""}`, field: "spec.bootstrap.secretName"},
 
 	{name: "bootstrap with a script key", spec: `gpuType: A100
 bootstrap: {secretName: join, key: cloud-init, scriptKey: join.sh}`},
+	{name: "bootstrap with valuesFrom", spec: `gpuType: A100
+bootstrap: {secretName: join, valuesFrom: {secretName: tailscale}}`},
+	{name: "bootstrap valuesFrom without secretName", spec: `gpuType: A100
+bootstrap: {secretName: join, valuesFrom: {secretName: ""}}`, field: "spec.bootstrap.valuesFrom.secretName"},
+	{name: "bootstrap valuesFrom secretName over 253 characters", spec: "gpuType: A100\nbootstrap: {secretName: join, valuesFrom: {secretName: " + strings.Repeat("a", 254) + "}}",
+		field: "spec.bootstrap.valuesFrom.secretName"},
 
 	// Container requests.
 	{name: "a container", spec: `gpuType: RTX4090

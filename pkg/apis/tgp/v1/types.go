@@ -330,6 +330,23 @@ type BootstrapSource struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	ScriptKey string `json:"scriptKey,omitempty"`
+	// valuesFrom names a Secret in the GPURequest's namespace, carrying the
+	// label tgp.solanyn.com/bootstrap: "true", whose keys the template reads
+	// as .Values.<key> (a Tailscale auth key, a k3s join token). Its values
+	// reach only the rendered user data: they are never logged or put in an
+	// Event, a condition or status. A key the template reads and the Secret
+	// lacks is a BootstrapError.
+	// +optional
+	ValuesFrom *ValuesSource `json:"valuesFrom,omitempty"`
+}
+
+// ValuesSource names the Secret of a bootstrap template's .Values.
+type ValuesSource struct {
+	// secretName is the Secret in the GPURequest's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
 }
 
 // Phase is where a GPURequest is in its lifecycle.

@@ -115,6 +115,14 @@ func ValidateSpec(spec *GPURequestSpec, path *field.Path) field.ErrorList {
 	if b := spec.Bootstrap; b != nil && len(b.ScriptKey) > maxRefLength {
 		errs = append(errs, field.TooLong(path.Child("bootstrap", "scriptKey"), b.ScriptKey, maxRefLength))
 	}
+	if b := spec.Bootstrap; b != nil && b.ValuesFrom != nil {
+		switch p, name := path.Child("bootstrap", "valuesFrom", "secretName"), b.ValuesFrom.SecretName; {
+		case name == "":
+			errs = append(errs, field.Required(p, "the Secret holding the template's values"))
+		case len(name) > maxRefLength:
+			errs = append(errs, field.TooLong(p, name, maxRefLength))
+		}
+	}
 
 	errs = append(errs, validateNodeLabels(path.Child("nodeLabels"), spec.NodeLabels)...)
 	errs = append(errs, validateNodeTaints(path.Child("nodeTaints"), spec.NodeTaints)...)

@@ -37,6 +37,13 @@ type BootstrapSourceApplyConfiguration struct {
 	// holds cloud-init. A provider with no template it can run gets no
 	// launch: its offers lose with reason NoBootstrapForProvider.
 	ScriptKey *string `json:"scriptKey,omitempty"`
+	// valuesFrom names a Secret in the GPURequest's namespace, carrying the
+	// label tgp.solanyn.com/bootstrap: "true", whose keys the template reads
+	// as .Values.<key> (a Tailscale auth key, a k3s join token). Its values
+	// reach only the rendered user data: they are never logged or put in an
+	// Event, a condition or status. A key the template reads and the Secret
+	// lacks is a BootstrapError.
+	ValuesFrom *ValuesSourceApplyConfiguration `json:"valuesFrom,omitempty"`
 }
 
 // BootstrapSourceApplyConfiguration constructs a declarative configuration of the BootstrapSource type for use with
@@ -66,5 +73,13 @@ func (b *BootstrapSourceApplyConfiguration) WithKey(value string) *BootstrapSour
 // If called multiple times, the ScriptKey field is set to the value of the last call.
 func (b *BootstrapSourceApplyConfiguration) WithScriptKey(value string) *BootstrapSourceApplyConfiguration {
 	b.ScriptKey = &value
+	return b
+}
+
+// WithValuesFrom sets the ValuesFrom field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the ValuesFrom field is set to the value of the last call.
+func (b *BootstrapSourceApplyConfiguration) WithValuesFrom(value *ValuesSourceApplyConfiguration) *BootstrapSourceApplyConfiguration {
+	b.ValuesFrom = value
 	return b
 }
