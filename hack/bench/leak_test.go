@@ -36,6 +36,11 @@ const bootstrapMarker = "bootstrap-secret-9c1e2d"
 // operator writes or serves may show it.
 const envMarker = "container-env-secret-3b7f0a"
 
+// valuesMarker is a value of the bootstrap's valuesFrom Secret, rendered
+// into the user data as .Values.authkey: the machine must get it, nothing
+// the operator writes or serves may show it.
+const valuesMarker = "bootstrap-values-secret-7d2e4c"
+
 // leakVerbosity is the highest -v the operator accepts (main.go refuses
 // more: from -v=8 client-go logs API response bodies, Secrets included).
 const leakVerbosity = 7
@@ -82,11 +87,17 @@ func TestNoCredentialLeak(t *testing.T) {
 	}
 	// A bootstrap template with a marker line, consented to by the label;
 	// the node agent still names the Node from its hostname line.
-	bootstrapTemplate := "#cloud-config\n# " + bootstrapMarker + "\nhostname: {{ .NodeName }}\n"
+	bootstrapTemplate := "#cloud-config\n# " + bootstrapMarker + "\n# {{ .Values.authkey }}\nhostname: {{ .NodeName }}\n"
 	bootstrap := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-bootstrap", Namespace: requestNamespace,
 		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
 		StringData: map[string]string{"userdata": bootstrapTemplate}}
 	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, bootstrap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	values := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-values", Namespace: requestNamespace,
+		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
+		StringData: map[string]string{"authkey": valuesMarker}}
+	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, values, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	setKey := func(provider, key string) {
@@ -156,7 +167,7 @@ func TestNoCredentialLeak(t *testing.T) {
 	}
 	boot := &tgpv1.GPURequest{ObjectMeta: metav1.ObjectMeta{Name: "bootstrap", Namespace: requestNamespace},
 		Spec: tgpv1.GPURequestSpec{GPUType: benchGPUTypes[0], GPUCount: 1,
-			Bootstrap: &tgpv1.BootstrapSource{SecretName: bootstrap.Name, Key: "userdata"}}}
+			Bootstrap: &tgpv1.BootstrapSource{SecretName: bootstrap.Name, Key: "userdata", ValuesFrom: &tgpv1.ValuesSource{SecretName: values.Name}}}}
 	if _, err := c.client.TgpV1().GPURequests(requestNamespace).Create(ctx, boot, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +183,7 @@ func TestNoCredentialLeak(t *testing.T) {
 	// The template was really rendered into a machine's user data, so its
 	// marker passed through the operator.
 	if !slices.ContainsFunc(s.machines(), func(m cloudsim.Machine) bool {
-		return strings.Contains(m.UserData, bootstrapMarker) && !strings.Contains(m.UserData, "{{")
+		return strings.Contains(m.UserData, bootstrapMarker) && strings.Contains(m.UserData, valuesMarker) && !strings.Contains(m.UserData, "{{")
 	}) {
 		t.Fatal("no machine carries the rendered bootstrap template")
 	}
@@ -241,14 +252,14 @@ func TestNoCredentialLeak(t *testing.T) {
 	if len(evs.Items) == 0 || len(reqs.Items) != 7 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
 		t.Fatalf("nothing to search: %d events, %d requests, %d bytes of log, metrics %d bytes", len(evs.Items), len(reqs.Items), len(logs), len(metrics))
 	}
-	needles := []string{leakMarker, bootstrapMarker, envMarker}
-	for _, k := range append([]string{wrongKey, bootstrapTemplate, envMarker}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
+	needles := []string{leakMarker, bootstrapMarker, envMarker, valuesMarker}
+	for _, k := range append([]string{wrongKey, bootstrapTemplate, envMarker, valuesMarker}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
 		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(k)), base64.RawURLEncoding.EncodeToString([]byte(k)))
 	}
 	// The markers' base64 at every alignment, for a key or template inside
 	// a longer encoded string (a whole header, a Secret's data in a JSON
 	// body).
-	for _, marker := range []string{leakMarker, bootstrapMarker, envMarker} {
+	for _, marker := range []string{leakMarker, bootstrapMarker, envMarker, valuesMarker} {
 		for pad := range 3 {
 			enc := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", pad) + marker))
 			needles = append(needles, enc[(pad*4+2)/3+1:len(enc)-4])
