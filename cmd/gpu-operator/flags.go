@@ -54,6 +54,7 @@ func parseOperatorFlags(args []string) (*operatorFlags, int) {
 	fs.DurationVar(&f.catalogRefresh, "catalog-interval", providers.DefaultCatalogInterval, "How often each provider's catalog (prices and availability) is refreshed.")
 	fs.DurationVar(&f.ctrl.PollInterval, "poll-interval", 15*time.Second, "How often each provider's instances are listed.")
 	fs.DurationVar(&f.ctrl.JoinTimeout, "join-timeout", 15*time.Minute, "How long a launched machine may take to join as a Ready Node.")
+	fs.StringVar(&f.ctrl.GPUResourceName, "gpu-resource-name", controller.DefaultGPUResource, "Extended resource a Node's allocatable must carry, spec.gpuCount of it, before its request is Ready (the join timeout covers the wait); empty turns the check off.")
 	fs.DurationVar(&f.ctrl.DrainTimeout, "drain-timeout", 5*time.Minute, "How long a drain may take before the machine is terminated anyway.")
 	fs.DurationVar(&f.ctrl.NodeNotReadyGrace, "node-not-ready-grace", 2*time.Minute, "How long a Node may be NotReady while its provider says running before it counts as interrupted.")
 	fs.DurationVar(&f.ctrl.GCInterval, "gc-interval", 3*time.Minute, "How often leaked instances are collected.")

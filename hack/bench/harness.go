@@ -378,7 +378,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // startNodeRegistrar plays kubelet for the simulated machines with
 // pkg/cloudsim/nodeagent: a Node per active machine, registered (with its
-// status, labels and taints) from a pool of workers, as many kubelets would.
+// status, labels and taints, and the machine's GPUs allocatable as
+// nvidia.com/gpu, which the operator's GPU readiness check waits for) from a
+// pool of workers, as many kubelets would.
 func startNodeRegistrar(ctx context.Context, kube kubernetes.Interface, s *sims, workers int) {
 	agent := &nodeagent.Agent{Kube: kube, Simulators: s.list(), Workers: workers, Interval: 200 * time.Millisecond}
 	go agent.Run(ctx)

@@ -130,6 +130,11 @@ type Config struct {
 	// connections) a machine gets before it counts as failed to join
 	// (default 3). A script that started is never run again.
 	BootstrapDeliveries int
+	// GPUResourceName is the extended resource a Node's allocatable must
+	// carry, spec.gpuCount of it, before its request is Ready (join.go).
+	// Unlike the other fields, empty is not defaulted: it turns the check
+	// off. The operator's --gpu-resource-name sets it (DefaultGPUResource).
+	GPUResourceName string
 }
 
 func (c *Config) defaults() {
@@ -361,7 +366,8 @@ func New(o Options) (*Controller, error) {
 		AddFunc: func(obj any) { c.enqueueForNode(obj.(*corev1.Node)) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, n := oldObj.(*corev1.Node), newObj.(*corev1.Node)
-			if nodeReady(o) != nodeReady(n) || o.Spec.ProviderID != n.Spec.ProviderID || !n.DeletionTimestamp.IsZero() {
+			if nodeReady(o) != nodeReady(n) || o.Spec.ProviderID != n.Spec.ProviderID || !n.DeletionTimestamp.IsZero() ||
+				gpuAllocatableChanged(o, n, c.cfg.GPUResourceName) {
 				c.enqueueForNode(n)
 			}
 		},

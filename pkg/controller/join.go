@@ -11,11 +11,13 @@ import (
 	"k8s.io/klog/v2"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/budget"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
 // The join stage: Booting until the provider says running, Joining until
-// the Node is Ready and labelled, then Ready; the join timeout. It owns the
+// the Node is Ready, labelled and carries its GPUs, then Ready; the join
+// timeout. It owns the
 // NodeJoined and Ready conditions and the Booting, Joining and Ready phases.
 
 // track follows a launched machine: Booting until the provider says running,
@@ -94,6 +96,17 @@ func (c *Controller) track(s *syncCtx) (time.Duration, error) {
 				st.Message = msg
 				c.event(req, corev1.EventTypeWarning, "NodeLabelsRefused", "%s", msg)
 			}
+			return clampDelay(deadline.Sub(now)), nil
+		}
+		if msg, ok := c.gpusAllocatable(req, node); !ok {
+			// Ready but without its GPUs (no device plugin yet): still
+			// Joining, under the same join timeout; NodeJoined is left as it is.
+			if st.Message != msg {
+				st.Message = msg
+				c.event(req, corev1.EventTypeNormal, "GPUsNotAllocatable", "%s", msg)
+				klog.FromContext(ctx).V(2).Info("node ready without its GPUs", "node", klog.KObj(node), "resource", c.cfg.GPUResourceName)
+			}
+			c.setCondition(req, tgpv1.ConditionReady, metav1.ConditionFalse, "GPUsNotAllocatable", msg)
 			return clampDelay(deadline.Sub(now)), nil
 		}
 		c.joined(s, node, now)
@@ -247,4 +260,37 @@ func (c *Controller) joinFailed(s *syncCtx, inst *providers.Instance, reason, ms
 	c.event(req, corev1.EventTypeWarning, reason, "%s", msg)
 	klog.FromContext(s.ctx).Info("machine failed to join; instance terminated", "reason", reason, "machine", st.MachineName, "joinTimeout", c.cfg.JoinTimeout)
 	return 0, nil
+}
+
+// DefaultGPUResource is the resource a Node's allocatable carries its GPUs
+// under by default (the NVIDIA device plugin's).
+const DefaultGPUResource = "nvidia.com/gpu"
+
+// gpusAllocatable says whether the Node's allocatable carries the GPUs the
+// request asked for: at least spec.gpuCount of Config.GPUResourceName (a
+// machine is chosen with exactly that many; more is not a reason to wait).
+// When not, it says what is missing. An empty resource name turns the check
+// off.
+func (c *Controller) gpusAllocatable(req *tgpv1.GPURequest, node *corev1.Node) (string, bool) {
+	name := corev1.ResourceName(c.cfg.GPUResourceName)
+	if name == "" {
+		return "", true
+	}
+	want := int64(budget.GPUs(req))
+	q := node.Status.Allocatable[name]
+	if have := q.Value(); have < want {
+		return fmt.Sprintf("Node %s is Ready but reports %d of %d %s allocatable; waiting for the device plugin", node.Name, have, want, name), false
+	}
+	return "", true
+}
+
+// gpuAllocatableChanged says whether a Node update changed its allocatable
+// GPUs (the device plugin publishing them, or losing them).
+func gpuAllocatableChanged(old, cur *corev1.Node, name string) bool {
+	if name == "" {
+		return false
+	}
+	o, ok1 := old.Status.Allocatable[corev1.ResourceName(name)]
+	n, ok2 := cur.Status.Allocatable[corev1.ResourceName(name)]
+	return ok1 != ok2 || o.Cmp(n) != 0
 }

@@ -1,8 +1,11 @@
 // Package nodeagent plays kubelet for simulated machines: when a simulated
 // instance becomes active it registers a Node named by the machine's
 // rendered bootstrap data, with providerID <provider>://<instance id>, and
-// marks it Ready; when the instance stops or dies the Node is removed. It
-// runs beside the simulators (tests, demo, benchmarks), never in the operator.
+// marks it Ready, with the machine's GPUs allocatable as nvidia.com/gpu (as
+// the NVIDIA device plugin publishes them; DevicePluginDelay and HoldGPUs
+// make them appear later); when the instance stops or dies the Node is
+// removed. It runs beside the simulators (tests, demo, benchmarks), never in
+// the operator.
 //
 // A Vast.ai VM takes no user data at create: the operator runs its bootstrap
 // over SSH, and the simulator's SSH server records the script. That script
@@ -31,6 +34,9 @@ import (
 
 // LabelAgent marks the Nodes this agent registered.
 const LabelAgent = "cloudsim.tgp.solanyn.com/agent"
+
+// GPUResource is the resource a Node's GPUs are allocatable as.
+const GPUResource corev1.ResourceName = "nvidia.com/gpu"
 
 // hostnameRE finds the node name in cloud-init (hostname: x), a Talos
 // machine config (machine.network.hostname: x) or a script
@@ -90,10 +96,18 @@ type Agent struct {
 	// kubelets would.
 	Workers int
 	Clock   clock.WithTicker
+	// DevicePluginDelay, when set, is how long a registered Node reports no
+	// GPUs before they appear in its allocatable, as a device plugin that
+	// starts after the kubelet would.
+	DevicePluginDelay time.Duration
 
 	mu sync.Mutex
-	// nodes maps a registered Node's name to the readiness last registered.
-	nodes map[string]bool
+	// nodes maps a registered Node's name to the state last registered.
+	nodes map[string]nodeState
+	// registered is when each Node was first registered.
+	registered map[string]time.Time
+	// heldGPUs Nodes report no GPUs (tests).
+	heldGPUs map[string]bool
 	// names caches each machine's (provider/id) Node name: user data never
 	// changes, so it is parsed once.
 	names map[string]string
@@ -134,6 +148,24 @@ func (a *Agent) SetNotReady(node string, notReady bool) {
 	a.notReady[node] = notReady
 }
 
+// HoldGPUs makes the Node of a machine report no allocatable GPUs (or its
+// GPUs again), as a Node whose device plugin has not started yet; it may be
+// called before the Node registers.
+func (a *Agent) HoldGPUs(node string, hold bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.heldGPUs == nil {
+		a.heldGPUs = map[string]bool{}
+	}
+	a.heldGPUs[node] = hold
+}
+
+// nodeState is what a Node reports: its readiness and allocatable GPUs.
+type nodeState struct {
+	ready bool
+	gpus  int
+}
+
 // Sync makes one pass: a Node for every active machine, none for the rest.
 func (a *Agent) Sync(ctx context.Context) error {
 	if a.Clock == nil {
@@ -141,8 +173,9 @@ func (a *Agent) Sync(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	if a.nodes == nil {
-		a.nodes, a.names = map[string]bool{}, map[string]string{}
+		a.nodes, a.names, a.registered = map[string]nodeState{}, map[string]string{}, map[string]time.Time{}
 	}
+	now := a.Clock.Now()
 	active := map[string]cloudsim.Machine{}
 	for _, s := range a.Simulators {
 		for _, m := range s.Machines() {
@@ -160,8 +193,11 @@ func (a *Agent) Sync(ctx context.Context) error {
 	}
 	var jobs []func(context.Context) error
 	for name, m := range active {
-		want := !a.notReady[name]
-		if ready, known := a.nodes[name]; known && ready == want {
+		want := nodeState{ready: !a.notReady[name], gpus: m.GPUs}
+		if at, ok := a.registered[name]; a.heldGPUs[name] || (a.DevicePluginDelay > 0 && (!ok || now.Before(at.Add(a.DevicePluginDelay)))) {
+			want.gpus = 0
+		}
+		if st, known := a.nodes[name]; known && st == want {
 			continue
 		}
 		jobs = append(jobs, func(ctx context.Context) error {
@@ -170,6 +206,9 @@ func (a *Agent) Sync(ctx context.Context) error {
 			}
 			a.mu.Lock()
 			a.nodes[name] = want
+			if _, ok := a.registered[name]; !ok {
+				a.registered[name] = a.Clock.Now()
+			}
 			a.mu.Unlock()
 			return nil
 		})
@@ -185,6 +224,7 @@ func (a *Agent) Sync(ctx context.Context) error {
 			}
 			a.mu.Lock()
 			delete(a.nodes, name)
+			delete(a.registered, name)
 			a.mu.Unlock()
 			return nil
 		})
@@ -202,12 +242,13 @@ func (a *Agent) Sync(ctx context.Context) error {
 	return g.Wait()
 }
 
-// register creates the Node (if needed) and sets its Ready condition. Like
-// a kubelet, it registers the Node with its status, labels and taints in one
-// create; only a later readiness change needs a status update.
-func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, ready bool) error {
+// register creates the Node (if needed) and sets its Ready condition and
+// allocatable GPUs. Like a kubelet, it registers the Node with its status,
+// labels and taints in one create; only a later change of readiness or GPUs
+// needs a status update.
+func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, want nodeState) error {
 	status := corev1.ConditionTrue
-	if !ready {
+	if !want.ready {
 		status = corev1.ConditionFalse
 	}
 	now := metav1.NewTime(a.Clock.Now())
@@ -215,8 +256,8 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, r
 		Type: corev1.NodeReady, Status: status, Reason: "KubeletReady", Message: "simulated kubelet",
 		LastHeartbeatTime: now, LastTransitionTime: now,
 	}}}
-	if m.GPUs > 0 {
-		nodeStatus.Capacity = corev1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(int64(m.GPUs), resource.DecimalSI)}
+	if want.gpus > 0 {
+		nodeStatus.Capacity = corev1.ResourceList{GPUResource: *resource.NewQuantity(int64(want.gpus), resource.DecimalSI)}
 		nodeStatus.Allocatable = nodeStatus.Capacity
 	}
 	labels, taints := kubeletFlags(m.UserData)
@@ -235,8 +276,9 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, r
 	if err != nil {
 		return err
 	}
+	gpus := node.Status.Allocatable[GPUResource]
 	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status == status {
+		if c.Type == corev1.NodeReady && c.Status == status && gpus.Value() == int64(want.gpus) {
 			return nil
 		}
 	}
