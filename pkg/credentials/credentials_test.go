@@ -33,22 +33,22 @@ func TestSecretKey(t *testing.T) {
 		want   map[string]string
 	}{{
 		name:   "the Secret's keys, trimmed",
-		secret: secret(map[string]string{providers.LambdaLabs: " l-key\n", providers.RunPod: "r-key", providers.Paperspace: "p-key"}),
+		secret: secret(map[string]string{providers.LambdaLabs: " l-key\n", providers.RunPod: "r-key", providers.Paperspace: "p-key", providers.VastAI: "v-key"}),
 		env:    map[string]string{"LAMBDA_API_KEY": "l-env"},
-		want:   map[string]string{providers.LambdaLabs: "l-key", providers.RunPod: "r-key", providers.Paperspace: "p-key"},
+		want:   map[string]string{providers.LambdaLabs: "l-key", providers.RunPod: "r-key", providers.Paperspace: "p-key", providers.VastAI: "v-key"},
 	}, {
 		name:   "the environment for a missing or blank key",
 		secret: secret(map[string]string{providers.LambdaLabs: "l-key", providers.RunPod: "  "}),
-		env:    map[string]string{"RUNPOD_API_KEY": "r-env", "PAPERSPACE_API_KEY": "p-env"},
-		want:   map[string]string{providers.LambdaLabs: "l-key", providers.RunPod: "r-env", providers.Paperspace: "p-env"},
+		env:    map[string]string{"RUNPOD_API_KEY": "r-env", "PAPERSPACE_API_KEY": "p-env", "VAST_API_KEY": "v-env"},
+		want:   map[string]string{providers.LambdaLabs: "l-key", providers.RunPod: "r-env", providers.Paperspace: "p-env", providers.VastAI: "v-env"},
 	}, {
 		name: "the environment without a Secret",
 		env:  map[string]string{"LAMBDA_API_KEY": "l-env"},
-		want: map[string]string{providers.LambdaLabs: "l-env", providers.RunPod: "", providers.Paperspace: ""},
+		want: map[string]string{providers.LambdaLabs: "l-env", providers.RunPod: "", providers.Paperspace: "", providers.VastAI: ""},
 	}, {
 		name:   "a Secret of another name is not read",
 		secret: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "ops"}, Data: map[string][]byte{providers.RunPod: []byte("x")}},
-		want:   map[string]string{providers.LambdaLabs: "", providers.RunPod: "", providers.Paperspace: ""},
+		want:   map[string]string{providers.LambdaLabs: "", providers.RunPod: "", providers.Paperspace: "", providers.VastAI: ""},
 	}} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, p := range Providers {
@@ -120,14 +120,14 @@ func TestSecretRotation(t *testing.T) {
 }
 
 func TestEnvVar(t *testing.T) {
-	want := map[string]string{providers.LambdaLabs: "LAMBDA_API_KEY", providers.RunPod: "RUNPOD_API_KEY", providers.Paperspace: "PAPERSPACE_API_KEY", "aws": ""}
+	want := map[string]string{providers.LambdaLabs: "LAMBDA_API_KEY", providers.RunPod: "RUNPOD_API_KEY", providers.Paperspace: "PAPERSPACE_API_KEY", providers.VastAI: "VAST_API_KEY", "aws": ""}
 	for p, env := range want {
 		if got := EnvVar(p); got != env {
 			t.Errorf("EnvVar(%q) = %q, want %q", p, got, env)
 		}
 	}
-	if len(Providers) != 3 {
-		t.Errorf("Providers %v, want the three providers", Providers)
+	if len(Providers) != 4 {
+		t.Errorf("Providers %v, want the four providers", Providers)
 	}
 	for _, p := range Providers {
 		if EnvVar(p) == "" {
