@@ -62,12 +62,18 @@ func parseOperatorFlags(args []string) (*operatorFlags, int) {
 	fs.DurationVar(&f.ctrl.UnavailableTTL, "unavailable-ttl", 3*time.Minute, "How long an offering that failed to launch is skipped.")
 	fs.DurationVar(&f.ctrl.AuthRetryDelay, "auth-retry-delay", time.Minute, "How long a provider that rejected its credentials is skipped (a change of the credentials Secret lifts it at once).")
 	fs.DurationVar(&f.ctrl.CostInterval, "cost-interval", time.Minute, "How often accumulatedCost is brought up to date.")
+	fs.BoolVar(&f.ctrl.MintJoinTokens, "mint-join-tokens", false, "Create one kubeadm bootstrap token per machine (a bootstrap.kubernetes.io/token Secret in kube-system expiring with --join-timeout, deleted once the Node has joined) for templates as .JoinToken, with .APIServerURL, .CACertHash and .CACertData; needs --api-server-url.")
+	fs.StringVar(&f.ctrl.APIServerURL, "api-server-url", "", "The API server address machines reach (https://host:6443), as templates see it in .APIServerURL; required with --mint-join-tokens.")
 	f.providers.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, exitUsage
 	}
 	if err := checkVerbosity(fs); err != nil {
 		fmt.Fprintf(os.Stderr, "gpu-operator: %v\n", err)
+		return nil, exitUsage
+	}
+	if f.ctrl.MintJoinTokens && f.ctrl.APIServerURL == "" {
+		fmt.Fprintln(os.Stderr, "gpu-operator: --mint-join-tokens needs --api-server-url (the address machines reach the API server at)")
 		return nil, exitUsage
 	}
 	f.ctrl.OperatorNamespace = f.namespace

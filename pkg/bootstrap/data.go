@@ -35,6 +35,15 @@ type Data struct {
 	// the Secret lacks is an error. A template may not range over them.
 	// Nothing of them appears in an error.
 	Values map[string]string
+	// JoinToken is the machine's own kubeadm bootstrap token
+	// ("<id>.<secret>", --mint-join-tokens; empty otherwise), with the
+	// APIServerURL machines reach, the CA's public-key hash for kubeadm's
+	// --discovery-token-ca-cert-hash ("sha256:...") and the CA bundle,
+	// base64 (a kubeconfig's certificate-authority-data).
+	JoinToken    string
+	APIServerURL string
+	CACertHash   string
+	CACertData   string
 }
 
 // NewData is the data for the machine nodeName of req, launched on an

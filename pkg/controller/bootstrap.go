@@ -176,9 +176,16 @@ func (c *Controller) containerSpec(ctx context.Context, req *tgpv1.GPURequest) (
 
 // render renders a template for one machine, bounded in time, work and
 // output (the provider's user-data limit); values are its .Values.
-func (c *Controller) render(req *tgpv1.GPURequest, template string, values map[string]string, name string, offer providers.Offer) (string, error) {
+func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template string, values map[string]string, name string, offer providers.Offer) (string, error) {
 	if req.Spec.Container != nil {
 		return "", nil
+	}
+	var join joinValues
+	if c.cfg.MintJoinTokens {
+		var err error
+		if join, err = c.mintJoinToken(ctx, req, name); err != nil {
+			return "", err
+		}
 	}
 	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
 	return bootstrap.Render(template, bootstrap.Data{
@@ -192,6 +199,10 @@ func (c *Controller) render(req *tgpv1.GPURequest, template string, values map[s
 		KubeletLabels:    bootstrap.KubeletLabels(labels),
 		KubeletTaints:    bootstrap.KubeletTaints(req.Spec.NodeTaints),
 		Values:           values,
+		JoinToken:        join.Token,
+		APIServerURL:     join.APIServerURL,
+		CACertHash:       join.CACertHash,
+		CACertData:       join.CACertData,
 	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
 }
 

@@ -27,6 +27,7 @@
 //	                instance, or its interruption (Interrupted/Outbid)
 //	termination.go  lifetime, idle time, deletion, drain, one terminate call:
 //	                Terminating, Terminated
+//	jointoken.go    per-machine kubeadm bootstrap tokens (--mint-join-tokens)
 //	cost.go         accumulatedCost (and monthCost) and the cost metric
 //	budgets.go      GPUBudgets: the budget worker and GPUBudget status
 //	                (Exceeded), OverBudget refusals at selection
@@ -130,6 +131,12 @@ type Config struct {
 	// connections) a machine gets before it counts as failed to join
 	// (default 3). A script that started is never run again.
 	BootstrapDeliveries int
+	// MintJoinTokens gives each VM its own kubeadm bootstrap token
+	// (jointoken.go), deleted once its Node has joined.
+	MintJoinTokens bool
+	// APIServerURL is the address machines reach the API server at
+	// (.APIServerURL); required with MintJoinTokens.
+	APIServerURL string
 	// GPUResourceName is the extended resource a Node's allocatable must
 	// carry, spec.gpuCount of it, before its request is Ready (join.go).
 	// Unlike the other fields, empty is not defaulted: it turns the check

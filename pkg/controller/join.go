@@ -221,6 +221,7 @@ func (c *Controller) joined(s *syncCtx, node *corev1.Node, now time.Time) {
 	if ic := meta.FindStatusCondition(st.Conditions, tgpv1.ConditionInterrupted); ic != nil && ic.Status == metav1.ConditionTrue {
 		c.setCondition(req, tgpv1.ConditionInterrupted, metav1.ConditionFalse, "Recovered", "recovered from "+ic.Reason+": "+ic.Message)
 	}
+	c.deleteJoinToken(s.ctx, st.MachineName) // joined: the token has done its work
 	c.event(req, corev1.EventTypeNormal, "Ready", "Node %s joined and is Ready on %s %s", node.Name, st.Provider, st.Region)
 	klog.FromContext(s.ctx).Info("ready", "node", klog.KObj(node), "provider", st.Provider, "region", st.Region)
 	if first && st.Interruptions == 0 {

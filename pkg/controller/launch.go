@@ -156,7 +156,7 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			name = machineName(req.UID, attempt)
 		}
 		template, _ := templates.pick(p) // selection passed over providers without one
-		userData, err := c.render(req, template, values, name, offer)
+		userData, err := c.render(ctx, req, template, values, name, offer)
 		if err != nil {
 			return c.bootstrapError(s, err)
 		}

@@ -24,6 +24,7 @@ func (c *Controller) interrupt(s *syncCtx, inst *providers.Instance, cause, msg 
 	c.unavailable.Mark(offeringOf(st), cause)
 	c.metrics.Interruptions.WithLabelValues(st.Provider, st.Region, req.Spec.GPUType).Inc()
 	c.accrue(req)
+	c.deleteJoinToken(ctx, st.MachineName)
 	st.Interruptions++
 	st.Phase, st.Message = tgpv1.PhaseInterrupted, msg
 	st.MachineName, st.InstanceID, st.NodeName, st.PublicIP, st.Ports = "", "", "", "", nil

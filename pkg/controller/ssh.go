@@ -354,7 +354,7 @@ func (c *Controller) bootstrapScript(s *syncCtx) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no bootstrap template in a format %s runs", st.Provider)
 	}
-	return c.render(req, template, values, st.MachineName, providers.Offer{Provider: st.Provider, Region: st.Region, Capacity: capacity(st.Spot)})
+	return c.render(s.ctx, req, template, values, st.MachineName, providers.Offer{Provider: st.Provider, Region: st.Region, Capacity: capacity(st.Spot)})
 }
 
 // runDelivery is one delivery's goroutine: record "starting", Run, record

@@ -98,6 +98,7 @@ func (c *Controller) terminate(s *syncCtx, reason string) (time.Duration, error)
 	c.accrue(req)
 	st.CostUpdatedAt = nil
 	c.forgetReservation(req)
+	c.deleteJoinToken(ctx, st.MachineName)
 	msg := fmt.Sprintf("instance %s terminated (%s)", st.InstanceID, reason)
 	if st.InstanceID == "" {
 		msg = fmt.Sprintf("no instance was running (%s)", reason)

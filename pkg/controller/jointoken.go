@@ -1,0 +1,167 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+)
+
+// Join tokens (--mint-join-tokens): one kubeadm bootstrap token per
+// machine, a bootstrap.kubernetes.io/token Secret in kube-system that
+// authenticates as the kubeadm node group and expires with the join
+// timeout. The template gets it as .JoinToken with .APIServerURL,
+// .CACertHash and .CACertData; the Secret is deleted once the Node has
+// joined or the machine is gone. The token never appears in a log line,
+// Event, condition or status.
+
+const (
+	// TokenNamespace is where bootstrap tokens live.
+	TokenNamespace = "kube-system"
+	// LabelTokenMachine names the machine a minted token is for.
+	LabelTokenMachine = "tgp.solanyn.com/machine"
+	// tokenGroup is the group kubeadm's node bootstrap RBAC binds.
+	tokenGroup = "system:bootstrappers:kubeadm:default-node-token"
+	// caConfigMap is the cluster CA every namespace carries.
+	caConfigMap = "kube-root-ca.crt"
+)
+
+// joinValues is what a minted token gives a template.
+type joinValues struct {
+	Token, APIServerURL, CACertHash, CACertData string
+}
+
+// tokenSecretName is the bootstrap token Secret of a machine: the token id
+// is derived from the machine name, so a render repeated for the same
+// machine (a retried launch, an SSH delivery) finds the same token.
+func tokenID(machine string) string {
+	sum := sha256.Sum256([]byte(machine))
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	id := make([]byte, 6)
+	for i := range id {
+		id[i] = alphabet[int(sum[i])%len(alphabet)]
+	}
+	return string(id)
+}
+
+func tokenSecretName(machine string) string { return "bootstrap-token-" + tokenID(machine) }
+
+// mintJoinToken returns the machine's join values, creating its token
+// Secret when it has none. Errors say what failed, never the token.
+func (c *Controller) mintJoinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (joinValues, error) {
+	ca, err := c.clusterCA(ctx)
+	if err != nil {
+		return joinValues{}, err
+	}
+	v := joinValues{APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}
+	secrets := c.kube.CoreV1().Secrets(TokenNamespace)
+	name := tokenSecretName(machine)
+	existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		if existing.Labels[LabelTokenMachine] != machine {
+			return joinValues{}, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
+		}
+		v.Token = string(existing.Data["token-id"]) + "." + string(existing.Data["token-secret"])
+		return v, nil
+	case !apierrors.IsNotFound(err):
+		return joinValues{}, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
+	}
+	secret, err := randomTokenSecret()
+	if err != nil {
+		return joinValues{}, err
+	}
+	expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
+	token := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TokenNamespace,
+			Labels: map[string]string{LabelTokenMachine: machine, LabelRequestUID: string(req.UID)}},
+		Type: corev1.SecretTypeBootstrapToken,
+		Data: map[string][]byte{
+			"description":                    []byte(fmt.Sprintf("gpu-operator join token of machine %s (GPURequest %s/%s)", machine, req.Namespace, req.Name)),
+			"token-id":                       []byte(tokenID(machine)),
+			"token-secret":                   []byte(secret),
+			"expiration":                     []byte(expires),
+			"usage-bootstrap-authentication": []byte("true"),
+			"usage-bootstrap-signing":        []byte("true"),
+			"auth-extra-groups":              []byte(tokenGroup),
+		},
+	}
+	if _, err := secrets.Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
+		return joinValues{}, fmt.Errorf("creating bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
+	}
+	klog.FromContext(ctx).Info("minted a join token", "machine", machine, "secret", klog.KRef(TokenNamespace, name), "expires", expires)
+	v.Token = tokenID(machine) + "." + secret
+	return v, nil
+}
+
+// randomTokenSecret is a bootstrap token's 16-character secret.
+func randomTokenSecret() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b), nil
+}
+
+// deleteJoinToken deletes the machine's minted token, if any: the Node has
+// joined, or the machine is gone. Only a Secret labelled for this machine
+// is deleted.
+func (c *Controller) deleteJoinToken(ctx context.Context, machine string) {
+	if !c.cfg.MintJoinTokens || machine == "" {
+		return
+	}
+	secrets := c.kube.CoreV1().Secrets(TokenNamespace)
+	name := tokenSecretName(machine)
+	existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
+	if err != nil || existing.Labels[LabelTokenMachine] != machine {
+		return
+	}
+	uid := existing.UID
+	if err := secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
+		klog.FromContext(ctx).Error(err, "deleting the join token; it expires by itself", "secret", klog.KRef(TokenNamespace, name))
+		return
+	}
+	klog.FromContext(ctx).V(2).Info("deleted the join token", "machine", machine)
+}
+
+// clusterCA is the cluster's CA as kubeadm join wants it.
+type clusterCA struct{ hash, data string }
+
+// clusterCA reads the CA bundle of the kube-root-ca.crt ConfigMap in the
+// operator's namespace: CACertData is the PEM, base64 (a kubeconfig's
+// certificate-authority-data), CACertHash "sha256:" and the hex SHA-256 of
+// the first certificate's public key (kubeadm's
+// --discovery-token-ca-cert-hash).
+func (c *Controller) clusterCA(ctx context.Context) (clusterCA, error) {
+	cm, err := c.kube.CoreV1().ConfigMaps(c.cfg.OperatorNamespace).Get(ctx, caConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return clusterCA{}, fmt.Errorf("reading ConfigMap %s/%s: %s", c.cfg.OperatorNamespace, caConfigMap, apierrors.ReasonForError(err))
+	}
+	bundle := cm.Data["ca.crt"]
+	block, _ := pem.Decode([]byte(bundle))
+	if block == nil {
+		return clusterCA{}, fmt.Errorf("ConfigMap %s/%s has no PEM certificate under ca.crt", c.cfg.OperatorNamespace, caConfigMap)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return clusterCA{}, fmt.Errorf("ConfigMap %s/%s: the CA certificate does not parse: %v", c.cfg.OperatorNamespace, caConfigMap, err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return clusterCA{hash: "sha256:" + hex.EncodeToString(sum[:]), data: base64.StdEncoding.EncodeToString([]byte(bundle))}, nil
+}
