@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -40,6 +42,10 @@ const envMarker = "container-env-secret-3b7f0a"
 // into the user data as .Values.authkey: the machine must get it, nothing
 // the operator writes or serves may show it.
 const valuesMarker = "bootstrap-values-secret-7d2e4c"
+
+// mintedToken finds the join token (--mint-join-tokens) the test's
+// template writes into a machine's user data.
+var mintedToken = regexp.MustCompile(`# token ([a-z0-9]{6}\.[a-z0-9]{16}) sha256:[0-9a-f]{64}`)
 
 // leakVerbosity is the highest -v the operator accepts (main.go refuses
 // more: from -v=8 client-go logs API response bodies, Secrets included).
@@ -87,11 +93,22 @@ func TestNoCredentialLeak(t *testing.T) {
 	}
 	// A bootstrap template with a marker line, consented to by the label;
 	// the node agent still names the Node from its hostname line.
-	bootstrapTemplate := "#cloud-config\n# " + bootstrapMarker + "\n# {{ .Values.authkey }}\nhostname: {{ .NodeName }}\n"
+	bootstrapTemplate := "#cloud-config\n# " + bootstrapMarker + "\n# {{ .Values.authkey }}\n# token {{ .JoinToken }} {{ .CACertHash }}\nhostname: {{ .NodeName }}\n"
 	bootstrap := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-bootstrap", Namespace: requestNamespace,
 		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
 		StringData: map[string]string{"userdata": bootstrapTemplate}}
 	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, bootstrap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// --mint-join-tokens reads the cluster CA from kube-root-ca.crt, which
+	// kube-controller-manager publishes; this control plane has none, so
+	// the test puts the API server's own CA there.
+	caPEM, err := os.ReadFile(c.env.Config.CAFile)
+	if err != nil || len(caPEM) == 0 {
+		caPEM = c.env.Config.CAData
+	}
+	if _, err := c.kube.CoreV1().ConfigMaps(operatorNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt"},
+		Data: map[string]string{"ca.crt": string(caPEM)}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	values := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-values", Namespace: requestNamespace,
@@ -114,7 +131,8 @@ func TestNoCredentialLeak(t *testing.T) {
 	// lifts the provider block (UnblockProviders), not that mark, so with the
 	// default 3 minutes the request would wait that long after the fix.
 	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
-		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", strconv.Itoa(leakVerbosity)}, s.operatorArgs()...)
+		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", strconv.Itoa(leakVerbosity),
+		"--mint-join-tokens", "--api-server-url", c.env.Config.Host}, s.operatorArgs()...)
 	op, err := startOperator(bin, args, []string{"LAMBDA_API_KEY=", "RUNPOD_API_KEY=", "PAPERSPACE_API_KEY="})
 	if err != nil {
 		t.Fatal(err)
@@ -182,10 +200,16 @@ func TestNoCredentialLeak(t *testing.T) {
 	}
 	// The template was really rendered into a machine's user data, so its
 	// marker passed through the operator.
-	if !slices.ContainsFunc(s.machines(), func(m cloudsim.Machine) bool {
-		return strings.Contains(m.UserData, bootstrapMarker) && strings.Contains(m.UserData, valuesMarker) && !strings.Contains(m.UserData, "{{")
-	}) {
-		t.Fatal("no machine carries the rendered bootstrap template")
+	var joinToken string
+	for _, m := range s.machines() {
+		if strings.Contains(m.UserData, bootstrapMarker) && strings.Contains(m.UserData, valuesMarker) && !strings.Contains(m.UserData, "{{") {
+			if sub := mintedToken.FindStringSubmatch(m.UserData); sub != nil {
+				joinToken = sub[1]
+			}
+		}
+	}
+	if joinToken == "" {
+		t.Fatal("no machine carries the rendered bootstrap template with a minted join token")
 	}
 	// The env value really reached RunPod, so it passed through the operator.
 	if !slices.ContainsFunc(s.byName[providers.RunPod].(interface{ CreateBodies() []json.RawMessage }).CreateBodies(),
@@ -252,8 +276,9 @@ func TestNoCredentialLeak(t *testing.T) {
 	if len(evs.Items) == 0 || len(reqs.Items) != 7 || len(logs) == 0 || !strings.Contains(metrics, "workqueue") {
 		t.Fatalf("nothing to search: %d events, %d requests, %d bytes of log, metrics %d bytes", len(evs.Items), len(reqs.Items), len(logs), len(metrics))
 	}
-	needles := []string{leakMarker, bootstrapMarker, envMarker, valuesMarker}
-	for _, k := range append([]string{wrongKey, bootstrapTemplate, envMarker, valuesMarker}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
+	tokenSecret := joinToken[strings.Index(joinToken, ".")+1:]
+	needles := []string{leakMarker, bootstrapMarker, envMarker, valuesMarker, tokenSecret}
+	for _, k := range append([]string{wrongKey, bootstrapTemplate, envMarker, valuesMarker, tokenSecret, joinToken}, keys[providers.LambdaLabs], keys[providers.RunPod], keys[providers.Paperspace]) {
 		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(k)), base64.RawURLEncoding.EncodeToString([]byte(k)))
 	}
 	// The markers' base64 at every alignment, for a key or template inside
