@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -49,8 +50,16 @@ spec: {gpuType: A10, gpuCount: 2}`)
 	if c := meta.FindStatusCondition(got.Status.Conditions, tgpv1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "GPUsNotAllocatable" {
 		t.Errorf("Ready condition %+v, want False/GPUsNotAllocatable", c)
 	}
-	// It stays so over several polls: a Ready Node is not enough.
-	time.Sleep(3 * pollInterval)
+	// It stays so over several polls: a Ready Node is not enough. Wait
+	// until the operator has listed the provider three more times (each
+	// listing enqueues the request), then look again.
+	lists := func() int { return r.stack.Lambda.Core().Counters().Requests["GET /api/v1/instances"] }
+	seen := lists()
+	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(context.Context) (bool, error) {
+		return lists() >= seen+3, nil
+	}); err != nil {
+		t.Fatalf("the operator did not list the provider three more times: %v", err)
+	}
 	if got = r.get("a10"); got.Status.Phase != tgpv1.PhaseJoining || got.Status.Message != want {
 		t.Fatalf("phase %s message %q while the GPUs are held, want Joining %q", got.Status.Phase, got.Status.Message, want)
 	}
