@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrorClass is what the controller can do about a provider error.
@@ -122,4 +123,19 @@ func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 		return t.Sub(now)
 	}
 	return 0
+}
+
+// TruncateMessage cuts provider text to at most n bytes on a rune boundary,
+// marking a cut with an ellipsis, so a provider's answer quoted in an error
+// stays short.
+func TruncateMessage(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ellipsis = "…"
+	n -= len(ellipsis)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + ellipsis
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -152,7 +151,9 @@ func ErrorMessage(body []byte) (msg, detail string) {
 	return clean(msg), clean(detail)
 }
 
-func clean(s string) string { return truncate(strings.ToValidUTF8(s, "\uFFFD"), maxMessage) }
+func clean(s string) string {
+	return providers.TruncateMessage(strings.ToValidUTF8(s, "\uFFFD"), maxMessage)
+}
 
 // problemMessage reads an RFC 9457 problem document.
 func problemMessage(body []byte) (msg, detail string, ok bool) {
@@ -182,18 +183,4 @@ func problemMessage(body []byte) (msg, detail string, ok bool) {
 		return "", "", false
 	}
 	return strings.Join(parts, ": "), doc.Detail, true
-}
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut
-// with an ellipsis.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ellipsis = "…"
-	n -= len(ellipsis)
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + ellipsis
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -137,17 +136,6 @@ func ErrorBody(body []byte) (code, msg string) {
 	return clean(code), clean(msg)
 }
 
-func clean(s string) string { return truncate(strings.ToValidUTF8(s, "\uFFFD"), maxMessage) }
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const ellipsis = "…"
-	n -= len(ellipsis)
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + ellipsis
+func clean(s string) string {
+	return providers.TruncateMessage(strings.ToValidUTF8(s, "\uFFFD"), maxMessage)
 }

@@ -111,7 +111,7 @@ func (a *Adapter) Launch(ctx context.Context, req providers.LaunchRequest) (prov
 	}
 	if id <= 0 || (created.Success != nil && !*created.Success) {
 		// 2xx without an instance id: the instance may exist.
-		return providers.Instance{}, a.calls.Wrap(op, fmt.Errorf("create answered without a usable new_contract: %s", truncate(string(resp), 200)))
+		return providers.Instance{}, a.calls.Wrap(op, fmt.Errorf("create answered without a usable new_contract: %s", providers.TruncateMessage(string(resp), 200)))
 	}
 	in := providers.Instance{
 		Provider:       providers.VastAI,
@@ -410,7 +410,7 @@ func NormalizeInstance(r InstanceJSON) providers.Instance {
 		in.State = providers.StateBooting
 	}
 	if msg := strings.TrimSpace(deref(r.StatusMsg)); msg != "" && !in.Outbid {
-		in.NativeState += ": " + truncate(msg, 200)
+		in.NativeState += ": " + providers.TruncateMessage(msg, 200)
 	}
 	var ports map[string][]struct {
 		HostIP   string `json:"HostIp"`
