@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,10 +80,7 @@ func (c *Controller) mintJoinToken(ctx context.Context, req *tgpv1.GPURequest, m
 	case !apierrors.IsNotFound(err):
 		return joinValues{}, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
 	}
-	secret, err := randomTokenSecret()
-	if err != nil {
-		return joinValues{}, err
-	}
+	secret := randomTokenSecret()
 	expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
 	token := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TokenNamespace,
@@ -106,18 +104,10 @@ func (c *Controller) mintJoinToken(ctx context.Context, req *tgpv1.GPURequest, m
 	return v, nil
 }
 
-// randomTokenSecret is a bootstrap token's 16-character secret.
-func randomTokenSecret() (string, error) {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b), nil
-}
+// randomTokenSecret is a bootstrap token's 16-character secret, from
+// [a-z0-9] as kubeadm requires: crypto/rand's base32 text, lower-cased
+// (80 bits, no modulo bias).
+func randomTokenSecret() string { return strings.ToLower(rand.Text())[:16] }
 
 // deleteJoinToken deletes the machine's minted token, if any: the Node has
 // joined, or the machine is gone. Only a Secret labelled for this machine
