@@ -53,7 +53,7 @@ type cliProviders struct {
 
 func (c *cliProviders) register(fs *flag.FlagSet) {
 	c.providers.register(fs)
-	fs.StringVar(&c.credentialsFile, "credentials-file", "", "File of KEY=VALUE lines holding the API keys (keys LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY or the provider names); it wins over the environment variables of the same names.")
+	fs.StringVar(&c.credentialsFile, "credentials-file", "", "File of KEY=VALUE lines holding the API keys (keys LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY, VAST_API_KEY or the provider names); it wins over the environment variables of the same names.")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "Deadline of the whole command.")
 }
 
@@ -148,7 +148,7 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	fs.Float64Var(&f.maxSpotPrice, "max-spot-price", 0, "Spot cap in USD/h for the whole machine; needs --spot.")
 	fs.StringVar(&f.regions, "regions", "", "Comma-separated canonical regions or prefixes, most preferred first; empty: any region.")
 	fs.StringVar(&f.regionPolicy, "region-policy", string(tgpv1.RegionPolicyOrdered), "Ordered (earlier regions win) or LowestPrice (cheapest across the listed regions).")
-	fs.StringVar(&f.provider, "provider", "", "Pin to one provider: lambdalabs, runpod or paperspace.")
+	fs.StringVar(&f.provider, "provider", "", "Pin to one provider: lambdalabs, runpod, paperspace or vastai.")
 	fs.BoolVar(&f.verbose, "v", false, "Also list every losing offer of the GPU type with its reason.")
 	fs.StringVar(&f.output, "o", "table", "Output format: table or json.")
 	fs.StringVar(&f.namespace, "namespace", "", "Also check the offers against this namespace's GPUBudgets (read with --kubeconfig): an offer a budget would refuse is marked OverBudget.")
@@ -157,7 +157,7 @@ func offersCommand(args []string, out, errOut io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(errOut, "Usage: gpu-operator offers --gpu TYPE [flags]")
 		fmt.Fprintln(errOut, "\nRanks the providers' live offers for a request exactly as the operator would, without launching anything.")
-		fmt.Fprintln(errOut, "API keys come from --credentials-file or LAMBDA_API_KEY, RUNPOD_API_KEY and PAPERSPACE_API_KEY.")
+		fmt.Fprintln(errOut, "API keys come from --credentials-file or LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY and VAST_API_KEY.")
 		fmt.Fprintln(errOut, "Exit status: 0 an offer was chosen, 1 none fits, 2 usage error.")
 		fmt.Fprintln(errOut, "\nFlags:")
 		fs.PrintDefaults()
@@ -496,7 +496,7 @@ func validateCredentialsCommand(args []string, out, errOut io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(errOut, "Usage: gpu-operator validate-credentials [flags]")
 		fmt.Fprintln(errOut, "\nMakes one authenticated list call per enabled provider and reports whether its API key works.")
-		fmt.Fprintln(errOut, "API keys come from --credentials-file or LAMBDA_API_KEY, RUNPOD_API_KEY and PAPERSPACE_API_KEY.")
+		fmt.Fprintln(errOut, "API keys come from --credentials-file or LAMBDA_API_KEY, RUNPOD_API_KEY, PAPERSPACE_API_KEY and VAST_API_KEY.")
 		fmt.Fprintln(errOut, "Exit status: 0 every provider works, 1 one does not, 2 usage error.")
 		fmt.Fprintln(errOut, "\nFlags:")
 		fs.PrintDefaults()
