@@ -392,26 +392,22 @@ func (bc *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, b := range all {
 		ns, name, st := b.Namespace, b.Name, &b.Status
-		limits := []struct {
-			name            string
-			limit           *float64
-			spend, headroom float64
-		}{
-			{"hourly", b.Spec.MaxHourlySpend, deref(st.HourlySpend), 0},
-			{"monthly", b.Spec.MonthlyLimit, deref(st.MonthToDateSpend), 0},
-			{"gpus", gpuLimit(b.Spec.MaxGPUs), float64(derefInt(st.GPUsInUse)), 0},
+		h := st.Headroom
+		if h == nil {
+			h = &tgpv1.BudgetHeadroom{}
 		}
-		if h := st.Headroom; h != nil {
-			limits[0].headroom, limits[1].headroom, limits[2].headroom = deref(h.Hourly), deref(h.Monthly), float64(derefInt(h.GPUs))
-		}
-		for _, l := range limits {
-			if l.limit == nil {
-				continue
+		// One series per limit the budget sets: the limit, what counts
+		// against it, and what is left.
+		emit := func(limit string, set bool, max, spend, headroom float64) {
+			if set {
+				gauge(budgetLimitDesc, max, ns, name, limit)
+				gauge(budgetSpendDesc, spend, ns, name, limit)
+				gauge(budgetHeadroomDesc, headroom, ns, name, limit)
 			}
-			gauge(budgetLimitDesc, *l.limit, ns, name, l.name)
-			gauge(budgetSpendDesc, l.spend, ns, name, l.name)
-			gauge(budgetHeadroomDesc, l.headroom, ns, name, l.name)
 		}
+		emit("hourly", b.Spec.MaxHourlySpend != nil, deref(b.Spec.MaxHourlySpend), deref(st.HourlySpend), deref(h.Hourly))
+		emit("monthly", b.Spec.MonthlyLimit != nil, deref(b.Spec.MonthlyLimit), deref(st.MonthToDateSpend), deref(h.Monthly))
+		emit("gpus", b.Spec.MaxGPUs != nil, float64(deref(b.Spec.MaxGPUs)), float64(deref(st.GPUsInUse)), float64(deref(h.GPUs)))
 		exceeded, reason := 0.0, ""
 		if cond := meta.FindStatusCondition(st.Conditions, tgpv1.BudgetConditionExceeded); cond != nil {
 			reason = cond.Reason
@@ -423,23 +419,10 @@ func (bc *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func deref(v *float64) float64 {
+// deref is *v, or zero for nil.
+func deref[T float64 | int32](v *T) T {
 	if v == nil {
 		return 0
 	}
 	return *v
-}
-
-func derefInt(v *int32) int32 {
-	if v == nil {
-		return 0
-	}
-	return *v
-}
-
-func gpuLimit(v *int32) *float64 {
-	if v == nil {
-		return nil
-	}
-	return ptr(float64(*v))
 }

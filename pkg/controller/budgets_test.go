@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -253,4 +254,35 @@ func stageBudgetExceeded(t *testing.T, b *tgpv1.GPUBudget, reason string) {
 		}
 	}
 	t.Fatalf("no Exceeded condition in %+v", b.Status)
+}
+
+// The budget gauges follow each budget's spec and status, one series per
+// limit it sets.
+func TestBudgetMetrics(t *testing.T) {
+	f := newFixture(t)
+	b := newBudget("team", "default", tgpv1.GPUBudgetSpec{MaxHourlySpend: ptr(2.0), MaxGPUs: ptr(int32(4))})
+	b.Status = tgpv1.GPUBudgetStatus{HourlySpend: ptr(1.5), GPUsInUse: ptr(int32(3)),
+		Headroom:   &tgpv1.BudgetHeadroom{Hourly: ptr(0.5), GPUs: ptr(int32(1))},
+		Conditions: []metav1.Condition{{Type: tgpv1.BudgetConditionExceeded, Status: metav1.ConditionFalse, Reason: tgpv1.BudgetReasonWithinBudget}}}
+	f.addBudget(b)
+	want := `
+# HELP gpu_operator_budget_exceeded 1 when a GPUBudget's Exceeded condition is True.
+# TYPE gpu_operator_budget_exceeded gauge
+gpu_operator_budget_exceeded{budget="team",namespace="default",reason="WithinBudget"} 0
+# HELP gpu_operator_budget_headroom What a GPUBudget still allows under each limit.
+# TYPE gpu_operator_budget_headroom gauge
+gpu_operator_budget_headroom{budget="team",limit="gpus",namespace="default"} 1
+gpu_operator_budget_headroom{budget="team",limit="hourly",namespace="default"} 0.5
+# HELP gpu_operator_budget_limit A GPUBudget's limit: maxHourlySpend (USD/h), monthlyLimit (USD) or maxGPUs.
+# TYPE gpu_operator_budget_limit gauge
+gpu_operator_budget_limit{budget="team",limit="gpus",namespace="default"} 4
+gpu_operator_budget_limit{budget="team",limit="hourly",namespace="default"} 2
+# HELP gpu_operator_budget_spend What a GPUBudget counts against each limit: hourly spend (USD/h), month-to-date spend (USD), GPUs in use.
+# TYPE gpu_operator_budget_spend gauge
+gpu_operator_budget_spend{budget="team",limit="gpus",namespace="default"} 3
+gpu_operator_budget_spend{budget="team",limit="hourly",namespace="default"} 1.5
+`
+	if err := testutil.CollectAndCompare(&budgetCollector{c: f.ctrl}, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
 }
