@@ -143,6 +143,9 @@ func TestBudgetConcurrentLaunchesNeverOvershoot(t *testing.T) {
 	for i := range n {
 		if st := f.reload(fmt.Sprintf("r-%02d", i)).Status; st.Phase == tgpv1.PhasePending && strings.Contains(st.Message, "GPUBudget team") {
 			held++
+			if st.Provider != "" || st.MachineName != "" || st.HourlyPrice != nil {
+				t.Errorf("held request r-%02d records offer %s/%s at %v: nothing was launched for it", i, st.Provider, st.MachineName, st.HourlyPrice)
+			}
 		}
 	}
 	if held != n-fits {

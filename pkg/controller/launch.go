@@ -155,9 +155,25 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 			attempt++
 			name = machineName(req.UID, attempt)
 		}
+		// The headroom is held from here, before the render (which may mint
+		// a join token) and the write-ahead record, until the launch's
+		// outcome is known: another worker launching in the same namespace
+		// meanwhile sees it taken, and an offer it loses to leaves nothing
+		// behind.
+		priced := offer
+		priced.HourlyPrice = price // the budget holds what is paid: the bid
+		held, err := c.reserve(req, name, priced)
+		if _, over := budget.AsOverBudget(err); over {
+			refused, overBudget = firstRefusal(refused, err), overBudget+1
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
 		template, _ := templates.pick(p) // selection passed over providers without one
 		userData, err := c.render(ctx, req, template, values, name, offer)
 		if err != nil {
+			held.release()
 			return c.bootstrapError(s, err)
 		}
 		// The write-ahead record: the machine name and the chosen offer reach
@@ -170,19 +186,6 @@ func (c *Controller) provision(s *syncCtx) (time.Duration, error) {
 		st.Selection = summary
 		st.Message = fmt.Sprintf("launching %s as %s", offer.ID(), st.MachineName)
 		c.setCondition(req, tgpv1.ConditionOffersAvailable, metav1.ConditionTrue, "OffersFound", summary)
-		// The headroom is held from before the write-ahead record until the
-		// launch's outcome is known: another worker launching in the same
-		// namespace meanwhile sees it taken.
-		priced := offer
-		priced.HourlyPrice = price // the budget holds what is paid: the bid
-		held, err := c.reserve(req, name, priced)
-		if _, over := budget.AsOverBudget(err); over {
-			refused, overBudget = firstRefusal(refused, err), overBudget+1
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
 		if err := c.writeAhead(s); err != nil {
 			held.release()
 			return 0, err
