@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the control-plane binaries (etcd, kube-apiserver, kubectl) from Go
+# Builds the control-plane binaries (etcd, kube-apiserver,
+# kube-controller-manager, kubectl) from Go
 # modules into bin/, keyed by version so they are rebuilt only when a pin moves.
 # Prints nothing but progress; idempotent and safe to call from every target.
 set -euo pipefail
@@ -26,4 +27,5 @@ build() { # name version module-dir package
 
 build etcd "$etcd_version" etcd .
 build kube-apiserver "$kube_version" kube k8s.io/kubernetes/cmd/kube-apiserver
+build kube-controller-manager "$kube_version" kube k8s.io/kubernetes/cmd/kube-controller-manager
 build kubectl "$kube_version" kube ./kubectl

@@ -129,7 +129,11 @@ func validEffect(e corev1.TaintEffect) bool {
 // flags to the defaults file that the kubelet unit of a pre-baked image
 // reads (/etc/default/kubelet, or $TGP_KUBELET_DEFAULTS when set, which is
 // how the tests run it), and restarts that kubelet, if the image has one,
-// so it registers under the new name with the labels and taints.
+// so it registers under the new name with the labels and taints. With a
+// minted token (--mint-join-tokens) it also writes the kubelet's bootstrap
+// kubeconfig where kubeadm's kubelet unit reads it
+// (/etc/kubernetes/bootstrap-kubelet.conf, or $TGP_BOOTSTRAP_KUBECONFIG),
+// so that kubelet joins by TLS bootstrap with this machine's own token.
 //
 // Every value is written with shell, one single-quoted word, so no value
 // can end its word and run a command. The defaults line is single-quoted
@@ -147,6 +151,21 @@ hostnamectl set-hostname {{ shell .NodeName }}
 # The kubelet unit reads this file (systemd EnvironmentFile).
 defaults="${TGP_KUBELET_DEFAULTS:-/etc/default/kubelet}"
 printf '%s\n' {{ printf "KUBELET_EXTRA_ARGS='--node-labels=%s --register-with-taints=%s'" .KubeletLabels .KubeletTaints | shell }} >"$defaults"
+{{- if .JoinToken }}
+
+# The kubelet's bootstrap kubeconfig: with this machine's own token the
+# kubelet asks the cluster for its client certificate (TLS bootstrap).
+kubeconfig="${TGP_BOOTSTRAP_KUBECONFIG:-/etc/kubernetes/bootstrap-kubelet.conf}"
+[ -d "${kubeconfig%/*}" ] || mkdir -p "${kubeconfig%/*}"
+umask 077
+printf '%s\n' 'apiVersion: v1' 'kind: Config' 'clusters:' '- name: cluster' '  cluster:' \
+	{{ printf "    server: %s" .APIServerURL | shell }} \
+	{{ printf "    certificate-authority-data: %s" .CACertData | shell }} \
+	'users:' '- name: kubelet-bootstrap' '  user:' {{ printf "    token: %s" .JoinToken | shell }} \
+	'contexts:' '- name: bootstrap' '  context: {cluster: cluster, user: kubelet-bootstrap}' \
+	'current-context: bootstrap' >"$kubeconfig"
+umask 022
+{{- end }}
 
 # A kubelet started before this script read neither the hostname nor the
 # flags: restart it. An image without a kubelet.service unit (its kubelet

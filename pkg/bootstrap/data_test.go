@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
@@ -66,6 +68,8 @@ type bootRun struct {
 	err      error      // bash's exit: nil for status 0
 	calls    [][]string // the stubs' calls in order, each the command and its arguments
 	defaults *string    // the kubelet defaults file, nil if the script wrote none
+	// kubeconfig is the kubelet's bootstrap kubeconfig, nil if the script wrote none.
+	kubeconfig *string
 	pwned    bool       // a file named pwned appeared in the working directory
 	stderr   string
 }
@@ -123,10 +127,11 @@ func runScript(t *testing.T, tmpl string, data Data, exits stubExits) bootRun {
 		t.Fatalf("bash -n: %v\n%s\nscript:\n%s", err, msg, out)
 	}
 	log, defaults := filepath.Join(dir, "calls"), filepath.Join(dir, "kubelet")
+	kubeconfig := filepath.Join(dir, "bootstrap-kubelet.conf")
 	cmd := exec.Command(bash, script)
 	cmd.Dir = work
 	cmd.Env = []string{
-		"PATH=" + bin, "TGP_KUBELET_DEFAULTS=" + defaults, "STUB_LOG=" + log,
+		"PATH=" + bin, "TGP_KUBELET_DEFAULTS=" + defaults, "TGP_BOOTSTRAP_KUBECONFIG=" + kubeconfig, "STUB_LOG=" + log,
 		fmt.Sprintf("STUB_HOSTNAMECTL=%d", exits.hostnamectl),
 		fmt.Sprintf("STUB_SYSTEMCTL_CAT=%d", exits.systemctlCat),
 		fmt.Sprintf("STUB_SYSTEMCTL=%d", exits.systemctl),
@@ -150,6 +155,19 @@ func runScript(t *testing.T, tmpl string, data Data, exits stubExits) bootRun {
 	if raw, err := os.ReadFile(defaults); err == nil {
 		s := string(raw)
 		run.defaults = &s
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if raw, err := os.ReadFile(kubeconfig); err == nil {
+		info, err := os.Stat(kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := info.Mode().Perm(); perm != 0o600 {
+			t.Errorf("bootstrap kubeconfig mode %v, want 0600: it holds a token", perm)
+		}
+		s := string(raw)
+		run.kubeconfig = &s
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal(err)
 	}
@@ -374,5 +392,33 @@ func TestQuoteShell(t *testing.T) {
 		if err != nil || string(out) != s {
 			t.Errorf("sh printf %s = %q, %v; want %q", quoteShell(s), out, err, s)
 		}
+	}
+}
+
+// TestDefaultTemplateBootstrapKubeconfig: with a minted token the default
+// script writes the kubelet's bootstrap kubeconfig (server, CA, this
+// machine's token) as client-go reads it, owner-only; without one it
+// writes none.
+func TestDefaultTemplateBootstrapKubeconfig(t *testing.T) {
+	data := testData(2)
+	if run := runScript(t, DefaultTemplate, data, stubExits{}); run.err != nil || run.kubeconfig != nil {
+		t.Fatalf("without a token: exit %v, kubeconfig %v (want none)\n%s", run.err, run.kubeconfig != nil, run.stderr)
+	}
+	ca := base64.StdEncoding.EncodeToString([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
+	data.JoinToken, data.APIServerURL, data.CACertData = "abcdef.0123456789abcdef", "https://203.0.113.7:6443", ca
+	run := runScript(t, DefaultTemplate, data, stubExits{})
+	if run.err != nil || run.kubeconfig == nil {
+		t.Fatalf("with a token: exit %v, kubeconfig written %v\n%s", run.err, run.kubeconfig != nil, run.stderr)
+	}
+	cfg, err := clientcmd.Load([]byte(*run.kubeconfig))
+	if err != nil {
+		t.Fatalf("the bootstrap kubeconfig does not load: %v\n%s", err, *run.kubeconfig)
+	}
+	rest, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rest.Host != data.APIServerURL || rest.BearerToken != data.JoinToken || base64.StdEncoding.EncodeToString(rest.CAData) != ca {
+		t.Errorf("bootstrap kubeconfig reaches %q with token %q and CA %q, want %q, %q, %q", rest.Host, rest.BearerToken, rest.CAData, data.APIServerURL, data.JoinToken, ca)
 	}
 }

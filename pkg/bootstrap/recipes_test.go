@@ -80,6 +80,18 @@ func TestJoinRecipes(t *testing.T) {
 			}
 		}
 	}
+	// The default template, with and without a minted token.
+	for _, d := range []Data{data, {NodeName: data.NodeName, KubeletLabels: data.KubeletLabels, KubeletTaints: data.KubeletTaints}} {
+		out, err := Render(DefaultTemplate, d, Limits{MaxBytes: 16 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "rendered")
+		if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		check(t, "DefaultTemplate", out, "shellcheck", "-s", "bash", "-S", "warning", path)
+	}
 	if formats["cloud-config"] == 0 || formats["bash"] < 3 {
 		t.Errorf("recipes by format %v, want a cloud-init one and the bash ones", formats)
 	}

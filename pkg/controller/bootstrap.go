@@ -180,15 +180,18 @@ func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template
 	if req.Spec.Container != nil {
 		return "", nil
 	}
-	var join joinValues
+	var (
+		join joinValues
+		mint func(context.Context) error
+	)
 	if c.cfg.MintJoinTokens {
 		var err error
-		if join, err = c.mintJoinToken(ctx, req, name); err != nil {
+		if join, mint, err = c.joinToken(ctx, req, name); err != nil {
 			return "", err
 		}
 	}
 	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
-	return bootstrap.Render(template, bootstrap.Data{
+	userData, err := bootstrap.Render(template, bootstrap.Data{
 		NodeName:         name,
 		RequestName:      req.Name,
 		RequestNamespace: req.Namespace,
@@ -204,6 +207,18 @@ func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template
 		CACertHash:       join.CACertHash,
 		CACertData:       join.CACertData,
 	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
+	if err == nil {
+		// A machine whose kubelet flags carry labels it may not set would
+		// never join: refuse it before paying for it.
+		err = bootstrap.RefusedKubeletLabels(userData)
+	}
+	if err == nil && mint != nil {
+		err = mint(ctx) // the token exists only for user data that is launched
+	}
+	if err != nil {
+		return "", err
+	}
+	return userData, nil
 }
 
 // bootstrapError reports a bootstrap (or container env) that cannot be read or rendered: no

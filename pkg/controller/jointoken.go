@@ -59,49 +59,58 @@ func tokenID(machine string) string {
 
 func tokenSecretName(machine string) string { return "bootstrap-token-" + tokenID(machine) }
 
-// mintJoinToken returns the machine's join values, creating its token
-// Secret when it has none. Errors say what failed, never the token.
-func (c *Controller) mintJoinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (joinValues, error) {
+// joinToken returns the machine's join values: those of its token Secret
+// when it has one, else new ones with mint, which creates that Secret. The
+// caller renders with the values first and mints only user data it will
+// launch, so a refused template leaves no token behind. Errors say what
+// failed, never the token.
+func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (v joinValues, mint func(context.Context) error, err error) {
 	ca, err := c.clusterCA(ctx)
 	if err != nil {
-		return joinValues{}, err
+		return joinValues{}, nil, err
 	}
-	v := joinValues{APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}
+	v = joinValues{APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}
 	secrets := c.kube.CoreV1().Secrets(TokenNamespace)
 	name := tokenSecretName(machine)
 	existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		if existing.Labels[LabelTokenMachine] != machine {
-			return joinValues{}, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
+			return joinValues{}, nil, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
 		}
 		v.Token = string(existing.Data["token-id"]) + "." + string(existing.Data["token-secret"])
-		return v, nil
+		return v, nil, nil
 	case !apierrors.IsNotFound(err):
-		return joinValues{}, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
+		return joinValues{}, nil, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
 	}
 	secret := randomTokenSecret()
-	expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
-	token := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TokenNamespace,
-			Labels: map[string]string{LabelTokenMachine: machine, LabelRequestUID: string(req.UID)}},
-		Type: corev1.SecretTypeBootstrapToken,
-		Data: map[string][]byte{
-			"description":                    []byte(fmt.Sprintf("gpu-operator join token of machine %s (GPURequest %s/%s)", machine, req.Namespace, req.Name)),
-			"token-id":                       []byte(tokenID(machine)),
-			"token-secret":                   []byte(secret),
-			"expiration":                     []byte(expires),
-			"usage-bootstrap-authentication": []byte("true"),
-			"usage-bootstrap-signing":        []byte("true"),
-			"auth-extra-groups":              []byte(tokenGroup),
-		},
-	}
-	if _, err := secrets.Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
-		return joinValues{}, fmt.Errorf("creating bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
-	}
-	klog.FromContext(ctx).Info("minted a join token", "machine", machine, "secret", klog.KRef(TokenNamespace, name), "expires", expires)
 	v.Token = tokenID(machine) + "." + secret
-	return v, nil
+	mint = func(ctx context.Context) error {
+		expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
+		token := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TokenNamespace,
+				Labels: map[string]string{LabelTokenMachine: machine, LabelRequestUID: string(req.UID)}},
+			Type: corev1.SecretTypeBootstrapToken,
+			Data: map[string][]byte{
+				"description":                    []byte(fmt.Sprintf("gpu-operator join token of machine %s (GPURequest %s/%s)", machine, req.Namespace, req.Name)),
+				"token-id":                       []byte(tokenID(machine)),
+				"token-secret":                   []byte(secret),
+				"expiration":                     []byte(expires),
+				"usage-bootstrap-authentication": []byte("true"),
+				"usage-bootstrap-signing":        []byte("true"),
+				"auth-extra-groups":              []byte(tokenGroup),
+			},
+		}
+		// AlreadyExists (another writer got there first) is an error too:
+		// the user data carries this token, not that one; the retry
+		// renders with the existing one.
+		if _, err := secrets.Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
+			return fmt.Errorf("creating bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
+		}
+		klog.FromContext(ctx).Info("minted a join token", "machine", machine, "secret", klog.KRef(TokenNamespace, name), "expires", expires)
+		return nil
+	}
+	return v, mint, nil
 }
 
 // randomTokenSecret is a bootstrap token's 16-character secret, from

@@ -1,19 +1,35 @@
-// Package testenv starts a real control plane (etcd and kube-apiserver built
-// from Go modules into bin/ by hack/build-tools.sh) on free loopback ports for
-// integration tests and the local demo, installs the operator's CRDs from
+// Package testenv starts a real control plane (etcd, kube-apiserver and
+// kube-controller-manager, built from Go modules into bin/ by
+// hack/build-tools.sh) on free loopback ports for integration tests, the
+// benchmark harness and the local demo, installs the operator's CRDs from
 // manifests/, and hands back a *rest.Config.
+//
+// It is set up as kubeadm init sets up a cluster, so machines join as real
+// kubelets do: one cluster CA signs the API server's serving certificate,
+// is the CA of client certificates (--client-ca-file) and signs the
+// kubelets' CSRs (kube-controller-manager's csrsigning); bootstrap tokens
+// authenticate (--enable-bootstrap-token-auth) and the bootstrappers group
+// may create node-client CSRs, which csrapproving approves; Node
+// authorization and the NodeRestriction admission plugin confine each
+// kubelet to its own Node; tokencleaner removes expired tokens and
+// root-ca-cert-publisher writes the CA to every namespace's
+// kube-root-ca.crt ConfigMap.
 package testenv
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,11 +40,15 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -94,9 +114,10 @@ func StartT(t testing.TB) *Env {
 	return env
 }
 
-// Start builds nothing: it runs bin/etcd and bin/kube-apiserver (run
-// `make tools` first), waits until the API server is ready and the CRDs are
-// established. Call Stop when done.
+// Start builds nothing: it runs bin/etcd, bin/kube-apiserver and
+// bin/kube-controller-manager (run `make tools` first), waits until the API
+// server is ready, the controller manager healthy and the CRDs established.
+// Call Stop when done.
 func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -104,7 +125,8 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 	etcdBin := filepath.Join(root, "bin", "etcd")
 	apiBin := filepath.Join(root, "bin", "kube-apiserver")
-	for _, b := range []string{etcdBin, apiBin} {
+	kcmBin := filepath.Join(root, "bin", "kube-controller-manager")
+	for _, b := range []string{etcdBin, apiBin, kcmBin} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("%s is missing: run `make tools` (hack/build-tools.sh) first", b)
 		}
@@ -125,7 +147,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -153,31 +175,36 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := writeServiceAccountKeys(certDir); err != nil {
 		return nil, err
 	}
+	caData, err := writeClusterCA(certDir)
+	if err != nil {
+		return nil, err
+	}
 	apiPort := ports[2]
 	if err := env.start(apiBin, "kube-apiserver.log",
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", apiPort),
-		"--cert-dir="+certDir,
+		"--tls-cert-file="+filepath.Join(certDir, "apiserver.crt"),
+		"--tls-private-key-file="+filepath.Join(certDir, "apiserver.key"),
+		"--client-ca-file="+filepath.Join(certDir, "ca.crt"),
+		"--enable-bootstrap-token-auth",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+filepath.Join(certDir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(certDir, "sa.key"),
 		"--token-auth-file="+filepath.Join(certDir, "tokens.csv"),
-		"--authorization-mode=RBAC",
+		"--authorization-mode=Node,RBAC",
 		"--service-cluster-ip-range=10.0.0.0/24",
+		"--enable-admission-plugins=NodeRestriction",
 		"--disable-admission-plugins=ServiceAccount",
 		"--v=0",
 	); err != nil {
 		return nil, err
 	}
 	host := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	insecure := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only until the self-signed cert exists
-	if err := waitHTTP(ctx, host+"/readyz", token, insecure); err != nil {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caData)
+	if err := waitHTTP(ctx, host+"/readyz", token, &tls.Config{RootCAs: pool}); err != nil {
 		return nil, fmt.Errorf("kube-apiserver not ready (log %s): %w", filepath.Join(env.Dir, "kube-apiserver.log"), err)
-	}
-	caData, err := os.ReadFile(filepath.Join(certDir, "apiserver.crt"))
-	if err != nil {
-		return nil, fmt.Errorf("reading the API server's self-signed certificate: %w", err)
 	}
 	env.Config = &rest.Config{
 		Host:            host,
@@ -189,6 +216,30 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	env.Kubeconfig = filepath.Join(env.Dir, "kubeconfig")
 	if err := writeKubeconfig(env.Kubeconfig, host, token, caData); err != nil {
 		return nil, err
+	}
+	if err := grantBootstrappers(ctx, env.Config); err != nil {
+		return nil, err
+	}
+	kcmPort := ports[3]
+	if err := env.start(kcmBin, "kube-controller-manager.log",
+		"--kubeconfig="+env.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", kcmPort),
+		"--leader-elect=false",
+		"--use-service-account-credentials=false",
+		"--controllers="+strings.Join(controllers, ","),
+		"--cluster-signing-cert-file="+filepath.Join(certDir, "ca.crt"),
+		"--cluster-signing-key-file="+filepath.Join(certDir, "ca.key"),
+		"--root-ca-file="+filepath.Join(certDir, "ca.crt"),
+		"--v=0",
+	); err != nil {
+		return nil, err
+	}
+	// /healthz is served without authentication; the serving certificate
+	// is the controller manager's own self-signed one.
+	kcmTLS := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // a loopback health probe of a self-signed server
+	if err := waitHTTP(ctx, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort), "", kcmTLS); err != nil {
+		return nil, fmt.Errorf("kube-controller-manager not healthy (log %s): %w", filepath.Join(env.Dir, "kube-controller-manager.log"), err)
 	}
 	if !opts.SkipCRDs {
 		if err := InstallCRDs(ctx, env.Config, filepath.Join(root, "manifests")); err != nil {
@@ -222,7 +273,73 @@ func (e *Env) start(bin, logName string, args ...string) error {
 	return nil
 }
 
-// Stop stops the API server, then etcd, waits for both to exit (so their
+// RootCA waits until kube-controller-manager has published the cluster CA
+// to namespace (its kube-root-ca.crt ConfigMap, which --mint-join-tokens
+// reads), creating the namespace if it does not exist, and returns the PEM.
+func (e *Env) RootCA(ctx context.Context, namespace string) (string, error) {
+	kube, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return "", err
+	}
+	_, err = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	var ca string
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		cm, err := kube.CoreV1().ConfigMaps(namespace).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ca = cm.Data["ca.crt"]
+		return ca != "", nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("kube-root-ca.crt not published in namespace %s: %w", namespace, err)
+	}
+	return ca, nil
+}
+
+// controllers are the kube-controller-manager controllers a joining node
+// needs: approving and signing its client CSR, cleaning CSRs and expired
+// bootstrap tokens, and publishing the CA that kubeadm's discovery pins.
+var controllers = []string{
+	"certificatesigningrequest-approving-controller",
+	"certificatesigningrequest-signing-controller",
+	"certificatesigningrequest-cleaner-controller",
+	"token-cleaner-controller",
+	"root-ca-certificate-publisher-controller",
+}
+
+// bootstrapGroup is the group of kubeadm's bootstrap tokens (the group the
+// operator's minted tokens carry).
+const bootstrapGroup = "system:bootstrappers:kubeadm:default-node-token"
+
+// grantBootstrappers binds what kubeadm init binds for its bootstrap
+// tokens: creating a CSR (system:node-bootstrapper) and having a
+// node-client CSR auto-approved by csrapproving.
+func grantBootstrappers(ctx context.Context, cfg *rest.Config) error {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	for name, role := range map[string]string{
+		"kubeadm:kubelet-bootstrap":          "system:node-bootstrapper",
+		"kubeadm:node-autoapprove-bootstrap": "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+	} {
+		_, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: bootstrapGroup}},
+		}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("binding %s for bootstrap tokens: %w", role, err)
+		}
+	}
+	return nil
+}
+
+// Stop stops the controller manager, the API server, then etcd, waits for both to exit (so their
 // ports are free again) and removes the data directory it created.
 func (e *Env) Stop() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
@@ -374,6 +491,71 @@ func writeServiceAccountKeys(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+}
+
+// writeClusterCA makes the cluster CA (ca.crt, ca.key) and the API
+// server's serving certificate signed by it (apiserver.crt, apiserver.key,
+// for 127.0.0.1, localhost and the kubernetes Service), and returns the
+// CA's PEM.
+func writeClusterCA(dir string) ([]byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "testenv-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")},
+	}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	for name, block := range map[string]*pem.Block{
+		"ca.crt":        {Type: "CERTIFICATE", Bytes: caDER},
+		"apiserver.crt": {Type: "CERTIFICATE", Bytes: der},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	for name, k := range map[string]*ecdsa.PrivateKey{"ca.key": caKey, "apiserver.key": key} {
+		b, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b}), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return caPEM, nil
 }
 
 func writeKubeconfig(path, host, token string, ca []byte) error {

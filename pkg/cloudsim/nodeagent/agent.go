@@ -11,10 +11,18 @@
 // over SSH, and the simulator's SSH server records the script. That script
 // is the machine's user data here, so such a VM registers its Node only once
 // its bootstrap has been delivered, under the name the script gives it.
+//
+// With TLSBootstrap set (the tests' control plane, the demo, the benchmark)
+// a machine joins as a kubelet does, with its own certificate obtained with
+// the bootstrap token in its user data (kubelet.go); without it the agent
+// writes Nodes with its own client (unit tests on a fake clientset).
+// Nodes of machines that are gone are deleted with the agent's own client,
+// as a cloud provider's node lifecycle controller does.
 package nodeagent
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -100,8 +108,15 @@ type Agent struct {
 	// GPUs before they appear in its allocatable, as a device plugin that
 	// starts after the kubelet would.
 	DevicePluginDelay time.Duration
+	// TLSBootstrap, when set, makes machines join with their own node
+	// credentials (kubelet.go).
+	TLSBootstrap *TLSBootstrap
 
 	mu sync.Mutex
+	// kubelets are the node clients of bootstrapped machines, by Node name.
+	kubelets map[string]*kubelet
+	// joinErrs is the last error of each Node that failed to register.
+	joinErrs map[string]error
 	// nodes maps a registered Node's name to the state last registered.
 	nodes map[string]nodeState
 	// registered is when each Node was first registered.
@@ -160,6 +175,15 @@ func (a *Agent) HoldGPUs(node string, hold bool) {
 	a.heldGPUs[node] = hold
 }
 
+// JoinError is the last error registering the Node name met (the
+// credentials refused, NodeRestriction refusing a label), nil once it
+// registered or before it tried.
+func (a *Agent) JoinError(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.joinErrs[name]
+}
+
 // nodeState is what a Node reports: its readiness and allocatable GPUs.
 type nodeState struct {
 	ready bool
@@ -174,6 +198,7 @@ func (a *Agent) Sync(ctx context.Context) error {
 	a.mu.Lock()
 	if a.nodes == nil {
 		a.nodes, a.names, a.registered = map[string]nodeState{}, map[string]string{}, map[string]time.Time{}
+		a.kubelets, a.joinErrs = map[string]*kubelet{}, map[string]error{}
 	}
 	now := a.Clock.Now()
 	active := map[string]cloudsim.Machine{}
@@ -202,9 +227,22 @@ func (a *Agent) Sync(ctx context.Context) error {
 		}
 		jobs = append(jobs, func(ctx context.Context) error {
 			if err := a.register(ctx, name, m, want); err != nil {
-				return err
+				if ctx.Err() != nil {
+					return err
+				}
+				// One machine's failure (a hostile or broken user data) is
+				// its own: the others register, and it retries next pass.
+				a.mu.Lock()
+				prev := a.joinErrs[name]
+				a.joinErrs[name] = err
+				a.mu.Unlock()
+				if prev == nil || prev.Error() != err.Error() {
+					klog.InfoS("machine cannot register its Node", "node", name, "machine", m.Provider+"/"+m.ID, "err", err)
+				}
+				return nil
 			}
 			a.mu.Lock()
+			delete(a.joinErrs, name)
 			a.nodes[name] = want
 			if _, ok := a.registered[name]; !ok {
 				a.registered[name] = a.Clock.Now()
@@ -212,6 +250,12 @@ func (a *Agent) Sync(ctx context.Context) error {
 			a.mu.Unlock()
 			return nil
 		})
+	}
+	for name := range a.joinErrs {
+		if _, ok := active[name]; !ok {
+			delete(a.joinErrs, name)
+			a.dropKubelet(name)
+		}
 	}
 	for name := range a.nodes {
 		if _, ok := active[name]; ok {
@@ -225,6 +269,7 @@ func (a *Agent) Sync(ctx context.Context) error {
 			a.mu.Lock()
 			delete(a.nodes, name)
 			delete(a.registered, name)
+			a.dropKubelet(name)
 			a.mu.Unlock()
 			return nil
 		})
@@ -265,6 +310,16 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, w
 	labels[corev1.LabelHostname] = name
 	labels["kubernetes.io/os"] = "linux"
 	nodes := a.Kube.CoreV1().Nodes()
+	if a.TLSBootstrap != nil {
+		k, err := a.kubeletFor(ctx, name, m)
+		if err != nil {
+			return err
+		}
+		// Thousands of simulated kubelets would each hold a connection
+		// open; a real one would, but one process need not.
+		defer k.transport.CloseIdleConnections()
+		nodes = k.client.CoreV1().Nodes()
+	}
 	node, err := nodes.Create(ctx, &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec:       corev1.NodeSpec{ProviderID: m.Provider + "://" + m.ID, Taints: taints},
@@ -272,6 +327,9 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, w
 	}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		node, err = nodes.Get(ctx, name, metav1.GetOptions{})
+	}
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("registering Node %s refused: %w", name, err)
 	}
 	if err != nil {
 		return err
@@ -285,4 +343,12 @@ func (a *Agent) register(ctx context.Context, name string, m cloudsim.Machine, w
 	node.Status = nodeStatus
 	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	return err
+}
+
+// dropKubelet forgets the node credentials of name; a.mu is held.
+func (a *Agent) dropKubelet(name string) {
+	if k, ok := a.kubelets[name]; ok {
+		k.transport.CloseIdleConnections()
+		delete(a.kubelets, name)
+	}
 }

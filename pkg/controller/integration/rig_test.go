@@ -93,6 +93,17 @@ type rigOptions struct {
 	stopTimeout time.Duration
 	// clock, when set, is the controller's clock (default: the real one).
 	clock clock.WithTicker
+	// tlsBootstrap makes the node agent join machines as kubelets do, with
+	// the bootstrap token of their user data and their own certificate
+	// (nodeagent.TLSBootstrap), and the controller mint a token per machine
+	// (Config.MintJoinTokens) for the cluster's CA.
+	tlsBootstrap bool
+}
+
+// tlsBootstrap is what the agent of a tlsBootstrap rig dials: the test
+// control plane, whose serving certificate the cluster CA signed.
+func tlsBootstrap() *nodeagent.TLSBootstrap {
+	return &nodeagent.TLSBootstrap{Host: env.Config.Host, CAData: env.Config.CAData}
 }
 
 func simConfig(entries ...cloudsim.CatalogEntry) *cloudsim.Config {
@@ -114,8 +125,20 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	t.Cleanup(st.Close)
 	r := &rig{t: t, ns: ns, kube: kube, client: client, stack: st, opts: o}
+	if o.tlsBootstrap {
+		o.config.MintJoinTokens, o.config.APIServerURL = true, env.Config.Host
+		if o.config.OperatorNamespace == "" {
+			o.config.OperatorNamespace = "gpu-operator"
+		}
+		if _, err := env.RootCA(t.Context(), o.config.OperatorNamespace); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !o.noAgent {
 		r.agent = &nodeagent.Agent{Kube: kube, Simulators: st.Simulators(), Interval: 50 * time.Millisecond}
+		if o.tlsBootstrap {
+			r.agent.TLSBootstrap = tlsBootstrap()
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); r.agent.Run(ctx) }()
