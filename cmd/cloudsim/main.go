@@ -73,6 +73,7 @@ func run(args []string, stdout io.Writer) error {
 		configPath    = fs.String("config", "", "Catalog and simulator settings, JSON or YAML (required; see hack/demo/catalog.json).")
 		kubeconfig    = fs.String("kubeconfig", "", "Run the node agent against this cluster: active machines register as Ready Nodes.")
 		agentInterval = fs.Duration("agent-interval", 200*time.Millisecond, "How often the node agent syncs Nodes with the machines.")
+		tlsBootstrap  = fs.Bool("tls-bootstrap", false, "Join machines as kubelets do: a CSR made with the bootstrap token in the machine's user data (the operator's --mint-join-tokens), approved and signed by the cluster, then the Node written with its own certificate; a machine without a valid token never joins. The kubeconfig's server and CA are what the kubelets dial.")
 		endpointsFile = fs.String("endpoints-file", "", "Write the endpoints as JSON to this file once every server listens.")
 		o             = Overrides{Addrs: map[string]string{}}
 	)
@@ -149,6 +150,18 @@ func run(args []string, stdout io.Writer) error {
 			return fmt.Errorf("node agent: %w", err)
 		}
 		agent := &nodeagent.Agent{Kube: kube, Simulators: sims.Simulators(), Interval: *agentInterval}
+		if *tlsBootstrap {
+			ca := cfg.CAData
+			if len(ca) == 0 && cfg.CAFile != "" {
+				if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+					return fmt.Errorf("node agent: the cluster CA: %w", err)
+				}
+			}
+			if len(ca) == 0 {
+				return errors.New("node agent: --tls-bootstrap needs a kubeconfig naming the cluster's CA")
+			}
+			agent.TLSBootstrap = &nodeagent.TLSBootstrap{Host: cfg.Host, CAData: ca}
+		}
 		go func() {
 			defer close(agentDone)
 			agent.Run(ctx)

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -191,9 +190,9 @@ func TestRandomRequests(t *testing.T) {
 	defer s.close()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
-		"--poll-interval", "1s", "-v", "2", "--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)}, s.operatorArgs()...)
+	startNodeRegistrar(actx, c, s, 16)
+	args := append(append(c.operatorArgs(), "--leader-elect=false",
+		"--poll-interval", "1s", "-v", "2", "--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)), s.operatorArgs()...)
 	op, err := startOperator(bin, args, keyEnv(simKeys))
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/bootstrap"
@@ -455,7 +454,7 @@ func runBomb(ctx context.Context, bin string, cfg bombConfig) (res bombResult) {
 	defer s.close()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+	startNodeRegistrar(actx, c, s, 16)
 
 	variants := bombVariants(cfg.NodeLabels)
 	if cfg.Bombs > 0 {
@@ -475,9 +474,9 @@ func runBomb(ctx context.Context, bin string, cfg bombConfig) (res bombResult) {
 		}
 	}
 
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
+	args := append(append(c.operatorArgs(), "--leader-elect=false",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst),
-		"--poll-interval", "2s"}, s.operatorArgs()...)
+		"--poll-interval", "2s"), s.operatorArgs()...)
 	op, err := startOperator(bin, args, keyEnv(simKeys))
 	if err != nil {
 		res.Err = err

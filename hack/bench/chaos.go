@@ -11,7 +11,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -164,7 +163,7 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 	defer s.close()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+	startNodeRegistrar(actx, c, s, 16)
 
 	// --unavailable-ttl 10s: an interruption marks the machine's offering
 	// unavailable; each request kind has a second offering (the A6000 VM on
@@ -172,10 +171,10 @@ func runChaos(ctx context.Context, bin string, cfg chaosConfig) (res chaosResult
 	// VM in a second region) but a request interrupted twice in a row waits
 	// out the TTL before relaunching; at the default 3 minutes that wait
 	// alone would use up the settle time.
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace,
+	args := append(append(c.operatorArgs(),
 		"--leader-elect=true", "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
 		"--gc-interval", "2s", "--gc-grace", "10s", "--poll-interval", "1s", "--unavailable-ttl", "10s",
-		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)}, s.operatorArgs()...)
+		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)), s.operatorArgs()...)
 	start := func(r *replica) error {
 		op, err := startOperator(bin, args, keyEnv(simKeys))
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -154,7 +153,7 @@ func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResul
 	defer s.close()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+	startNodeRegistrar(actx, c, s, 16)
 
 	// --unavailable-ttl 10s: an offer that failed is skipped for 10 s, so the
 	// provider is tried again soon after it returns. --catalog-interval 15s:
@@ -164,9 +163,9 @@ func runFaults(ctx context.Context, bin string, cfg faultConfig) (res faultResul
 	// good listing the refresh fails); at the default 2 minutes that wait
 	// alone would outlast the outage, so the interval is shortened like the
 	// others.
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
+	args := append(append(c.operatorArgs(), "--leader-elect=false",
 		"--poll-interval", "2s", "--unavailable-ttl", "10s", "--catalog-interval", "15s", "--gc-interval", "5s", "--gc-grace", "30s",
-		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)}, s.operatorArgs()...)
+		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst)), s.operatorArgs()...)
 	op, err := startOperator(bin, args, keyEnv(simKeys))
 	if err != nil {
 		res.Err = err

@@ -78,7 +78,25 @@ func startCluster(ctx context.Context) (*cluster, error) {
 			return nil, err
 		}
 	}
+	// --mint-join-tokens reads the CA kube-controller-manager publishes.
+	if _, err := env.RootCA(ctx, operatorNamespace); err != nil {
+		env.Stop()
+		return nil, err
+	}
 	return c, nil
+}
+
+// operatorArgs are the operator's flags for this control plane: its
+// kubeconfig and namespace, and a join token minted per machine, which the
+// default template hands the machine's kubelet for its TLS bootstrap.
+func (c *cluster) operatorArgs() []string {
+	return []string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--mint-join-tokens", "--api-server-url", c.env.Config.Host}
+}
+
+// tlsBootstrap is what a simulated kubelet dials: the control plane, its
+// serving certificate signed by the cluster CA.
+func (c *cluster) tlsBootstrap() *nodeagent.TLSBootstrap {
+	return &nodeagent.TLSBootstrap{Host: c.env.Config.Host, CAData: c.env.Config.CAData}
 }
 
 func (c *cluster) stop() { c.env.Stop() }
@@ -380,9 +398,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // pkg/cloudsim/nodeagent: a Node per active machine, registered (with its
 // status, labels and taints, and the machine's GPUs allocatable as
 // nvidia.com/gpu, which the operator's GPU readiness check waits for) from a
-// pool of workers, as many kubelets would.
-func startNodeRegistrar(ctx context.Context, kube kubernetes.Interface, s *sims, workers int) {
-	agent := &nodeagent.Agent{Kube: kube, Simulators: s.list(), Workers: workers, Interval: 200 * time.Millisecond}
+// pool of workers, as many kubelets would. Each joins by TLS bootstrap with
+// the token the operator minted into its user data: a CSR, approved and
+// signed by kube-controller-manager, then its Node written with its own
+// certificate. The agent's own client (deleting the Nodes of machines that
+// are gone) is not the bottleneck.
+func startNodeRegistrar(ctx context.Context, c *cluster, s *sims, workers int) {
+	kube := kubernetes.NewForConfigOrDie(c.configWith(2000, 4000))
+	agent := &nodeagent.Agent{Kube: kube, Simulators: s.list(), Workers: workers, Interval: 200 * time.Millisecond, TLSBootstrap: c.tlsBootstrap()}
 	go agent.Run(ctx)
 }
 

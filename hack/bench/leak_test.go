@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -16,10 +15,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
@@ -83,7 +80,7 @@ func TestNoCredentialLeak(t *testing.T) {
 	defer s.close()
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+	startNodeRegistrar(actx, c, s, 16)
 
 	secrets := c.kube.CoreV1().Secrets(operatorNamespace)
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gpu-operator-credentials", Namespace: operatorNamespace},
@@ -98,17 +95,6 @@ func TestNoCredentialLeak(t *testing.T) {
 		Labels: map[string]string{"tgp.solanyn.com/bootstrap": "true"}},
 		StringData: map[string]string{"userdata": bootstrapTemplate}}
 	if _, err := c.kube.CoreV1().Secrets(requestNamespace).Create(ctx, bootstrap, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// --mint-join-tokens reads the cluster CA from kube-root-ca.crt, which
-	// kube-controller-manager publishes; this control plane has none, so
-	// the test puts the API server's own CA there.
-	caPEM, err := os.ReadFile(c.env.Config.CAFile)
-	if err != nil || len(caPEM) == 0 {
-		caPEM = c.env.Config.CAData
-	}
-	if _, err := c.kube.CoreV1().ConfigMaps(operatorNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt"},
-		Data: map[string]string{"ca.crt": string(caPEM)}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	values := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "leak-values", Namespace: requestNamespace,
@@ -130,9 +116,8 @@ func TestNoCredentialLeak(t *testing.T) {
 	// for this long (pkg/controller/provision.go) and a rotated key only
 	// lifts the provider block (UnblockProviders), not that mark, so with the
 	// default 3 minutes the request would wait that long after the fix.
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
-		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", strconv.Itoa(leakVerbosity),
-		"--mint-join-tokens", "--api-server-url", c.env.Config.Host}, s.operatorArgs()...)
+	args := append(append(c.operatorArgs(), "--leader-elect=false",
+		"--poll-interval", "1s", "--unavailable-ttl", "15s", "-v", strconv.Itoa(leakVerbosity)), s.operatorArgs()...)
 	op, err := startOperator(bin, args, []string{"LAMBDA_API_KEY=", "RUNPOD_API_KEY=", "PAPERSPACE_API_KEY="})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/cloudsim/nodeagent"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
@@ -161,9 +162,12 @@ type scaleResult struct {
 }
 
 // runFloor measures the unavoidable API writes for n requests (create,
-// one status write, and a Node create for the VM requests: a container joins
-// no cluster) with clients at the operator's QPS and burst, on a fresh
-// control plane.
+// one status write, and for the VM requests what a real node's join costs:
+// a container joins no cluster) with clients at the operator's QPS and
+// burst, on a fresh control plane. A VM's join is its bootstrap token
+// created, the kubelet's TLS bootstrap with it (a CSR that
+// kube-controller-manager approves and signs), its Node created with the
+// signed certificate, and the token deleted.
 func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Duration, time.Duration, time.Duration, error) {
 	c, err := startCluster(ctx)
 	if err != nil {
@@ -214,9 +218,7 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 				if r.Spec.Container != nil {
 					continue
 				}
-				node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "floor-" + r.Name},
-					Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
-				if _, err := kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+				if err := floorJoin(ctx, kube, c.tlsBootstrap(), "floor-"+r.Name, i); err != nil {
 					fail(err)
 					return
 				}
@@ -229,8 +231,37 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 	if first != nil {
 		return 0, 0, 0, first
 	}
-	logf("  floor: %d x (create, status write, Node create for a VM) in %s", n, floor.Round(time.Millisecond))
+	logf("  floor: %d x (create, status write, and for a VM: token, CSR, Node create, token delete) in %s", n, floor.Round(time.Millisecond))
 	return floor, api1 - api0, etcd1 - etcd0, nil
+}
+
+// floorJoin is the least a VM's join costs: a bootstrap token Secret (as
+// --mint-join-tokens creates it), the kubelet's TLS bootstrap with it, its
+// Ready Node created with the signed certificate, and the token deleted.
+func floorJoin(ctx context.Context, kube kubernetes.Interface, b *nodeagent.TLSBootstrap, node string, i int) error {
+	id, secret := fmt.Sprintf("f%05d", i%100000), fmt.Sprintf("%016x", uint64(i)*0x9e3779b97f4a7c15)
+	tokens := kube.CoreV1().Secrets("kube-system")
+	_, err := tokens.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id},
+		Type:       corev1.SecretTypeBootstrapToken,
+		StringData: map[string]string{"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
+			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+			"expiration":        time.Now().Add(15 * time.Minute).UTC().Format(time.RFC3339)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	kubelet, closeIdle, err := b.Join(ctx, node, id+"."+secret)
+	if err != nil {
+		return err
+	}
+	defer closeIdle()
+	_, err = kubelet.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	return tokens.Delete(ctx, "bootstrap-token-"+id, metav1.DeleteOptions{})
 }
 
 // runScale runs the operator against n requests created at once.
@@ -255,11 +286,11 @@ func runScale(ctx context.Context, bin string, n int, poll time.Duration, logf f
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// The node agents play many kubelets: their client is not the bottleneck.
-	startNodeRegistrar(actx, kubernetes.NewForConfigOrDie(c.configWith(2000, 4000)), s, 16)
+	startNodeRegistrar(actx, c, s, 16)
 
-	args := append([]string{"--kubeconfig", c.env.Kubeconfig, "--namespace", operatorNamespace, "--leader-elect=false",
+	args := append(append(c.operatorArgs(), "--leader-elect=false",
 		"--kube-api-qps", fmt.Sprint(kubeQPS), "--kube-api-burst", fmt.Sprint(kubeBurst),
-		"--poll-interval", poll.String()}, s.operatorArgs()...)
+		"--poll-interval", poll.String()), s.operatorArgs()...)
 	if heapProfile != "" || cpuProfile != "" {
 		args = append(args, "--enable-pprof")
 	}

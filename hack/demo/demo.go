@@ -114,7 +114,7 @@ func (d *demo) start(ctx context.Context) (err error) {
 		// run beside tests and other demos.
 		"--lambda-addr", "127.0.0.1:0", "--runpod-addr", "127.0.0.1:0", "--paperspace-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--boot-delay", d.opts.bootDelay.String(), "--terminate-delay", "1s",
-		"--kubeconfig", env.Kubeconfig,
+		"--kubeconfig", env.Kubeconfig, "--tls-bootstrap",
 		"--endpoints-file", epFile)
 	if err != nil {
 		return err
@@ -154,6 +154,9 @@ func (d *demo) start(ctx context.Context) (err error) {
 		"--leader-elect=false",
 		"--poll-interval", d.opts.pollInterval.String(),
 		"--metrics-addr", metricsAddr,
+		// Each machine gets its own bootstrap token; its kubelet (the
+		// simulators' node agent) joins with it by TLS bootstrap.
+		"--mint-join-tokens", "--api-server-url", env.Config.Host,
 		// The simulators enforce no rate limits (see the catalog's note):
 		// lift the client-side limits meant for the real APIs, among them
 		// Lambda's one launch per 12s.
@@ -233,6 +236,10 @@ func (d *demo) createCredentials(ctx context.Context) error {
 	_, err := d.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", operatorNamespace, err)
+	}
+	// --mint-join-tokens reads the CA kube-controller-manager publishes there.
+	if _, err := d.env.RootCA(ctx, operatorNamespace); err != nil {
+		return err
 	}
 	data := map[string][]byte{}
 	for name, p := range d.sims.Providers {

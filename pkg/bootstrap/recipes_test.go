@@ -26,6 +26,8 @@ func TestJoinRecipes(t *testing.T) {
 	if err != nil || len(files) < 4 {
 		t.Fatalf("recipes in %s: %v (%d files)", dir, err, len(files))
 	}
+	// The examples' bootstrap Secrets too (the README shows them).
+	files = append(files, filepath.Join("..", "..", "manifests", "examples", "bootstrapped-inference.yaml"))
 	data := Data{
 		NodeName: "gpur-0f8fad5bd9cb469f-1", RequestName: "train", RequestNamespace: "ml", Provider: "lambdalabs", Region: "us-east-1",
 		Labels:       map[string]string{"tgp.solanyn.com/request": "train", "team": "a"},
@@ -43,6 +45,10 @@ func TestJoinRecipes(t *testing.T) {
 		var templates []string
 		values := map[string]string{}
 		for _, doc := range bytes.Split(raw, []byte("\n---\n")) {
+			var meta struct{ Kind string }
+			if err := yaml.Unmarshal(doc, &meta); err != nil || meta.Kind != "Secret" {
+				continue // the examples' GPURequests
+			}
 			var s corev1.Secret
 			if err := yaml.UnmarshalStrict(doc, &s); err != nil {
 				t.Fatalf("%s: %v", file, err)
@@ -105,5 +111,61 @@ func check(t *testing.T, file, out, tool string, args ...string) {
 	}
 	if msg, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 		t.Errorf("%s: %s refuses the rendered recipe: %v\n%s\n--- rendered:\n%s", file, tool, err, msg, out)
+	}
+}
+
+// TestREADMEBootstrapExamples: the bootstrap Secrets the README shows render
+// and pass the same checks as the recipes (a Talos machine config, neither
+// cloud-init nor a script, must at least be YAML).
+func TestREADMEBootstrapExamples(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := Data{
+		NodeName: "gpur-0f8fad5bd9cb469f-1", RequestName: "inference", RequestNamespace: "ml", Provider: "lambdalabs", Region: "us-east-1",
+		Labels:    map[string]string{"tgp.solanyn.com/request": "inference", "workload": "inference"},
+		JoinToken: "abcdef.0123456789abcdef", APIServerURL: "https://10.0.0.10:6443",
+		CACertHash: "sha256:" + strings.Repeat("ab", 32), CACertData: "LS0tLS1CRUdJTi0tLS0t",
+	}
+	data.KubeletLabels = KubeletLabels(data.Labels)
+	blocks := strings.Split(string(raw), "```yaml\n")[1:]
+	checked := 0
+	for _, block := range blocks {
+		block, _, _ = strings.Cut(block, "```")
+		for _, doc := range strings.Split(block, "\n---\n") {
+			var s corev1.Secret
+			if yaml.Unmarshal([]byte(doc), &s) != nil || s.Kind != "Secret" || s.Labels["tgp.solanyn.com/bootstrap"] != "true" {
+				continue
+			}
+			tmpl, ok := s.StringData["userdata"]
+			if !ok {
+				continue // a valuesFrom Secret
+			}
+			checked++
+			out, err := Render(tmpl, data, Limits{MaxBytes: 16 << 10})
+			if err != nil {
+				t.Fatalf("README Secret %s: %v", s.Name, err)
+			}
+			path := filepath.Join(t.TempDir(), "rendered")
+			if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			name := "README Secret " + s.Name
+			switch {
+			case strings.HasPrefix(out, "#cloud-config"):
+				check(t, name, out, "cloud-init", "schema", "-c", path)
+			case strings.HasPrefix(out, "#!"):
+				check(t, name, out, "shellcheck", "-s", "bash", "-S", "warning", path)
+			default:
+				var v map[string]any
+				if err := yaml.UnmarshalStrict([]byte(out), &v); err != nil {
+					t.Errorf("%s renders neither cloud-init, a script nor YAML: %v\n%s", name, err, out)
+				}
+			}
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("%d bootstrap Secrets found in the README, want its cloud-init and Talos examples", checked)
 	}
 }

@@ -81,7 +81,30 @@ func (a *Agent) kubeletFor(ctx context.Context, name string, m cloudsim.Machine)
 	if token == "" {
 		return nil, ErrNoBootstrapToken
 	}
-	certPEM, keyPEM, err := a.requestCertificate(ctx, name, token)
+	k, err := a.TLSBootstrap.join(ctx, name, token)
+	if err != nil {
+		return nil, err
+	}
+	k.machine = key
+	a.mu.Lock()
+	a.kubelets[name] = k
+	a.mu.Unlock()
+	return k, nil
+}
+
+// Join is one kubelet's TLS bootstrap with token for the Node name; it
+// returns a client with the signed credentials and a function that closes
+// its idle connections.
+func (b *TLSBootstrap) Join(ctx context.Context, name, token string) (kubernetes.Interface, func(), error) {
+	k, err := b.join(ctx, name, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k.client, k.transport.CloseIdleConnections, nil
+}
+
+func (b *TLSBootstrap) join(ctx context.Context, name, token string) (*kubelet, error) {
+	certPEM, keyPEM, err := b.requestCertificate(ctx, name, token)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +113,7 @@ func (a *Agent) kubeletFor(ctx context.Context, name string, m cloudsim.Machine)
 		return nil, fmt.Errorf("the signed certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(a.TLSBootstrap.CAData) {
+	if !pool.AppendCertsFromPEM(b.CAData) {
 		return nil, errors.New("TLSBootstrap.CAData holds no certificate")
 	}
 	// An http.Client of its own rather than rest.Config's CertData:
@@ -103,25 +126,21 @@ func (a *Agent) kubeletFor(ctx context.Context, name string, m cloudsim.Machine)
 		IdleConnTimeout:   30 * time.Second,
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: transport.NewUserAgentRoundTripper(kubeletUserAgent, tr)}
-	client, err := kubernetes.NewForConfigAndClient(&rest.Config{Host: a.TLSBootstrap.Host}, hc)
+	client, err := kubernetes.NewForConfigAndClient(&rest.Config{Host: b.Host}, hc)
 	if err != nil {
 		return nil, err
 	}
-	k = &kubelet{machine: key, client: client, transport: tr}
-	a.mu.Lock()
-	a.kubelets[name] = k
-	a.mu.Unlock()
-	return k, nil
+	return &kubelet{client: client, transport: tr}, nil
 }
 
 // requestCertificate is a kubelet's TLS bootstrap: a new key, a CSR for
 // the kube-apiserver-client-kubelet signer made with the bootstrap token,
 // and the wait for its signed certificate.
-func (a *Agent) requestCertificate(ctx context.Context, name, token string) (certPEM, keyPEM []byte, err error) {
+func (b *TLSBootstrap) requestCertificate(ctx context.Context, name, token string) (certPEM, keyPEM []byte, err error) {
 	boot, err := kubernetes.NewForConfig(&rest.Config{
-		Host:            a.TLSBootstrap.Host,
+		Host:            b.Host,
 		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: a.TLSBootstrap.CAData},
+		TLSClientConfig: rest.TLSClientConfig{CAData: b.CAData},
 		UserAgent:       "cloudsim-kubelet-bootstrap",
 	})
 	if err != nil {
@@ -140,7 +159,7 @@ func (a *Agent) requestCertificate(ctx context.Context, name, token string) (cer
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the CSR with the bootstrap token: %w", err)
 	}
-	timeout := a.TLSBootstrap.Timeout
+	timeout := b.Timeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}

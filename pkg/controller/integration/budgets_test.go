@@ -229,7 +229,9 @@ func (c offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 func TestBudgetSpendSurvivesRestartAndResetsAtTheMonthStart(t *testing.T) {
 	midnight := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	clk := offsetClock{offset: time.Until(midnight.Add(-12 * time.Second))}
-	r := newRig(t, rigOptions{sims: budgetSims(), clock: clk, config: controller.Config{PollInterval: pollInterval, CostInterval: 200 * time.Millisecond}})
+	// adminJoin: the controller's clock is hours behind the API server's,
+	// so the tokens it minted would have expired on arrival.
+	r := newRig(t, rigOptions{sims: budgetSims(), clock: clk, adminJoin: true, config: controller.Config{PollInterval: pollInterval, CostInterval: 200 * time.Millisecond}})
 	// The budget allows a lot per month but is exceeded only by a tiny spend
 	// in November: a new request is held until the month turns.
 	r.createBudget("metadata: {name: month}\nspec: {monthlyLimit: 0.0004}")

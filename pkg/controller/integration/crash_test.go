@@ -20,7 +20,10 @@ import (
 func TestCrashAroundLaunch(t *testing.T) {
 	r := newRig(t, rigOptions{sims: stack.Config{Lambda: simConfig(
 		cloudsim.CatalogEntry{InstanceType: "gpu_1x_a10", GPUs: 1, Region: "us-east-1", OnDemandPrice: 0.75, Capacity: -1},
-	)}, noStart: true})
+	)}, noStart: true,
+		// The dead operator's launch is replayed below with bare user data,
+		// no join token: its Node is written as admin.
+		adminJoin: true})
 	offer := providers.Offer{Provider: providers.LambdaLabs, InstanceType: "gpu_1x_a10", GPUType: "A10", GPUCount: 1,
 		Region: "us-east-1", ProviderRegion: "us-east-1", Capacity: providers.OnDemand, HourlyPrice: 0.75, Available: true, Kind: providers.VM}
 	names := map[string]string{}

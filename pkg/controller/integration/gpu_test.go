@@ -33,7 +33,7 @@ func TestGPUReadinessWaitsForTheDevicePlugin(t *testing.T) {
 metadata: {name: a10}
 spec: {gpuType: A10, gpuCount: 2}`)
 	node := machinePrefix(req) + "1" // the first machine, named in its user data
-	agent := &nodeagent.Agent{Kube: r.kube, Simulators: r.stack.Simulators(), Interval: 50 * time.Millisecond}
+	agent := &nodeagent.Agent{Kube: r.kube, Simulators: r.stack.Simulators(), Interval: 50 * time.Millisecond, TLSBootstrap: tlsBootstrap()}
 	agent.HoldGPUs(node, true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

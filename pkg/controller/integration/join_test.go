@@ -77,8 +77,7 @@ func TestTLSBootstrapKubeadmRecipe(t *testing.T) {
 		sims: stack.Config{Lambda: simConfig(
 			cloudsim.CatalogEntry{InstanceType: "gpu_1x_a100", GPUs: 1, Region: "us-east-1", OnDemandPrice: 1.29, Capacity: -1},
 		)},
-		config:       controller.Config{PollInterval: pollInterval, GPUResourceName: controller.DefaultGPUResource},
-		tlsBootstrap: true,
+		config: controller.Config{PollInterval: pollInterval, GPUResourceName: controller.DefaultGPUResource},
 	})
 	secret := r.recipe("kubeadm-join.yaml")
 	req := r.create(`
@@ -174,12 +173,18 @@ func TestNodeRestrictionRefusesRoleLabel(t *testing.T) {
 		UserData: "#cloud-config\nhostname: " + name + "\nruncmd:\n  - [kubeadm, join, --token, " + token + "]\n" +
 			"write_files: [{path: /etc/default/kubelet, content: \"KUBELET_EXTRA_ARGS='--node-labels=node-role.kubernetes.io/gpu='\"}]\n",
 	}}}}
-	if err := agent.Sync(t.Context()); err != nil {
-		t.Fatal(err)
+	// The API server knows a new token once its informer has it: until
+	// then the CSR is Unauthorized, and the kubelet tries again.
+	refused := func(err error) bool {
+		return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "node-role.kubernetes.io")
 	}
-	err := agent.JoinError(name)
-	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "node-role.kubernetes.io") {
-		t.Fatalf("registering with a node-role label: %v, want Forbidden by NodeRestriction", err)
+	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		if err := agent.Sync(ctx); err != nil {
+			return false, err
+		}
+		return refused(agent.JoinError(name)), nil
+	}); err != nil {
+		t.Fatalf("registering with a node-role label: %v, want Forbidden by NodeRestriction", agent.JoinError(name))
 	}
 	if _, err := kubeClient(t).CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Node %s: %v, want none", name, err)
@@ -190,8 +195,7 @@ func TestNodeRestrictionRefusesRoleLabel(t *testing.T) {
 		sims: stack.Config{Lambda: simConfig(
 			cloudsim.CatalogEntry{InstanceType: "gpu_1x_a100", GPUs: 1, Region: "us-east-1", OnDemandPrice: 1.29, Capacity: -1},
 		)},
-		config:       controller.Config{PollInterval: pollInterval},
-		tlsBootstrap: true,
+		config: controller.Config{PollInterval: pollInterval},
 	})
 	secret := r.recipe("kubeadm-join.yaml")
 	secret.StringData = nil
@@ -225,15 +229,9 @@ func TestNoJoinCredentialsNeverJoins(t *testing.T) {
 		sims: stack.Config{Lambda: simConfig(
 			cloudsim.CatalogEntry{InstanceType: "gpu_1x_a100", GPUs: 1, Region: "us-east-1", OnDemandPrice: 1.29, Capacity: -1},
 		)},
-		config:       controller.Config{PollInterval: 300 * time.Millisecond, JoinTimeout: 5 * time.Second},
-		tlsBootstrap: true,
-		noStart:      true,
+		config: controller.Config{PollInterval: 300 * time.Millisecond, JoinTimeout: 5 * time.Second},
+		noMint: true,
 	})
-	// This rig's controller mints no tokens: rebuild it without.
-	cfg := r.cfg
-	cfg.MintJoinTokens, cfg.APIServerURL = false, ""
-	r.build(cfg)
-	r.start()
 
 	req := r.create(`
 metadata: {name: nocreds}

@@ -270,8 +270,8 @@ func TestBootstrapFormatChoosesProvider(t *testing.T) {
 		Paperspace: simConfig(cloudsim.CatalogEntry{InstanceType: "A6000", GPUs: 1, Region: "ny2", Capacity: -1}), // list price $1.89
 	}})
 	r.secret("boot", true, map[string]string{
-		"userdata": "#cloud-config\nhostname: {{ .NodeName }}\n",
-		"script":   "#!/bin/bash\nhostnamectl set-hostname {{ shell .NodeName }}\n",
+		"userdata": "#cloud-config\nhostname: {{ .NodeName }}\nruncmd:\n  - [kubeadm, join, --token, \"{{ .JoinToken }}\"]\n",
+		"script":   "#!/bin/bash\nhostnamectl set-hostname {{ shell .NodeName }}\nkubeadm join --token {{ shell .JoinToken }}\n",
 	})
 	userData := func(name string) string {
 		t.Helper()
@@ -309,7 +309,7 @@ spec: {gpuType: A6000, maxPrice: 3.0, bootstrap: {secretName: boot}}`)
 	if n := len(r.stack.Paperspace.Machines()); n != 0 {
 		t.Errorf("%d Paperspace machines launched with a cloud-init bootstrap, want none", n)
 	}
-	if ud, want := userData(req.Status.MachineName), "#cloud-config\nhostname: "+machinePrefix(cloudInit)+"1\n"; ud != want {
+	if ud, want := userData(req.Status.MachineName), "#cloud-config\nhostname: "+machinePrefix(cloudInit)+"1\nruncmd:\n"; !strings.HasPrefix(ud, want) {
 		t.Errorf("Lambda user data %q, want the rendered cloud-init %q", ud, want)
 	}
 
@@ -320,7 +320,7 @@ spec: {gpuType: A6000, maxPrice: 3.0, bootstrap: {secretName: boot, scriptKey: s
 	if strings.Contains(req.Status.Selection, "NoBootstrapForProvider") || !strings.HasPrefix(req.Status.Selection, "chose paperspace/") {
 		t.Errorf("selection %q, want Paperspace chosen and no offer passed over for its bootstrap", req.Status.Selection)
 	}
-	if ud, want := userData(req.Status.MachineName), "#!/bin/bash\nhostnamectl set-hostname '"+machinePrefix(withScript)+"1'\n"; ud != want {
+	if ud, want := userData(req.Status.MachineName), "#!/bin/bash\nhostnamectl set-hostname '"+machinePrefix(withScript)+"1'\nkubeadm join --token "; !strings.HasPrefix(ud, want) {
 		t.Errorf("Paperspace startup script %q, want the rendered script %q", ud, want)
 	}
 	if n := len(r.stack.Lambda.Machines()); n != 1 {

@@ -290,7 +290,7 @@ func TestNodeLabelsAndTaintsBeforeReady(t *testing.T) {
 	_, err := r.kube.CoreV1().Secrets(r.ns).Create(t.Context(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "gpu-node-bootstrap", Labels: map[string]string{controller.LabelBootstrapConsent: "true"}},
 		// Paperspace runs only a startup script.
-		StringData: map[string]string{"userdata": "#!/bin/bash\nhostnamectl set-hostname {{ shell .NodeName }}\n# {{ .RequestNamespace }}/{{ .RequestName }} {{ .Provider }} {{ .Region }}\n"},
+		StringData: map[string]string{"userdata": "#!/bin/bash\nhostnamectl set-hostname {{ shell .NodeName }}\n# {{ .RequestNamespace }}/{{ .RequestName }} {{ .Provider }} {{ .Region }}\nkubeadm join --token {{ shell .JoinToken }}\n"},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -93,11 +93,14 @@ type rigOptions struct {
 	stopTimeout time.Duration
 	// clock, when set, is the controller's clock (default: the real one).
 	clock clock.WithTicker
-	// tlsBootstrap makes the node agent join machines as kubelets do, with
-	// the bootstrap token of their user data and their own certificate
-	// (nodeagent.TLSBootstrap), and the controller mint a token per machine
-	// (Config.MintJoinTokens) for the cluster's CA.
-	tlsBootstrap bool
+	// adminJoin makes the node agent write Nodes with its admin client.
+	// Otherwise machines join as kubelets do, with the bootstrap token of
+	// their user data and their own certificate (nodeagent.TLSBootstrap),
+	// and the controller mints a token per machine (Config.MintJoinTokens).
+	adminJoin bool
+	// noMint leaves the controller's Config.MintJoinTokens as the test
+	// set it (machines then carry no token unless their template has one).
+	noMint bool
 }
 
 // tlsBootstrap is what the agent of a tlsBootstrap rig dials: the test
@@ -125,18 +128,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	t.Cleanup(st.Close)
 	r := &rig{t: t, ns: ns, kube: kube, client: client, stack: st, opts: o}
-	if o.tlsBootstrap {
-		o.config.MintJoinTokens, o.config.APIServerURL = true, env.Config.Host
-		if o.config.OperatorNamespace == "" {
-			o.config.OperatorNamespace = "gpu-operator"
-		}
-		if _, err := env.RootCA(t.Context(), o.config.OperatorNamespace); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if !o.noAgent {
 		r.agent = &nodeagent.Agent{Kube: kube, Simulators: st.Simulators(), Interval: 50 * time.Millisecond}
-		if o.tlsBootstrap {
+		if !o.adminJoin {
 			r.agent.TLSBootstrap = tlsBootstrap()
 		}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -179,6 +173,14 @@ func (r *rig) buildWith(cfg controller.Config, adapters []providers.Provider) {
 	opNamespace := cfg.OperatorNamespace
 	if opNamespace == "" {
 		opNamespace = "gpu-operator"
+	}
+	if !r.opts.adminJoin && !r.opts.noMint {
+		// A token per machine, for the cluster CA published in the
+		// operator's namespace, as cmd/gpu-operator with --mint-join-tokens.
+		cfg.MintJoinTokens, cfg.APIServerURL, cfg.OperatorNamespace = true, env.Config.Host, opNamespace
+		if _, err := env.RootCA(r.t.Context(), opNamespace); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 	sshKeys := controller.NewSSHKeys(kube, opNamespace)
 	if adapters == nil {
