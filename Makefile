@@ -28,7 +28,7 @@ push:
 	$(MAKE) image IMAGE=$(IMAGE)
 	$(GO) run ./hack/image push -from $(BIN)/image/oci -image $(IMAGE)
 
-## tools: etcd, kube-apiserver and kubectl built from Go modules (once per pinned version)
+## tools: etcd, kube-apiserver, kube-controller-manager and kubectl built from Go modules (once per pinned version)
 tools:
 	hack/build-tools.sh
 
@@ -44,7 +44,7 @@ verify:
 vet:
 	$(GO) vet ./...
 
-## test: unit and integration tests (a real etcd and kube-apiserver), plus short fuzz runs
+## test: unit and integration tests (a real etcd, kube-apiserver and kube-controller-manager), plus short fuzz runs
 test: tools build
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz FUZZTIME=10s
