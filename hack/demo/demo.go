@@ -90,7 +90,7 @@ func (d *demo) start(ctx context.Context) (err error) {
 		return err
 	}
 
-	d.say("Starting a local Kubernetes control plane (bin/etcd, bin/kube-apiserver) and installing the GPURequest CRD")
+	d.say("Starting a local Kubernetes control plane (bin/etcd, bin/kube-apiserver, bin/kube-controller-manager) and installing the GPURequest CRD")
 	env, err := startControlPlane(ctx, filepath.Join(d.opts.dir, "controlplane"))
 	if err != nil {
 		return err

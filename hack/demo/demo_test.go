@@ -27,6 +27,7 @@ import (
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 	"github.com/solanyn/gpu-operator/pkg/testenv"
@@ -245,6 +246,15 @@ func checkRequests(t *testing.T, state *State) {
 		t.Errorf("%d GPURequests, want the %d examples: %v", len(got), len(expected), slices.Sorted(maps.Keys(got)))
 	}
 	machines := adminMachines(t, state.AdminURL)
+	// Every VM joined by TLS bootstrap: its Node's credentials came from an
+	// approved kubelet CSR made with its minted token, which is gone.
+	issued, err := kubeletCSRs(ctx, kube)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens, err := kube.CoreV1().Secrets(controller.TokenNamespace).List(ctx, metav1.ListOptions{LabelSelector: controller.LabelTokenMachine}); err != nil || len(tokens.Items) != 0 {
+		t.Errorf("join tokens left with every VM Ready: %v %v", err, tokens)
+	}
 	for name, want := range expected {
 		r, ok := got[name]
 		if !ok {
@@ -283,6 +293,8 @@ func checkRequests(t *testing.T, state *State) {
 			t.Errorf("%s: Node %s: %v", name, st.NodeName, err)
 		} else if n.Labels["tgp.solanyn.com/request"] != name {
 			t.Errorf("%s: Node %s labels %v, want tgp.solanyn.com/request=%s", name, n.Name, n.Labels, name)
+		} else if csr, ok := issued[n.Name]; !ok || !strings.Contains(csr, " by system:bootstrap:") {
+			t.Errorf("%s: Node %s has no approved kubelet CSR made with a bootstrap token (%q)", name, n.Name, csr)
 		}
 		wantInterruptions := int32(0)
 		if name == state.Interrupted {

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
@@ -17,13 +19,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim"
+	"github.com/solanyn/gpu-operator/pkg/controller"
 	"github.com/solanyn/gpu-operator/pkg/providers"
 )
 
@@ -157,6 +162,7 @@ func (d *demo) report(ctx context.Context, names []string, reqs map[string]*tgpv
 		fmt.Fprintf(tw, "    %s\t%s\n", n, outcome(reqs[n]))
 	}
 	tw.Flush()
+	d.joinReport(ctx, names, reqs)
 	if d.state.SoldOut != "" {
 		if r := reqs[d.state.SoldOut]; r != nil {
 			for _, m := range d.launchFailures(ctx, r) {
@@ -341,4 +347,68 @@ func (d *demo) waitInBudget(ctx context.Context, what string, done func(*tgpv1.G
 		return done(r), nil
 	})
 	return got, err
+}
+
+// joinReport says how the VMs' Nodes joined: each with a certificate from
+// a CSR its kubelet made with the machine's own minted token, approved and
+// signed by kube-controller-manager; and how many tokens are left.
+func (d *demo) joinReport(ctx context.Context, names []string, reqs map[string]*tgpv1.GPURequest) {
+	issued, err := kubeletCSRs(ctx, d.kube)
+	if err != nil {
+		fmt.Fprintf(d.out, "    joins:    cannot list the CSRs: %v\n", err)
+		return
+	}
+	var vms, viaCSR int
+	example := ""
+	for _, n := range names {
+		r := reqs[n]
+		if r == nil || r.Spec.Container != nil || r.Status.Phase != tgpv1.PhaseReady {
+			continue
+		}
+		vms++
+		if csr, ok := issued[r.Status.NodeName]; ok {
+			viaCSR++
+			if example == "" {
+				example = fmt.Sprintf("%s: Node %s, CSR %s", n, r.Status.NodeName, csr)
+			}
+		}
+	}
+	tokens, err := d.kube.CoreV1().Secrets(controller.TokenNamespace).List(ctx, metav1.ListOptions{LabelSelector: controller.LabelTokenMachine})
+	left := "?"
+	if err == nil {
+		left = strconv.Itoa(len(tokens.Items))
+	}
+	fmt.Fprintf(d.out, "    joins:    %d of %d VM Nodes registered as system:node:<name> with a certificate from an approved CSR made with the machine's own token; join tokens left in %s: %s\n",
+		viaCSR, vms, controller.TokenNamespace, left)
+	if example != "" {
+		fmt.Fprintf(d.out, "              e.g. %s\n", example)
+	}
+}
+
+// kubeletCSRs maps each Node name to the approved, signed kubelet client
+// CSR its certificate came from ("<csr> by <requesting user>").
+func kubeletCSRs(ctx context.Context, kube kubernetes.Interface) (map[string]string, error) {
+	list, err := kube.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, c := range list.Items {
+		approved := false
+		for _, cond := range c.Status.Conditions {
+			approved = approved || (cond.Type == certificatesv1.CertificateApproved && cond.Status == corev1.ConditionTrue)
+		}
+		block, _ := pem.Decode(c.Status.Certificate)
+		if !approved || block == nil || c.Spec.SignerName != certificatesv1.KubeAPIServerClientKubeletSignerName {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			continue
+		}
+		if node, ok := strings.CutPrefix(cert.Subject.CommonName, "system:node:"); ok {
+			out[node] = c.Name + " by " + c.Spec.Username
+		}
+	}
+	return out, nil
 }
