@@ -90,7 +90,7 @@ func (r scaleResult) table() string {
 	fmt.Fprintf(&b, "| measure | value |\n|---|---|\n")
 	fmt.Fprintf(&b, "| wall time, creation start to all %d Ready | %s |\n", r.N, dur(r.Wall))
 	fmt.Fprintf(&b, "| of which creating the %d requests (harness client, QPS %d) | %s |\n", r.N, kubeQPS, dur(r.CreateTime))
-	fmt.Fprintf(&b, "| floor (create + 1 status write each, + 1 Node create per VM, QPS %d/burst %d) | %s |\n", kubeQPS, kubeBurst, dur(r.Floor))
+	fmt.Fprintf(&b, "| floor (create + 1 status write each, + per VM a token, a TLS bootstrap and a Node create, QPS %d/burst %d) | %s |\n", kubeQPS, kubeBurst, dur(r.Floor))
 	fmt.Fprintf(&b, "| ratio operator / floor | %.2f |\n", r.ratio())
 	fmt.Fprintf(&b, "| launches (sum of Launches) / names launched twice | %d / %d |\n", r.Launches, len(r.Dups))
 	fmt.Fprintf(&b, "| operator peak RSS (VmHWM at all Ready; ru_maxrss at exit) | %s; %s |\n", mib(r.PeakRSS), mib(r.ExitMaxRSS))
@@ -238,7 +238,8 @@ func (r scaleResult) whereTimeWent() string {
 
 const methodology = `## How these figures are made
 
-- **Control plane**: a fresh etcd and kube-apiserver (` + "`bin/`" + `, from ` + "`make tools`" + `) for every N, for the floor and for each of the chaos and fault runs.
+- **Control plane**: a fresh etcd, kube-apiserver and kube-controller-manager (` + "`bin/`" + `, from ` + "`make tools`" + `; ` + "`pkg/testenv`" + `: bootstrap-token
+  auth, Node,RBAC, NodeRestriction, the CSR approving and signing controllers) for every N, for the floor and for each of the chaos and fault runs.
 - **Operator**: ` + "`./cmd/gpu-operator`" + ` built with ` + "`go build`" + ` into a temporary directory and run as its own process, so its RSS and CPU are its own:
   ` + "`--kube-api-qps 200 --kube-api-burst 400 --poll-interval 2s`" + `, default workers, client-side provider rate limits off
   (` + "`--lambda-rps/--runpod-rps/--paperspace-rps 100000 --lambda-launch-interval -1s`" + `), since the simulators enforce none here.
@@ -252,14 +253,18 @@ const methodology = `## How these figures are made
   sell VMs, RunPod sells containers. Requests cycle through an A6000 VM (cheapest on Lambda), an RTX 4090 container (RunPod) and an
   A4000 VM (Paperspace), so the load spreads over all three providers; VMs are Ready when their Node joins, containers when RunPod
   lists them running.
-- **Node registration**: ` + "`pkg/cloudsim/nodeagent`" + ` plays kubelet: one Create per machine carrying the Node's status and the labels
-  and taints the rendered bootstrap gives the kubelet (` + "`--node-labels`, `--register-with-taints`" + `), from 16 workers on its own client
-  (QPS 2000), since every real node is its own client.
+- **Node registration**: the operator runs with ` + "`--mint-join-tokens`" + `, so every VM's user data (the default template) carries its own
+  bootstrap token, and ` + "`pkg/cloudsim/nodeagent`" + ` joins it as a kubelet does: a CSR made with that token, approved and signed by
+  kube-controller-manager, then one Create with the node's own certificate carrying the Node's status and the labels and taints the
+  rendered bootstrap gives the kubelet (` + "`--node-labels`, `--register-with-taints`" + `), from 16 workers, each kubelet on its own client
+  (every real node is its own client).
 - **Creation**: the N requests are created at once by 16 goroutines on one client at QPS 200/burst 400; the wall time starts before the first
   create and ends when the harness's watch sees the last request Ready.
 - **Floor**: on its own fresh control plane, a bare client-go program makes only the unavoidable writes per request, a create, one status
-  write (phase Ready) and, for a VM request, one Node create (a container joins no cluster), from 32 goroutines on two clientsets (GPURequests, core) at QPS 200/burst 400 each, exactly as the
-  operator builds its own clients. The ratio is operator wall time / floor wall time.
+  write (phase Ready) and, for a VM request, what a real node's join costs (a container joins no cluster): its bootstrap token Secret
+  created, the kubelet's TLS bootstrap with it (a CSR, approved and signed by kube-controller-manager, waited for), one Node create with
+  the signed certificate and the token deleted; from 32 goroutines on two clientsets (GPURequests, core) at QPS 200/burst 400 each, exactly
+  as the operator builds its own clients. The ratio is operator wall time / floor wall time.
 - **RSS and CPU**: VmHWM from ` + "`/proc/<pid>/status`" + ` and utime+stime from ` + "`/proc/<pid>/stat`" + ` when all are Ready (ru_maxrss after exit as a cross-check);
   kube-apiserver and etcd CPU likewise, over the same interval.
 - **Chaos**: two replicas with ` + "`--leader-elect=true --lease-duration 4s --renew-deadline 3s --retry-period 500ms --gc-interval 2s --gc-grace 10s --unavailable-ttl 10s`" + ` (an interruption marks the machine's offering unavailable for the TTL);

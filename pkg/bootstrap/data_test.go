@@ -70,8 +70,8 @@ type bootRun struct {
 	defaults *string    // the kubelet defaults file, nil if the script wrote none
 	// kubeconfig is the kubelet's bootstrap kubeconfig, nil if the script wrote none.
 	kubeconfig *string
-	pwned    bool       // a file named pwned appeared in the working directory
-	stderr   string
+	pwned      bool // a file named pwned appeared in the working directory
+	stderr     string
 }
 
 // stubExits are the exit statuses of the stub commands.

@@ -58,7 +58,7 @@ var ErrNoBootstrapToken = errors.New("no bootstrap token in the machine's user d
 
 // kubelet is one machine's client with its own node credentials.
 type kubelet struct {
-	machine string // provider/id: a new machine under the same name bootstraps anew
+	machine   string // provider/id: a new machine under the same name bootstraps anew
 	client    kubernetes.Interface
 	transport *http.Transport
 }
