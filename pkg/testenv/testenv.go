@@ -11,9 +11,11 @@
 // authenticate (--enable-bootstrap-token-auth) and the bootstrappers group
 // may create node-client CSRs, which csrapproving approves; Node
 // authorization and the NodeRestriction admission plugin confine each
-// kubelet to its own Node; tokencleaner removes expired tokens and
+// kubelet to its own Node; tokencleaner removes expired tokens,
 // root-ca-cert-publisher writes the CA to every namespace's
-// kube-root-ca.crt ConfigMap.
+// kube-root-ca.crt ConfigMap, and kube-public/cluster-info, readable
+// anonymously and signed by the bootstrap signer with each token, serves
+// kubeadm join's token discovery.
 package testenv
 
 import (
@@ -220,6 +222,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := grantBootstrappers(ctx, env.Config); err != nil {
 		return nil, err
 	}
+	if err := publishClusterInfo(ctx, env.Config, host, caData); err != nil {
+		return nil, err
+	}
 	kcmPort := ports[3]
 	if err := env.start(kcmBin, "kube-controller-manager.log",
 		"--kubeconfig="+env.Kubeconfig,
@@ -302,13 +307,15 @@ func (e *Env) RootCA(ctx context.Context, namespace string) (string, error) {
 
 // controllers are the kube-controller-manager controllers a joining node
 // needs: approving and signing its client CSR, cleaning CSRs and expired
-// bootstrap tokens, and publishing the CA that kubeadm's discovery pins.
+// bootstrap tokens, publishing the CA in every namespace, and signing
+// cluster-info with each signing token for kubeadm's discovery.
 var controllers = []string{
 	"certificatesigningrequest-approving-controller",
 	"certificatesigningrequest-signing-controller",
 	"certificatesigningrequest-cleaner-controller",
 	"token-cleaner-controller",
 	"root-ca-certificate-publisher-controller",
+	"bootstrap-signer-controller",
 }
 
 // bootstrapGroup is the group of kubeadm's bootstrap tokens (the group the
@@ -335,6 +342,47 @@ func grantBootstrappers(ctx context.Context, cfg *rest.Config) error {
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("binding %s for bootstrap tokens: %w", role, err)
 		}
+	}
+	return nil
+}
+
+// publishClusterInfo writes what kubeadm init writes for kubeadm join's
+// token discovery: kube-public/cluster-info holding a kubeconfig with the
+// API server and its CA (the bootstrap signer adds a JWS signature per
+// signing token), readable anonymously.
+func publishClusterInfo(ctx context.Context, cfg *rest.Config, host string, ca []byte) error {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	info := clientcmdapi.NewConfig()
+	info.Clusters[""] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: ca}
+	kubeconfig, err := clientcmd.Write(*info)
+	if err != nil {
+		return err
+	}
+	const name = "cluster-info"
+	_, err = kube.CoreV1().ConfigMaps(metav1.NamespacePublic).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"kubeconfig": string(kubeconfig)},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating %s/%s: %w", metav1.NamespacePublic, name, err)
+	}
+	role := "kubeadm:bootstrap-signer-clusterinfo"
+	_, err = kube.RbacV1().Roles(metav1.NamespacePublic).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: role},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{name}, Verbs: []string{"get"}}},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	_, err = kube.RbacV1().RoleBindings(metav1.NamespacePublic).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "system:anonymous"}},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
 	}
 	return nil
 }

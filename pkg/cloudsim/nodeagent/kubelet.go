@@ -34,9 +34,14 @@ import (
 // everything the machine does; a machine whose user data carries no token
 // the API server accepts never joins.
 //
-// The agent does not resolve the API server address from the user data:
-// every machine reaches Host (the test control plane), as a bootstrap
-// kubeconfig pointing at the cluster would.
+// User data that pins the cluster CA as kubeadm join does
+// (--discovery-token-ca-cert-hash sha256:...) gets kubeadm's token
+// discovery first (discovery.go): the kube-public/cluster-info ConfigMap,
+// read anonymously, must carry a JWS signature made with the token, and
+// its CA must match the pin; the kubelet then trusts that CA. The agent
+// does not resolve the API server address from the user data: every
+// machine reaches Host (the test control plane), as a bootstrap kubeconfig
+// pointing at the cluster would.
 type TLSBootstrap struct {
 	// Host is the API server URL; CAData the cluster CA's PEM, which its
 	// serving certificate chains to.
@@ -81,7 +86,15 @@ func (a *Agent) kubeletFor(ctx context.Context, name string, m cloudsim.Machine)
 	if token == "" {
 		return nil, ErrNoBootstrapToken
 	}
-	k, err := a.TLSBootstrap.join(ctx, name, token)
+	b := *a.TLSBootstrap
+	if pin := caPinRE.FindStringSubmatch(m.UserData); pin != nil {
+		ca, err := b.discover(ctx, token, pin[1])
+		if err != nil {
+			return nil, err
+		}
+		b.CAData = ca
+	}
+	k, err := b.join(ctx, name, token)
 	if err != nil {
 		return nil, err
 	}

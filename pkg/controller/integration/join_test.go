@@ -96,6 +96,13 @@ spec: {gpuType: A100, gpuCount: 1, bootstrap: {secretName: ` + secret.Name + `}}
 		t.Fatalf("while Joining: %d token Secrets for %s, want its one bootstrap token", len(tokens), node)
 	}
 	tokenID := string(tokens[0].Data["token-id"])
+	// The recipe pins the CA (--discovery-token-ca-cert-hash), so the
+	// kubelet ran kubeadm's discovery first: cluster-info signed with this
+	// token by the bootstrap signer, its CA matching the pin.
+	info, err := r.kube.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(t.Context(), "cluster-info", metav1.GetOptions{})
+	if err != nil || info.Data["jws-kubeconfig-"+tokenID] == "" {
+		t.Fatalf("cluster-info carries no signature for the minted token %s (%v)", tokenID, err)
+	}
 
 	// The Node's credentials: a CSR made with the token, approved by
 	// kube-controller-manager and signed for system:node:<name>.
@@ -167,7 +174,7 @@ func TestNodeRestrictionRefusesRoleLabel(t *testing.T) {
 	// The API server itself refuses: a machine with a valid bootstrap
 	// token and the label in its kubelet flags never gets its Node.
 	token := bootstrapToken(t)
-	name := "restricted-" + strings.ToLower(token[:6])
+	name := "restricted-" + token[:6]
 	agent := &nodeagent.Agent{Kube: kubeClient(t), TLSBootstrap: tlsBootstrap(), Simulators: []cloudsim.Simulator{staticSim{{
 		Provider: "lambdalabs", ID: "i-" + name, Name: name, GPUs: 1, Active: true, Live: true,
 		UserData: "#cloud-config\nhostname: " + name + "\nruncmd:\n  - [kubeadm, join, --token, " + token + "]\n" +
@@ -218,6 +225,31 @@ spec: {gpuType: A100, gpuCount: 1, bootstrap: {secretName: ` + secret.Name + `}}
 	}
 	if left := r.tokenSecrets(machinePrefix(req) + "1"); len(left) != 0 {
 		t.Fatalf("%d token Secrets left for a machine never launched", len(left))
+	}
+}
+
+// TestDiscoveryRefusesAWrongCAPin: kubeadm's discovery trusts the cluster
+// only when its CA matches the pin in the user data; with a wrong pin the
+// machine never joins, even with a valid token.
+func TestDiscoveryRefusesAWrongCAPin(t *testing.T) {
+	token := bootstrapToken(t)
+	name := "pinned-" + token[:6]
+	agent := &nodeagent.Agent{Kube: kubeClient(t), TLSBootstrap: tlsBootstrap(), Simulators: []cloudsim.Simulator{staticSim{{
+		Provider: "lambdalabs", ID: "i-" + name, Name: name, GPUs: 1, Active: true, Live: true,
+		UserData: "#cloud-config\nhostname: " + name + "\nruncmd:\n  - [kubeadm, join, --token, " + token +
+			", --discovery-token-ca-cert-hash, \"sha256:" + strings.Repeat("0", 64) + "\"]\n",
+	}}}}
+	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		if err := agent.Sync(ctx); err != nil {
+			return false, err
+		}
+		err := agent.JoinError(name)
+		return err != nil && strings.Contains(err.Error(), "matches --discovery-token-ca-cert-hash"), nil
+	}); err != nil {
+		t.Fatalf("joining with a wrong CA pin: %v, want discovery refusing the cluster's CA", agent.JoinError(name))
+	}
+	if _, err := kubeClient(t).CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("Node %s: %v, want none", name, err)
 	}
 }
 
@@ -272,7 +304,7 @@ func bootstrapToken(t *testing.T) string {
 		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id},
 		Type:       corev1.SecretTypeBootstrapToken,
 		StringData: map[string]string{
-			"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
+			"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
 			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
 			"expiration":        time.Now().Add(10 * time.Minute).UTC().Format(time.RFC3339),
 		},
