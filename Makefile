@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build tools generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean image push
+.PHONY: all build tools prereqs generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean image push
 
 all: build
 
@@ -32,6 +32,11 @@ push:
 tools:
 	hack/build-tools.sh
 
+# prereqs: the tools and the binaries, built side by side: a first build is
+# CPU-bound for minutes, and each link leaves a core to the other build.
+prereqs:
+	$(MAKE) --no-print-directory -j2 tools build
+
 ## generate: Kubernetes clients, deepcopy, CRDs and the providers' HTTP clients
 generate:
 	hack/update-codegen.sh
@@ -45,7 +50,7 @@ vet:
 	$(GO) vet ./...
 
 ## test: unit and integration tests (a real etcd, kube-apiserver and kube-controller-manager), plus short fuzz runs
-test: tools build
+test: prereqs
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
@@ -55,22 +60,22 @@ fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
 ## demo: the whole mission on this machine: control plane, simulators, operator, examples, an interruption
-demo: tools build
+demo: prereqs
 	$(BIN)/gpu-operator-demo run
 
 ## demo-up / demo-down: a demo that keeps running in the background
-demo-up: tools build
+demo-up: prereqs
 	$(BIN)/gpu-operator-demo up
 
 demo-down:
 	$(BIN)/gpu-operator-demo down
 
 ## test-demo: the demo flow, headless, with its outcome asserted
-test-demo: tools build
+test-demo: prereqs
 	$(GO) test -count=1 -timeout 20m -run TestDemo ./hack/demo/...
 
 ## bench: the benchmark harness (writes BENCHMARKS.md) and Go benchmarks
-bench: tools build
+bench: prereqs
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/selector/ ./pkg/providers/...
 	$(GO) run ./hack/bench -write BENCHMARKS.md
 

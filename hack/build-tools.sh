@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries (etcd, kube-apiserver,
-# kube-controller-manager, kubectl) from Go
-# modules into bin/, keyed by version so they are rebuilt only when a pin moves.
-# Prints nothing but progress; idempotent and safe to call from every target.
+# kube-controller-manager, kubectl) from Go modules into bin/, keyed by
+# version so they are rebuilt only when a pin moves. Prints nothing but
+# progress; idempotent and safe to call from every target.
+#
+# A first build is CPU-bound for minutes on two cores, so it is arranged to
+# keep both busy: the three Kubernetes binaries are one `go build` (one
+# action graph, so one binary's links overlap the others' compiles) and etcd
+# builds beside it; links skip the symbol table and DWARF (-s -w), which only
+# a debugger would read.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/bin"
@@ -14,18 +20,40 @@ etcd_version=$(version "$root/hack/tools/etcd/go.mod" go.etcd.io/etcd/server/v3)
 kube_version=$(version "$root/hack/tools/kube/go.mod" k8s.io/kubernetes)
 [ -n "$etcd_version" ] && [ -n "$kube_version" ] || { echo "cannot read tool versions" >&2; exit 1; }
 
-build() { # name version module-dir package
-  local name=$1 version=$2 dir=$3 pkg=$4
-  local out="$bin/$name-$version"
-  if [ ! -x "$out" ]; then
-    echo "building $name $version (first time only)" >&2
-    (cd "$root/hack/tools/$dir" && CGO_ENABLED=0 go build -trimpath -o "$out.tmp" "$pkg")
-    mv "$out.tmp" "$out"
+# build <module-dir> <version> <name=package>...: builds the binaries not in
+# bin/ yet, in one go build, into bin/<name>-<version>, and points
+# bin/<name> at each.
+build() {
+  local dir=$1 version=$2 pkgs=() names=() item
+  shift 2
+  for item in "$@"; do
+    if [ ! -x "$bin/${item%%=*}-$version" ]; then
+      names+=("${item%%=*}")
+      pkgs+=("${item#*=}")
+    fi
+  done
+  if [ ${#names[@]} -gt 0 ]; then
+    local start=$SECONDS tmp
+    echo "building ${names[*]} $version (first time only)" >&2
+    tmp=$(mktemp -d "$bin/.build-XXXXXX")
+    # Each package's binary is named after its last path element.
+    (cd "$root/hack/tools/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$tmp/" "${pkgs[@]}")
+    local i
+    for i in "${!names[@]}"; do
+      mv "$tmp/$(basename "${pkgs[$i]}")" "$bin/${names[$i]}-$version"
+    done
+    rmdir "$tmp"
+    echo "built ${names[*]} $version in $((SECONDS - start))s" >&2
   fi
-  ln -sfn "$name-$version" "$bin/$name"
+  for item in "$@"; do
+    ln -sfn "${item%%=*}-$version" "$bin/${item%%=*}"
+  done
 }
 
-build etcd "$etcd_version" etcd .
-build kube-apiserver "$kube_version" kube k8s.io/kubernetes/cmd/kube-apiserver
-build kube-controller-manager "$kube_version" kube k8s.io/kubernetes/cmd/kube-controller-manager
-build kubectl "$kube_version" kube ./kubectl
+build etcd "$etcd_version" etcd=github.com/solanyn/gpu-operator/hack/tools/etcd &
+etcd=$!
+build kube "$kube_version" \
+  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+  kubectl=./kubectl
+wait "$etcd"
