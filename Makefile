@@ -5,15 +5,19 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build tools prereqs generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean image push
+.PHONY: all build tools generate verify vet lint test test-unit test-integration fuzz test-demo demo demo-up demo-down bench clean image push
 
 all: build
 
 ## build: the operator and the simulator binaries into bin/
+# With the flags hack/build-tools.sh uses (CGO_ENABLED=0 -trimpath, no
+# DWARF): the Kubernetes libraries, at the same versions in
+# hack/tools/kube/go.mod, then come from the build cache the tools filled.
+BUILDFLAGS := -trimpath -gcflags=all=-dwarf=false -ldflags=-w
 build:
-	$(GO) build -o $(BIN)/gpu-operator ./cmd/gpu-operator
-	$(GO) build -o $(BIN)/cloudsim ./cmd/cloudsim
-	$(GO) build -o $(BIN)/gpu-operator-demo ./hack/demo
+	CGO_ENABLED=0 GOGC=400 $(GO) build $(BUILDFLAGS) -o $(BIN)/gpu-operator ./cmd/gpu-operator
+	CGO_ENABLED=0 GOGC=400 $(GO) build $(BUILDFLAGS) -o $(BIN)/cloudsim ./cmd/cloudsim
+	CGO_ENABLED=0 GOGC=400 $(GO) build $(BUILDFLAGS) -o $(BIN)/gpu-operator-demo ./hack/demo
 
 ## image: the operator's OCI image (linux/amd64 and linux/arm64, no Docker needed) into bin/image/:
 ## an OCI layout (oci/), one tarball of it (gpu-operator.tar) and a docker-save tarball per architecture.
@@ -32,11 +36,6 @@ push:
 tools:
 	hack/build-tools.sh
 
-# prereqs: the tools and the binaries, built side by side: a first build is
-# CPU-bound for minutes, and each link leaves a core to the other build.
-prereqs:
-	$(MAKE) --no-print-directory -j2 tools build
-
 ## generate: Kubernetes clients, deepcopy, CRDs and the providers' HTTP clients
 generate:
 	hack/update-codegen.sh
@@ -50,7 +49,7 @@ vet:
 	$(GO) vet ./...
 
 ## test: unit and integration tests (a real etcd, kube-apiserver and kube-controller-manager), plus short fuzz runs
-test: prereqs
+test: tools build
 	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
@@ -60,22 +59,22 @@ fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
 ## demo: the whole mission on this machine: control plane, simulators, operator, examples, an interruption
-demo: prereqs
+demo: tools build
 	$(BIN)/gpu-operator-demo run
 
 ## demo-up / demo-down: a demo that keeps running in the background
-demo-up: prereqs
+demo-up: tools build
 	$(BIN)/gpu-operator-demo up
 
 demo-down:
 	$(BIN)/gpu-operator-demo down
 
 ## test-demo: the demo flow, headless, with its outcome asserted
-test-demo: prereqs
+test-demo: tools build
 	$(GO) test -count=1 -timeout 20m -run TestDemo ./hack/demo/...
 
 ## bench: the benchmark harness (writes BENCHMARKS.md) and Go benchmarks
-bench: prereqs
+bench: tools build
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/selector/ ./pkg/providers/...
 	$(GO) run ./hack/bench -write BENCHMARKS.md
 
