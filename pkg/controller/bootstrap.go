@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -175,23 +176,16 @@ func (c *Controller) containerSpec(ctx context.Context, req *tgpv1.GPURequest) (
 }
 
 // render renders a template for one machine, bounded in time, work and
-// output (the provider's user-data limit); values are its .Values.
+// output (the provider's user-data limit); values are its .Values. With
+// --mint-join-tokens the machine's token Secret is created only for user
+// data that passed every check, and a machine that has one already (a
+// repeated render, a restarted operator) renders with that one.
 func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template string, values map[string]string, name string, offer providers.Offer) (string, error) {
 	if req.Spec.Container != nil {
 		return "", nil
 	}
-	var (
-		join joinValues
-		mint func(context.Context) error
-	)
-	if c.cfg.MintJoinTokens {
-		var err error
-		if join, mint, err = c.joinToken(ctx, req, name); err != nil {
-			return "", err
-		}
-	}
 	labels := nodeLabels(req, offer.Provider, offer.Region, offer.Capacity == providers.Spot)
-	userData, err := bootstrap.Render(template, bootstrap.Data{
+	data := bootstrap.Data{
 		NodeName:         name,
 		RequestName:      req.Name,
 		RequestNamespace: req.Namespace,
@@ -202,18 +196,38 @@ func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template
 		KubeletLabels:    bootstrap.KubeletLabels(labels),
 		KubeletTaints:    bootstrap.KubeletTaints(req.Spec.NodeTaints),
 		Values:           values,
-		JoinToken:        join.Token,
-		APIServerURL:     join.APIServerURL,
-		CACertHash:       join.CACertHash,
-		CACertData:       join.CACertData,
-	}, bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)})
-	if err == nil {
-		// A machine whose kubelet flags carry labels it may not set would
-		// never join: refuse it before paying for it.
-		err = bootstrap.RefusedKubeletLabels(userData)
 	}
-	if err == nil && mint != nil {
-		err = mint(ctx) // the token exists only for user data that is launched
+	limits := bootstrap.Limits{MaxBytes: providers.UserDataLimit(offer.Provider)}
+	if !c.cfg.MintJoinTokens {
+		return renderChecked(template, data, limits)
+	}
+	join, mint, err := c.joinToken(ctx, req, name)
+	if err != nil {
+		return "", err
+	}
+	userData, err := renderChecked(template, join.into(data), limits)
+	if err != nil {
+		return "", err
+	}
+	switch err := mint(ctx); {
+	case errors.Is(err, errTokenExists):
+		if join, err = c.existingJoinToken(ctx, name); err != nil {
+			return "", err
+		}
+		return renderChecked(template, join.into(data), limits)
+	case err != nil:
+		return "", err
+	}
+	return userData, nil
+}
+
+// renderChecked renders and refuses user data whose kubelet flags carry
+// labels a kubelet may not set: that machine would never join, so it is
+// refused before it is paid for.
+func renderChecked(template string, data bootstrap.Data, limits bootstrap.Limits) (string, error) {
+	userData, err := bootstrap.Render(template, data, limits)
+	if err == nil {
+		err = bootstrap.RefusedKubeletLabels(userData)
 	}
 	if err != nil {
 		return "", err

@@ -250,6 +250,8 @@ type Controller struct {
 	// nodeGone maps bid-market machine names to when their Ready Node was
 	// first found gone (bids.go).
 	nodeGone sync.Map
+	// tokens caches what --mint-join-tokens reads and writes (jointoken.go).
+	tokens joinTokens
 	// sshKeys is the operator's SSH key pair and deliveries the bootstrap
 	// deliveries over SSH (ssh.go).
 	sshKeys    *SSHKeys

@@ -8,16 +8,20 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	tgpv1 "github.com/solanyn/gpu-operator/pkg/apis/tgp/v1"
+	"github.com/solanyn/gpu-operator/pkg/bootstrap"
 )
 
 // Join tokens (--mint-join-tokens): one kubeadm bootstrap token per
@@ -44,6 +48,12 @@ type joinValues struct {
 	Token, APIServerURL, CACertHash, CACertData string
 }
 
+// into is data with the join values.
+func (v joinValues) into(data bootstrap.Data) bootstrap.Data {
+	data.JoinToken, data.APIServerURL, data.CACertHash, data.CACertData = v.Token, v.APIServerURL, v.CACertHash, v.CACertData
+	return data
+}
+
 // tokenSecretName is the bootstrap token Secret of a machine: the token id
 // is derived from the machine name, so a render repeated for the same
 // machine (a retried launch, an SSH delivery) finds the same token.
@@ -59,33 +69,39 @@ func tokenID(machine string) string {
 
 func tokenSecretName(machine string) string { return "bootstrap-token-" + tokenID(machine) }
 
-// joinToken returns the machine's join values: those of its token Secret
-// when it has one, else new ones with mint, which creates that Secret. The
-// caller renders with the values first and mints only user data it will
-// launch, so a refused template leaves no token behind. Errors say what
-// failed, never the token.
+// joinTokens is the minting's memory: the cluster CA, read at most once a
+// caTTL (a rotated CA reaches new user data within it), and the UID of each
+// token this process created, so deleting it needs no read first. A
+// restarted operator has neither and reads them back.
+type joinTokens struct {
+	mu   sync.Mutex
+	ca   clusterCA
+	caAt time.Time
+	uids map[string]types.UID // machine name -> its token Secret's UID
+}
+
+// caTTL is how long a read of the cluster CA is reused.
+const caTTL = time.Minute
+
+// errTokenExists is mint's answer when the machine's token Secret exists
+// already (a repeated render, a restarted operator): render again with it.
+var errTokenExists = errors.New("the machine's bootstrap token exists")
+
+// joinToken returns new join values for the machine with mint, which
+// creates their token Secret (errTokenExists when the machine has one: then
+// existingJoinToken has its values). The caller renders with the values
+// first and mints only user data it will launch, so a refused template
+// leaves no token behind. Errors say what failed, never the token.
 func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (v joinValues, mint func(context.Context) error, err error) {
 	ca, err := c.clusterCA(ctx)
 	if err != nil {
 		return joinValues{}, nil, err
 	}
 	v = joinValues{APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}
-	secrets := c.kube.CoreV1().Secrets(TokenNamespace)
-	name := tokenSecretName(machine)
-	existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case err == nil:
-		if existing.Labels[LabelTokenMachine] != machine {
-			return joinValues{}, nil, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
-		}
-		v.Token = string(existing.Data["token-id"]) + "." + string(existing.Data["token-secret"])
-		return v, nil, nil
-	case !apierrors.IsNotFound(err):
-		return joinValues{}, nil, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
-	}
 	secret := randomTokenSecret()
 	v.Token = tokenID(machine) + "." + secret
 	mint = func(ctx context.Context) error {
+		name := tokenSecretName(machine)
 		expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
 		token := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TokenNamespace,
@@ -101,16 +117,56 @@ func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machi
 				"auth-extra-groups":              []byte(tokenGroup),
 			},
 		}
-		// AlreadyExists (another writer got there first) is an error too:
-		// the user data carries this token, not that one; the retry
-		// renders with the existing one.
-		if _, err := secrets.Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
+		created, err := c.kube.CoreV1().Secrets(TokenNamespace).Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager})
+		if apierrors.IsAlreadyExists(err) {
+			return errTokenExists
+		}
+		if err != nil {
 			return fmt.Errorf("creating bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
 		}
+		c.tokens.remember(machine, created.UID)
 		klog.FromContext(ctx).Info("minted a join token", "machine", machine, "secret", klog.KRef(TokenNamespace, name), "expires", expires)
 		return nil
 	}
 	return v, mint, nil
+}
+
+// existingJoinToken returns the join values of the machine's token Secret,
+// which must be labelled as this machine's.
+func (c *Controller) existingJoinToken(ctx context.Context, machine string) (joinValues, error) {
+	ca, err := c.clusterCA(ctx)
+	if err != nil {
+		return joinValues{}, err
+	}
+	name := tokenSecretName(machine)
+	existing, err := c.kube.CoreV1().Secrets(TokenNamespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return joinValues{}, fmt.Errorf("reading bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
+	}
+	if existing.Labels[LabelTokenMachine] != machine {
+		return joinValues{}, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
+	}
+	c.tokens.remember(machine, existing.UID)
+	return joinValues{Token: string(existing.Data["token-id"]) + "." + string(existing.Data["token-secret"]),
+		APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}, nil
+}
+
+func (t *joinTokens) remember(machine string, uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.uids == nil {
+		t.uids = map[string]types.UID{}
+	}
+	t.uids[machine] = uid
+}
+
+// forget returns the remembered UID of the machine's token and forgets it.
+func (t *joinTokens) forget(machine string) (types.UID, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	uid, ok := t.uids[machine]
+	delete(t.uids, machine)
+	return uid, ok
 }
 
 // randomTokenSecret is a bootstrap token's 16-character secret, from
@@ -127,11 +183,16 @@ func (c *Controller) deleteJoinToken(ctx context.Context, machine string) {
 	}
 	secrets := c.kube.CoreV1().Secrets(TokenNamespace)
 	name := tokenSecretName(machine)
-	existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
-	if err != nil || existing.Labels[LabelTokenMachine] != machine {
-		return
+	// The UID precondition is the proof: this process created that Secret,
+	// or read it back labelled as this machine's.
+	uid, ok := c.tokens.forget(machine)
+	if !ok {
+		existing, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if err != nil || existing.Labels[LabelTokenMachine] != machine {
+			return
+		}
+		uid = existing.UID
 	}
-	uid := existing.UID
 	if err := secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
 		klog.FromContext(ctx).Error(err, "deleting the join token; it expires by itself", "secret", klog.KRef(TokenNamespace, name))
 		return
@@ -148,6 +209,25 @@ type clusterCA struct{ hash, data string }
 // the first certificate's public key (kubeadm's
 // --discovery-token-ca-cert-hash).
 func (c *Controller) clusterCA(ctx context.Context) (clusterCA, error) {
+	t := &c.tokens
+	t.mu.Lock()
+	if ca, at := t.ca, t.caAt; !at.IsZero() && c.clock.Since(at) < caTTL {
+		t.mu.Unlock()
+		return ca, nil
+	}
+	t.mu.Unlock()
+	ca, err := c.readClusterCA(ctx)
+	if err != nil {
+		return clusterCA{}, err
+	}
+	t.mu.Lock()
+	t.ca, t.caAt = ca, c.clock.Now()
+	t.mu.Unlock()
+	return ca, nil
+}
+
+// readClusterCA reads kube-root-ca.crt.
+func (c *Controller) readClusterCA(ctx context.Context) (clusterCA, error) {
 	cm, err := c.kube.CoreV1().ConfigMaps(c.cfg.OperatorNamespace).Get(ctx, caConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return clusterCA{}, fmt.Errorf("reading ConfigMap %s/%s: %s", c.cfg.OperatorNamespace, caConfigMap, apierrors.ReasonForError(err))

@@ -100,9 +100,17 @@ func TestJoinTokenMintedAndDeletedOnJoin(t *testing.T) {
 
 	// A second render for the machine (an SSH delivery, a retried launch)
 	// finds the same token.
-	again, mint, err := f.ctrl.joinToken(t.Context(), req, ownMachine)
-	if err != nil || again.Token != secret || mint != nil {
-		t.Fatalf("second render's token: %v, same token %v, a new one to mint %v", err, again.Token == secret, mint != nil)
+	again, err := f.ctrl.render(t.Context(), f.reload("gpu"), "#cloud-config\n# {{ .JoinToken }}\n", nil, ownMachine,
+		providers.Offer{Provider: providers.RunPod, Region: "us-east-1"})
+	if err != nil || !strings.Contains(again, secret) {
+		t.Fatalf("second render: %v, the same token %v", err, strings.Contains(again, secret))
+	}
+	// A restarted operator, which remembers nothing, renders with it too.
+	f.ctrl.tokens = joinTokens{}
+	again, err = f.ctrl.render(t.Context(), f.reload("gpu"), "#cloud-config\n# {{ .JoinToken }}\n", nil, ownMachine,
+		providers.Offer{Provider: providers.RunPod, Region: "us-east-1"})
+	if err != nil || !strings.Contains(again, secret) {
+		t.Fatalf("render after a restart: %v, the same token %v", err, strings.Contains(again, secret))
 	}
 
 	// Booting, Joining, then the Node joins: the token goes.

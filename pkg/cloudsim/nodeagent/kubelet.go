@@ -16,6 +16,9 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/transport"
@@ -167,8 +170,23 @@ func (b *TLSBootstrap) requestCertificate(ctx context.Context, name, token strin
 	if err != nil {
 		return nil, nil, err
 	}
-	reqName, reqUID, err := csr.RequestCertificateWithContext(ctx, boot, csrPEM, "", certificatesv1.KubeAPIServerClientKubeletSignerName, nil,
-		[]certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}, key)
+	var (
+		reqName string
+		reqUID  types.UID
+		last    error
+	)
+	// The API server learns of a new token from its informer, a moment
+	// after the Secret is written; until then the token is Unauthorized and
+	// a kubelet tries again. The window is short: a token that is not
+	// learnt by then is refused for this pass.
+	err = wait.PollUntilContextTimeout(ctx, 25*time.Millisecond, unknownTokenWindow, true, func(ctx context.Context) (bool, error) {
+		reqName, reqUID, last = csr.RequestCertificateWithContext(ctx, boot, csrPEM, "", certificatesv1.KubeAPIServerClientKubeletSignerName, nil,
+			[]certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}, key)
+		return last == nil, ignoreUnauthorized(last)
+	})
+	if wait.Interrupted(err) && last != nil && ctx.Err() == nil {
+		err = last // still Unauthorized: say so, not "timed out"
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the CSR with the bootstrap token: %w", err)
 	}
@@ -199,4 +217,16 @@ func (a *Agent) Kubelet(name string) kubernetes.Interface {
 		return k.client
 	}
 	return nil
+}
+
+// unknownTokenWindow bounds the retries of a CSR whose token the API
+// server does not know yet.
+const unknownTokenWindow = 2 * time.Second
+
+// ignoreUnauthorized is err unless it is Unauthorized (nil then: retry).
+func ignoreUnauthorized(err error) error {
+	if apierrors.IsUnauthorized(err) {
+		return nil
+	}
+	return err
 }
