@@ -236,17 +236,17 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 }
 
 // floorJoin is the least a VM's join costs: a bootstrap token Secret as
-// --mint-join-tokens creates it (its signing usage, which kubeadm's
-// discovery needs, has the bootstrap signer re-sign cluster-info for it),
-// the kubelet's TLS bootstrap with it, its Ready Node created with the
-// signed certificate, and the token deleted.
+// --mint-join-tokens creates it for the default template (authentication
+// only: that user data does not use kubeadm's discovery), the kubelet's
+// TLS bootstrap with it, its Ready Node created with the signed
+// certificate, and the token deleted.
 func floorJoin(ctx context.Context, kube kubernetes.Interface, b *nodeagent.TLSBootstrap, node string, i int) error {
 	id, secret := fmt.Sprintf("f%05d", i%100000), fmt.Sprintf("%016x", uint64(i)*0x9e3779b97f4a7c15)
 	tokens := kube.CoreV1().Secrets("kube-system")
 	_, err := tokens.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id},
 		Type:       corev1.SecretTypeBootstrapToken,
-		StringData: map[string]string{"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
+		StringData: map[string]string{"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
 			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
 			"expiration":        time.Now().Add(15 * time.Minute).UTC().Format(time.RFC3339)},
 	}, metav1.CreateOptions{})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -209,7 +210,8 @@ func (c *Controller) render(ctx context.Context, req *tgpv1.GPURequest, template
 	if err != nil {
 		return "", err
 	}
-	switch err := mint(ctx); {
+	// The CA's hash in the user data means kubeadm's token discovery.
+	switch err := mint(ctx, strings.Contains(userData, join.CACertHash)); {
 	case errors.Is(err, errTokenExists):
 		if join, err = c.existingJoinToken(ctx, name); err != nil {
 			return "", err

@@ -91,8 +91,12 @@ var errTokenExists = errors.New("the machine's bootstrap token exists")
 // creates their token Secret (errTokenExists when the machine has one: then
 // existingJoinToken has its values). The caller renders with the values
 // first and mints only user data it will launch, so a refused template
-// leaves no token behind. Errors say what failed, never the token.
-func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (v joinValues, mint func(context.Context) error, err error) {
+// leaves no token behind. signing gives the token the signing usage, which
+// kubeadm's token discovery needs (the bootstrap signer signs cluster-info
+// with it) and which costs a rewrite of cluster-info when the token comes
+// and goes; user data that does not pin the CA has no use for it. Errors
+// say what failed, never the token.
+func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machine string) (v joinValues, mint func(ctx context.Context, signing bool) error, err error) {
 	ca, err := c.clusterCA(ctx)
 	if err != nil {
 		return joinValues{}, nil, err
@@ -100,7 +104,7 @@ func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machi
 	v = joinValues{APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}
 	secret := randomTokenSecret()
 	v.Token = tokenID(machine) + "." + secret
-	mint = func(ctx context.Context) error {
+	mint = func(ctx context.Context, signing bool) error {
 		name := tokenSecretName(machine)
 		expires := c.clock.Now().Add(c.cfg.JoinTimeout).UTC().Format(time.RFC3339)
 		token := &corev1.Secret{
@@ -113,9 +117,11 @@ func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machi
 				"token-secret":                   []byte(secret),
 				"expiration":                     []byte(expires),
 				"usage-bootstrap-authentication": []byte("true"),
-				"usage-bootstrap-signing":        []byte("true"),
 				"auth-extra-groups":              []byte(tokenGroup),
 			},
+		}
+		if signing {
+			token.Data["usage-bootstrap-signing"] = []byte("true")
 		}
 		created, err := c.kube.CoreV1().Secrets(TokenNamespace).Create(ctx, token, metav1.CreateOptions{FieldManager: FieldManager})
 		if apierrors.IsAlreadyExists(err) {

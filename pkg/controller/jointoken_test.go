@@ -89,6 +89,7 @@ func TestJoinTokenMintedAndDeletedOnJoin(t *testing.T) {
 	}
 	expires, _ := time.Parse(time.RFC3339, d["expiration"])
 	if token.Type != corev1.SecretTypeBootstrapToken || d["usage-bootstrap-authentication"] != "true" || d["auth-extra-groups"] != tokenGroup ||
+		d["usage-bootstrap-signing"] != "true" || // the template pins the CA: kubeadm's discovery needs the signature
 		len(d["token-id"]) != 6 || len(d["token-secret"]) != 16 || !expires.Equal(t0.Add(f.ctrl.cfg.JoinTimeout)) || token.Labels[LabelTokenMachine] != ownMachine {
 		t.Fatalf("token Secret %+v", token)
 	}
@@ -104,6 +105,17 @@ func TestJoinTokenMintedAndDeletedOnJoin(t *testing.T) {
 		providers.Offer{Provider: providers.RunPod, Region: "us-east-1"})
 	if err != nil || !strings.Contains(again, secret) {
 		t.Fatalf("second render: %v, the same token %v", err, strings.Contains(again, secret))
+	}
+	// User data that does not pin the CA gets a token without the signing
+	// usage (the bootstrap signer then leaves cluster-info alone).
+	const other = "gpur-other-1"
+	if _, err := f.ctrl.render(t.Context(), f.reload("gpu"), "#!/bin/bash\n# {{ .JoinToken }}\n", nil, other,
+		providers.Offer{Provider: providers.RunPod, Region: "us-east-1"}); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := f.kube.CoreV1().Secrets(TokenNamespace).Get(t.Context(), tokenSecretName(other), metav1.GetOptions{})
+	if err != nil || plain.Data["usage-bootstrap-authentication"] == nil || plain.Data["usage-bootstrap-signing"] != nil {
+		t.Fatalf("token of user data without the CA pin: %v, usages %v", err, plain.Data)
 	}
 	// A restarted operator, which remembers nothing, renders with it too.
 	f.ctrl.tokens = joinTokens{}
