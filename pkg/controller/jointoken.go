@@ -77,7 +77,16 @@ type joinTokens struct {
 	mu   sync.Mutex
 	ca   clusterCA
 	caAt time.Time
-	uids map[string]types.UID // machine name -> its token Secret's UID
+	// uids maps a machine name to its token Secret's UID and when it was
+	// learnt. A machine whose launch failed is never joined nor
+	// terminated, so its entry is dropped once its token has expired.
+	uids     map[string]tokenUID
+	prunedAt time.Time
+}
+
+type tokenUID struct {
+	uid types.UID
+	at  time.Time
 }
 
 // caTTL is how long a read of the cluster CA is reused.
@@ -130,7 +139,7 @@ func (c *Controller) joinToken(ctx context.Context, req *tgpv1.GPURequest, machi
 		if err != nil {
 			return fmt.Errorf("creating bootstrap token Secret %s/%s: %s", TokenNamespace, name, apierrors.ReasonForError(err))
 		}
-		c.tokens.remember(machine, created.UID)
+		c.tokens.remember(machine, created.UID, c.clock.Now(), c.cfg.JoinTimeout)
 		klog.FromContext(ctx).Info("minted a join token", "machine", machine, "secret", klog.KRef(TokenNamespace, name), "expires", expires)
 		return nil
 	}
@@ -152,27 +161,38 @@ func (c *Controller) existingJoinToken(ctx context.Context, machine string) (joi
 	if existing.Labels[LabelTokenMachine] != machine {
 		return joinValues{}, fmt.Errorf("bootstrap token Secret %s/%s exists and is not this machine's", TokenNamespace, name)
 	}
-	c.tokens.remember(machine, existing.UID)
+	c.tokens.remember(machine, existing.UID, c.clock.Now(), c.cfg.JoinTimeout)
 	return joinValues{Token: string(existing.Data["token-id"]) + "." + string(existing.Data["token-secret"]),
 		APIServerURL: c.cfg.APIServerURL, CACertHash: ca.hash, CACertData: ca.data}, nil
 }
 
-func (t *joinTokens) remember(machine string, uid types.UID) {
+// remember records the UID of the machine's token, learnt at now; entries
+// older than ttl (the tokens' lifetime) are dropped on the way, at most
+// once a minute.
+func (t *joinTokens) remember(machine string, uid types.UID, now time.Time, ttl time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.uids == nil {
-		t.uids = map[string]types.UID{}
+		t.uids = map[string]tokenUID{}
 	}
-	t.uids[machine] = uid
+	if now.Sub(t.prunedAt) > time.Minute {
+		t.prunedAt = now
+		for m, e := range t.uids {
+			if now.Sub(e.at) > ttl {
+				delete(t.uids, m)
+			}
+		}
+	}
+	t.uids[machine] = tokenUID{uid: uid, at: now}
 }
 
 // forget returns the remembered UID of the machine's token and forgets it.
 func (t *joinTokens) forget(machine string) (types.UID, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	uid, ok := t.uids[machine]
+	e, ok := t.uids[machine]
 	delete(t.uids, machine)
-	return uid, ok
+	return e.uid, ok
 }
 
 // randomTokenSecret is a bootstrap token's 16-character secret, from

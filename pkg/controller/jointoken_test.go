@@ -147,3 +147,21 @@ func TestJoinTokenMintedAndDeletedOnJoin(t *testing.T) {
 		t.Errorf("the token reached status or Events: %s", text)
 	}
 }
+
+// TestJoinTokenUIDsExpire: the UIDs of tokens whose machines never joined
+// nor terminated (a failed launch) are dropped once the tokens expired.
+func TestJoinTokenUIDsExpire(t *testing.T) {
+	var tokens joinTokens
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	tokens.remember("failed-launch", "uid-1", t0, 15*time.Minute)
+	tokens.remember("joining", "uid-2", t0.Add(10*time.Minute), 15*time.Minute)
+	tokens.remember("new", "uid-3", t0.Add(16*time.Minute), 15*time.Minute)
+	if _, ok := tokens.forget("failed-launch"); ok {
+		t.Error("an expired token's UID is still remembered")
+	}
+	for _, m := range []string{"joining", "new"} {
+		if _, ok := tokens.forget(m); !ok {
+			t.Errorf("%s: a live token's UID was dropped", m)
+		}
+	}
+}
