@@ -17,6 +17,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/nodeagent"
 	"github.com/solanyn/gpu-operator/pkg/generated/clientset/versioned"
 	"github.com/solanyn/gpu-operator/pkg/providers"
+	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
 
 // Keys the simulators accept; the operator gets them from its environment.
@@ -218,7 +219,7 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 				if r.Spec.Container != nil {
 					continue
 				}
-				if err := floorJoin(ctx, kube, c.tlsBootstrap(), "floor-"+r.Name, i); err != nil {
+				if err := floorJoin(ctx, kube, c.tlsBootstrap(), "floor-"+r.Name); err != nil {
 					fail(err)
 					return
 				}
@@ -240,20 +241,12 @@ func runFloor(ctx context.Context, n int, logf func(string, ...any)) (time.Durat
 // only: that user data does not use kubeadm's discovery), the kubelet's
 // TLS bootstrap with it, its Ready Node created with the signed
 // certificate, and the token deleted.
-func floorJoin(ctx context.Context, kube kubernetes.Interface, b *nodeagent.TLSBootstrap, node string, i int) error {
-	id, secret := fmt.Sprintf("f%05d", i%100000), fmt.Sprintf("%016x", uint64(i)*0x9e3779b97f4a7c15)
-	tokens := kube.CoreV1().Secrets("kube-system")
-	_, err := tokens.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id},
-		Type:       corev1.SecretTypeBootstrapToken,
-		StringData: map[string]string{"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true",
-			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
-			"expiration":        time.Now().Add(15 * time.Minute).UTC().Format(time.RFC3339)},
-	}, metav1.CreateOptions{})
+func floorJoin(ctx context.Context, kube kubernetes.Interface, b *nodeagent.TLSBootstrap, node string) error {
+	token, secret, err := testenv.BootstrapToken(ctx, kube, false, 15*time.Minute)
 	if err != nil {
 		return err
 	}
-	kubelet, closeIdle, err := b.Join(ctx, node, id+"."+secret)
+	kubelet, closeIdle, err := b.Join(ctx, node, token)
 	if err != nil {
 		return err
 	}
@@ -263,7 +256,7 @@ func floorJoin(ctx context.Context, kube kubernetes.Interface, b *nodeagent.TLSB
 	if err != nil {
 		return err
 	}
-	return tokens.Delete(ctx, "bootstrap-token-"+id, metav1.DeleteOptions{})
+	return kube.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, secret, metav1.DeleteOptions{})
 }
 
 // runScale runs the operator against n requests created at once.

@@ -15,8 +15,10 @@ import (
 // repeat), each with "=" or a space before its value.
 var nodeLabelFlagRE = regexp.MustCompile(`--node-labels?[= ]([^\s"'\\]+)`)
 
-// wellKnownNamespaces are the label namespaces a refusal may name: fixed
-// strings, so no part of the user data (which may hold .Values) is echoed.
+// wellKnownNamespaces are the label namespaces a refusal may name, most
+// specific first: fixed strings, so no part of the user data (which may
+// hold .Values) is echoed. The last two are the namespaces the kubelet
+// checks: every key it may refuse falls under one of these.
 var wellKnownNamespaces = []string{"node-role.kubernetes.io", "node-restriction.kubernetes.io", "kubernetes.io", "k8s.io"}
 
 // RefusedKubeletLabels reports the Node labels in userData's kubelet flags
@@ -35,17 +37,12 @@ func RefusedKubeletLabels(userData string) error {
 	for _, m := range nodeLabelFlagRE.FindAllStringSubmatch(userData, -1) {
 		for _, item := range strings.Split(m[1], ",") {
 			key, _, _ := strings.Cut(item, "=")
-			if !kubernetesLabel(key) || kubeletapis.IsKubeletLabel(key) {
-				continue
+			known, ok := wellKnownNamespace(key)
+			if !ok || kubeletapis.IsKubeletLabel(key) {
+				continue // not a kubernetes.io or k8s.io key, or one of the kubelet's own
 			}
 			n++
-			ns, _, _ := strings.Cut(key, "/")
-			for _, known := range wellKnownNamespaces {
-				if ns == known || strings.HasSuffix(ns, "."+known) {
-					refused[known+"/"] = true
-					break
-				}
-			}
+			refused[known+"/"] = true
 		}
 	}
 	if n == 0 {
@@ -62,17 +59,17 @@ func RefusedKubeletLabels(userData string) error {
 		n, strings.Join(names, " and "))
 }
 
-// kubernetesLabel reports a key in the kubernetes.io or k8s.io namespace
-// or a subdomain of them, the keys the kubelet checks.
-func kubernetesLabel(key string) bool {
+// wellKnownNamespace is the first of wellKnownNamespaces that key's
+// namespace is or is a subdomain of.
+func wellKnownNamespace(key string) (string, bool) {
 	ns, _, ok := strings.Cut(key, "/")
 	if !ok {
-		return false
+		return "", false
 	}
-	for _, reserved := range []string{"kubernetes.io", "k8s.io"} {
-		if ns == reserved || strings.HasSuffix(ns, "."+reserved) {
-			return true
+	for _, known := range wellKnownNamespaces {
+		if ns == known || strings.HasSuffix(ns, "."+known) {
+			return known, true
 		}
 	}
-	return false
+	return "", false
 }

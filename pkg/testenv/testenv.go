@@ -68,6 +68,7 @@ type Env struct {
 	// Dir holds the control plane's data, certificates and logs.
 	Dir string
 
+	kube   kubernetes.Interface
 	procs  []*exec.Cmd
 	done   []chan struct{}
 	ownDir bool
@@ -219,10 +220,13 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := writeKubeconfig(env.Kubeconfig, host, token, caData); err != nil {
 		return nil, err
 	}
-	if err := grantBootstrappers(ctx, env.Config); err != nil {
+	if env.kube, err = kubernetes.NewForConfig(env.Config); err != nil {
 		return nil, err
 	}
-	if err := publishClusterInfo(ctx, env.Config, host, caData); err != nil {
+	if err := grantBootstrappers(ctx, env.kube); err != nil {
+		return nil, err
+	}
+	if err := publishClusterInfo(ctx, env.kube, host, caData); err != nil {
 		return nil, err
 	}
 	kcmPort := ports[3]
@@ -286,11 +290,8 @@ func (e *Env) start(bin, logName string, args ...string) error {
 // to namespace (its kube-root-ca.crt ConfigMap, which --mint-join-tokens
 // reads), creating the namespace if it does not exist, and returns the PEM.
 func (e *Env) RootCA(ctx context.Context, namespace string) (string, error) {
-	kube, err := kubernetes.NewForConfig(e.Config)
-	if err != nil {
-		return "", err
-	}
-	_, err = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
+	kube := e.kube
+	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", err
 	}
@@ -307,6 +308,35 @@ func (e *Env) RootCA(ctx context.Context, namespace string) (string, error) {
 		return "", fmt.Errorf("kube-root-ca.crt not published in namespace %s: %w", namespace, err)
 	}
 	return ca, nil
+}
+
+// BootstrapToken creates a bootstrap token in kube-system shaped as the
+// operator's --mint-join-tokens makes them: kubeadm's node group, the
+// authentication usage (and signing, for kubeadm's discovery, when
+// signing), expiring after ttl. It returns the token ("<id>.<secret>")
+// and its Secret's name.
+func BootstrapToken(ctx context.Context, kube kubernetes.Interface, signing bool, ttl time.Duration) (token, secretName string, err error) {
+	data := map[string]string{
+		"usage-bootstrap-authentication": "true",
+		"auth-extra-groups":              bootstrapGroup,
+		"expiration":                     time.Now().Add(ttl).UTC().Format(time.RFC3339),
+	}
+	if signing {
+		data["usage-bootstrap-signing"] = "true"
+	}
+	// A 6-character id is 30 bits: thousands of tokens may meet one.
+	for range 5 {
+		id, secret := strings.ToLower(rand.Text())[:6], strings.ToLower(rand.Text())[:16]
+		data["token-id"], data["token-secret"] = id, secret
+		name := "bootstrap-token-" + id
+		_, err = kube.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeBootstrapToken, StringData: data,
+		}, metav1.CreateOptions{})
+		if !apierrors.IsAlreadyExists(err) {
+			return id + "." + secret, name, err
+		}
+	}
+	return "", "", err
 }
 
 // controllers are the kube-controller-manager controllers a joining node
@@ -329,11 +359,7 @@ const bootstrapGroup = "system:bootstrappers:kubeadm:default-node-token"
 // grantBootstrappers binds what kubeadm init binds for its bootstrap
 // tokens: creating a CSR (system:node-bootstrapper) and having a
 // node-client CSR auto-approved by csrapproving.
-func grantBootstrappers(ctx context.Context, cfg *rest.Config) error {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func grantBootstrappers(ctx context.Context, kube kubernetes.Interface) error {
 	for name, role := range map[string]string{
 		"kubeadm:kubelet-bootstrap":          "system:node-bootstrapper",
 		"kubeadm:node-autoapprove-bootstrap": "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
@@ -354,11 +380,7 @@ func grantBootstrappers(ctx context.Context, cfg *rest.Config) error {
 // token discovery: kube-public/cluster-info holding a kubeconfig with the
 // API server and its CA (the bootstrap signer adds a JWS signature per
 // signing token), readable anonymously.
-func publishClusterInfo(ctx context.Context, cfg *rest.Config, host string, ca []byte) error {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func publishClusterInfo(ctx context.Context, kube kubernetes.Interface, host string, ca []byte) error {
 	info := clientcmdapi.NewConfig()
 	info.Clusters[""] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: ca}
 	kubeconfig, err := clientcmd.Write(*info)

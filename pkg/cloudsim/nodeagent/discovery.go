@@ -23,7 +23,11 @@ import (
 // "=", spaces, quotes or a YAML list's comma, then the pin.
 var caPinRE = regexp.MustCompile(`--discovery-token-ca-cert-hash[=\s"',]+(sha256:[0-9a-f]{64})`)
 
-// discover is kubeadm's token discovery: read cluster-info from
+// discover is kubeadm's token discovery, as "kubeadm join" documents it
+// (kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-join/, token-based
+// discovery with CA pinning: the pin is the SHA-256 of the CA's Subject
+// Public Key Info). The pin is computed here independently of the
+// operator's .CACertHash, which it checks. It reads cluster-info from
 // kube-public anonymously and without trusting the server (the pin is the
 // trust), check that its kubeconfig is signed with the token (the
 // bootstrap signer signs it for every token with usage-bootstrap-signing)

@@ -37,6 +37,17 @@ import (
 // everything the machine does; a machine whose user data carries no token
 // the API server accepts never joins.
 //
+// This models the kubelet as Kubernetes documents it, not as the operator
+// would like it: the flow is that of "TLS bootstrapping"
+// (kubernetes.io/docs/reference/access-authn-authz/kubelet-tls-bootstrapping/:
+// a key, a CSR for signer kubernetes.io/kube-apiserver-client-kubelet with
+// CN system:node:<name> and O system:nodes, usages digital signature and
+// client auth), and every step is checked by the real kube-apiserver and
+// kube-controller-manager of the test control plane (authentication,
+// approval, signing, Node authorization, NodeRestriction), not by code of
+// ours. What is ours, not documented: the 2 s retry of a token the API
+// server has not learnt yet (a kubelet retries with its own backoff).
+//
 // User data that pins the cluster CA as kubeadm join does
 // (--discovery-token-ca-cert-hash sha256:...) gets kubeadm's token
 // discovery first (discovery.go): the kube-public/cluster-info ConfigMap,

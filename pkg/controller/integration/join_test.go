@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/nodeagent"
 	"github.com/solanyn/gpu-operator/pkg/cloudsim/stack"
 	"github.com/solanyn/gpu-operator/pkg/controller"
+	"github.com/solanyn/gpu-operator/pkg/testenv"
 )
 
 // The joins here go through the real TLS bootstrap: the machine's user
@@ -175,27 +175,11 @@ func TestNodeRestrictionRefusesRoleLabel(t *testing.T) {
 	// token and the label in its kubelet flags never gets its Node.
 	token := bootstrapToken(t)
 	name := "restricted-" + token[:6]
-	agent := &nodeagent.Agent{Kube: kubeClient(t), TLSBootstrap: tlsBootstrap(), Simulators: []cloudsim.Simulator{staticSim{{
-		Provider: "lambdalabs", ID: "i-" + name, Name: name, GPUs: 1, Active: true, Live: true,
-		UserData: "#cloud-config\nhostname: " + name + "\nruncmd:\n  - [kubeadm, join, --token, " + token + "]\n" +
-			"write_files: [{path: /etc/default/kubelet, content: \"KUBELET_EXTRA_ARGS='--node-labels=node-role.kubernetes.io/gpu='\"}]\n",
-	}}}}
-	// The API server knows a new token once its informer has it: until
-	// then the CSR is Unauthorized, and the kubelet tries again.
-	refused := func(err error) bool {
-		return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "node-role.kubernetes.io")
-	}
-	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
-		if err := agent.Sync(ctx); err != nil {
-			return false, err
-		}
-		return refused(agent.JoinError(name)), nil
-	}); err != nil {
-		t.Fatalf("registering with a node-role label: %v, want Forbidden by NodeRestriction", agent.JoinError(name))
-	}
-	if _, err := kubeClient(t).CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("Node %s: %v, want none", name, err)
-	}
+	joinRefused(t, name, "#cloud-config\nhostname: "+name+"\nruncmd:\n  - [kubeadm, join, --token, "+token+"]\n"+
+		"write_files: [{path: /etc/default/kubelet, content: \"KUBELET_EXTRA_ARGS='--node-labels=node-role.kubernetes.io/gpu='\"}]\n",
+		"Forbidden by NodeRestriction", func(err error) bool {
+			return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "node-role.kubernetes.io")
+		})
 
 	// The operator sees it coming: no launch, a clear BootstrapError.
 	r := newRig(t, rigOptions{
@@ -234,19 +218,29 @@ spec: {gpuType: A100, gpuCount: 1, bootstrap: {secretName: ` + secret.Name + `}}
 func TestDiscoveryRefusesAWrongCAPin(t *testing.T) {
 	token := bootstrapToken(t)
 	name := "pinned-" + token[:6]
+	joinRefused(t, name, "#cloud-config\nhostname: "+name+"\nruncmd:\n  - [kubeadm, join, --token, "+token+
+		", --discovery-token-ca-cert-hash, \"sha256:"+strings.Repeat("0", 64)+"\"]\n",
+		"discovery refusing the cluster's CA", func(err error) bool {
+			return err != nil && strings.Contains(err.Error(), "matches --discovery-token-ca-cert-hash")
+		})
+}
+
+// joinRefused runs the node agent alone (no operator) for one active
+// machine with userData until its join error is what refused accepts
+// (the agent retries each pass, as a kubelet does), then checks that no
+// Node of that name exists.
+func joinRefused(t *testing.T, name, userData, want string, refused func(error) bool) {
+	t.Helper()
 	agent := &nodeagent.Agent{Kube: kubeClient(t), TLSBootstrap: tlsBootstrap(), Simulators: []cloudsim.Simulator{staticSim{{
-		Provider: "lambdalabs", ID: "i-" + name, Name: name, GPUs: 1, Active: true, Live: true,
-		UserData: "#cloud-config\nhostname: " + name + "\nruncmd:\n  - [kubeadm, join, --token, " + token +
-			", --discovery-token-ca-cert-hash, \"sha256:" + strings.Repeat("0", 64) + "\"]\n",
+		Provider: "lambdalabs", ID: "i-" + name, Name: name, GPUs: 1, Active: true, Live: true, UserData: userData,
 	}}}}
 	if err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
 		if err := agent.Sync(ctx); err != nil {
 			return false, err
 		}
-		err := agent.JoinError(name)
-		return err != nil && strings.Contains(err.Error(), "matches --discovery-token-ca-cert-hash"), nil
+		return refused(agent.JoinError(name)), nil
 	}); err != nil {
-		t.Fatalf("joining with a wrong CA pin: %v, want discovery refusing the cluster's CA", agent.JoinError(name))
+		t.Fatalf("machine %s: join error %v, want %s", name, agent.JoinError(name), want)
 	}
 	if _, err := kubeClient(t).CoreV1().Nodes().Get(t.Context(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("Node %s: %v, want none", name, err)
@@ -295,24 +289,15 @@ spec: {gpuType: A100, gpuCount: 1}`)
 	}
 }
 
-// bootstrapToken creates a bootstrap token Secret as the operator mints
-// them (kubeadm's node group, authentication usage) and returns the token.
+// bootstrapToken is a token like the operator's for kubeadm's discovery
+// (authentication and signing), valid for ten minutes.
 func bootstrapToken(t *testing.T) string {
 	t.Helper()
-	id, secret := "t"+randomAlnum(5), randomAlnum(16)
-	_, err := kubeClient(t).CoreV1().Secrets("kube-system").Create(t.Context(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id},
-		Type:       corev1.SecretTypeBootstrapToken,
-		StringData: map[string]string{
-			"token-id": id, "token-secret": secret, "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
-			"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
-			"expiration":        time.Now().Add(10 * time.Minute).UTC().Format(time.RFC3339),
-		},
-	}, metav1.CreateOptions{})
+	token, _, err := testenv.BootstrapToken(t.Context(), kubeClient(t), true, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id + "." + secret
+	return token
 }
 
 // staticSim is a simulator with a fixed list of machines, for the agent
@@ -330,14 +315,4 @@ func (s staticSim) Core() *cloudsim.Core         { return nil }
 func kubeClient(t *testing.T) kubernetes.Interface {
 	t.Helper()
 	return kubernetes.NewForConfigOrDie(env.Config)
-}
-
-// randomAlnum is n random lower-case letters and digits.
-func randomAlnum(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[rand.IntN(len(alphabet))]
-	}
-	return string(b)
 }
